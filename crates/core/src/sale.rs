@@ -1,0 +1,313 @@
+//! Sales: what an admin may create, how a sale moves through its phases, and when it may change.
+
+use crate::ids::SaleId;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+/// Longest sale name, in characters.
+pub const SALE_NAME_CHARS_MAX: usize = 200;
+/// Largest stock one sale may hold. Beyond this a "flash" sale is a warehouse.
+pub const SALE_STOCK_UNITS_MAX: u32 = 10_000_000;
+/// Highest price, in cents (ten billion currency units).
+pub const SALE_PRICE_CENTS_MAX: u64 = 1_000_000_000_000;
+/// Highest per-buyer limit.
+pub const SALE_PER_BUYER_LIMIT_MAX: u32 = 100;
+/// Shortest and longest time a winner has to pay, in seconds.
+pub const PAYMENT_WINDOW_SECS_MIN: u32 = 5;
+pub const PAYMENT_WINDOW_SECS_MAX: u32 = 7 * 24 * 3600;
+/// Longest a sale may run, in days.
+pub const SALE_DURATION_DAYS_MAX: i64 = 31;
+
+/// What an admin asks for when creating a sale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaleSpec {
+    pub name: String,
+    pub price_cents: u64,
+    pub stock: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub starts_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ends_at: OffsetDateTime,
+    pub per_buyer_limit: u32,
+    pub payment_window_secs: u32,
+}
+
+/// A rejected field of a sale spec: names the field so the admin knows what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn spec_error(field: &'static str, message: impl Into<String>) -> SpecError {
+    SpecError { field, message: message.into() }
+}
+
+impl SaleSpec {
+    /// Checks every field; the first problem found is returned, naming its field.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let name_chars = self.name.chars().count();
+        if self.name.trim().is_empty() {
+            return Err(spec_error("name", "must not be empty"));
+        }
+        if name_chars > SALE_NAME_CHARS_MAX {
+            return Err(spec_error("name", format!("must be at most {SALE_NAME_CHARS_MAX} characters")));
+        }
+        if self.name.chars().any(char::is_control) {
+            return Err(spec_error("name", "must not contain control characters"));
+        }
+        if self.price_cents > SALE_PRICE_CENTS_MAX {
+            return Err(spec_error("price_cents", format!("must be at most {SALE_PRICE_CENTS_MAX}")));
+        }
+        if self.stock == 0 || self.stock > SALE_STOCK_UNITS_MAX {
+            return Err(spec_error("stock", format!("must be between 1 and {SALE_STOCK_UNITS_MAX}")));
+        }
+        if self.ends_at <= self.starts_at {
+            return Err(spec_error("ends_at", "must be after starts_at"));
+        }
+        if self.ends_at - self.starts_at > Duration::days(SALE_DURATION_DAYS_MAX) {
+            return Err(spec_error("ends_at", format!("a sale may run at most {SALE_DURATION_DAYS_MAX} days")));
+        }
+        if self.per_buyer_limit == 0 || self.per_buyer_limit > SALE_PER_BUYER_LIMIT_MAX {
+            return Err(spec_error(
+                "per_buyer_limit",
+                format!("must be between 1 and {SALE_PER_BUYER_LIMIT_MAX}"),
+            ));
+        }
+        if !(PAYMENT_WINDOW_SECS_MIN..=PAYMENT_WINDOW_SECS_MAX).contains(&self.payment_window_secs) {
+            return Err(spec_error(
+                "payment_window_secs",
+                format!("must be between {PAYMENT_WINDOW_SECS_MIN} and {PAYMENT_WINDOW_SECS_MAX}"),
+            ));
+        }
+        // Timestamps are kept in milliseconds downstream; refuse what would not round-trip.
+        for (field, at) in [("starts_at", self.starts_at), ("ends_at", self.ends_at)] {
+            if !(1970..=9999).contains(&at.year()) {
+                return Err(spec_error(field, "must be between the years 1970 and 9999"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A change to a sale that is not live yet. Absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalePatch {
+    pub name: Option<String>,
+    pub price_cents: Option<u64>,
+    pub stock: Option<u32>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub starts_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub ends_at: Option<OffsetDateTime>,
+    pub per_buyer_limit: Option<u32>,
+    pub payment_window_secs: Option<u32>,
+}
+
+/// Where a sale is in its life, as the outside world sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Upcoming,
+    Live,
+    SoldOut,
+    Ended,
+}
+
+/// A sale as stored. Starting or stopping by hand moves `starts_at` / `ends_at`, so the phase
+/// is always a pure function of the sale, the clock and whether stock is left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sale {
+    pub id: SaleId,
+    pub spec: SaleSpec,
+    /// Bumped on every change, so caches keyed by it never serve a stale page.
+    pub version: u32,
+}
+
+/// Why a sale could not be changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("the sale is live or over and can no longer be edited")]
+    NotEditable,
+    #[error("the sale has already started")]
+    AlreadyStarted,
+    #[error("the sale has already ended")]
+    AlreadyEnded,
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+}
+
+impl Sale {
+    pub fn new(id: SaleId, spec: SaleSpec) -> Result<Self, SpecError> {
+        spec.validate()?;
+        Ok(Self { id, spec, version: 1 })
+    }
+
+    /// The phase at `now`. `stock_left` is whether any unit is still available to reserve.
+    pub fn phase(&self, now: OffsetDateTime, stock_left: bool) -> Phase {
+        if now < self.spec.starts_at {
+            Phase::Upcoming
+        } else if now >= self.spec.ends_at {
+            Phase::Ended
+        } else if stock_left {
+            Phase::Live
+        } else {
+            Phase::SoldOut
+        }
+    }
+
+    /// Whether buying is allowed at `now` (ignoring stock).
+    pub fn is_open(&self, now: OffsetDateTime) -> bool {
+        self.spec.starts_at <= now && now < self.spec.ends_at
+    }
+
+    /// Applies an admin's edit; only allowed before the sale starts, and the result must
+    /// still be a valid sale that starts in the future.
+    pub fn patched(&self, patch: &SalePatch, now: OffsetDateTime) -> Result<Self, ChangeError> {
+        if now >= self.spec.starts_at {
+            return Err(ChangeError::NotEditable);
+        }
+        let old = &self.spec;
+        let spec = SaleSpec {
+            name: patch.name.clone().unwrap_or_else(|| old.name.clone()),
+            price_cents: patch.price_cents.unwrap_or(old.price_cents),
+            stock: patch.stock.unwrap_or(old.stock),
+            starts_at: patch.starts_at.unwrap_or(old.starts_at),
+            ends_at: patch.ends_at.unwrap_or(old.ends_at),
+            per_buyer_limit: patch.per_buyer_limit.unwrap_or(old.per_buyer_limit),
+            payment_window_secs: patch.payment_window_secs.unwrap_or(old.payment_window_secs),
+        };
+        spec.validate()?;
+        if spec.starts_at <= now {
+            return Err(spec_error("starts_at", "must be in the future; use start to go live now").into());
+        }
+        Ok(Self { id: self.id, spec, version: self.version + 1 })
+    }
+
+    /// Goes live at `now` (the admin's "start now").
+    pub fn started(&self, now: OffsetDateTime) -> Result<Self, ChangeError> {
+        if now >= self.spec.ends_at {
+            return Err(ChangeError::AlreadyEnded);
+        }
+        if now >= self.spec.starts_at {
+            return Err(ChangeError::AlreadyStarted);
+        }
+        let mut sale = self.clone();
+        sale.spec.starts_at = now;
+        sale.version += 1;
+        Ok(sale)
+    }
+
+    /// Ends at `now` (the admin's "stop now"). Stopping a sale that has not started ends it
+    /// before it began: it never goes live.
+    pub fn stopped(&self, now: OffsetDateTime) -> Result<Self, ChangeError> {
+        if now >= self.spec.ends_at {
+            return Err(ChangeError::AlreadyEnded);
+        }
+        let mut sale = self.clone();
+        sale.spec.ends_at = now;
+        if sale.spec.starts_at > now {
+            sale.spec.starts_at = now;
+        }
+        sale.version += 1;
+        Ok(sale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+    use uuid::Uuid;
+
+    fn spec() -> SaleSpec {
+        SaleSpec {
+            name: "Phone".into(),
+            price_cents: 99_00,
+            stock: 10,
+            starts_at: datetime!(2030-01-01 12:00 UTC),
+            ends_at: datetime!(2030-01-01 13:00 UTC),
+            per_buyer_limit: 1,
+            payment_window_secs: 600,
+        }
+    }
+
+    fn sale() -> Sale {
+        Sale::new(SaleId(Uuid::from_u128(1)), spec()).unwrap()
+    }
+
+    #[test]
+    fn phase_table() {
+        let s = sale();
+        let cases = [
+            (datetime!(2030-01-01 11:59:59.999 UTC), true, Phase::Upcoming),
+            (datetime!(2030-01-01 11:59:59.999 UTC), false, Phase::Upcoming),
+            (datetime!(2030-01-01 12:00 UTC), true, Phase::Live),
+            (datetime!(2030-01-01 12:30 UTC), false, Phase::SoldOut),
+            (datetime!(2030-01-01 12:59:59.999 UTC), true, Phase::Live),
+            (datetime!(2030-01-01 13:00 UTC), true, Phase::Ended),
+            (datetime!(2030-01-01 13:00 UTC), false, Phase::Ended),
+        ];
+        for (now, stock_left, expected) in cases {
+            assert_eq!(s.phase(now, stock_left), expected, "at {now} stock_left={stock_left}");
+        }
+    }
+
+    #[test]
+    fn spec_validation_names_the_field() {
+        let cases: Vec<(fn(&mut SaleSpec), &str)> = vec![
+            (|s| s.name = " ".into(), "name"),
+            (|s| s.name = "x".repeat(201), "name"),
+            (|s| s.name = "a\u{0}b".into(), "name"),
+            (|s| s.price_cents = SALE_PRICE_CENTS_MAX + 1, "price_cents"),
+            (|s| s.stock = 0, "stock"),
+            (|s| s.stock = SALE_STOCK_UNITS_MAX + 1, "stock"),
+            (|s| s.ends_at = s.starts_at, "ends_at"),
+            (|s| s.ends_at = s.starts_at + Duration::days(32), "ends_at"),
+            (|s| s.per_buyer_limit = 0, "per_buyer_limit"),
+            (|s| s.per_buyer_limit = 101, "per_buyer_limit"),
+            (|s| s.payment_window_secs = 4, "payment_window_secs"),
+            (|s| s.payment_window_secs = PAYMENT_WINDOW_SECS_MAX + 1, "payment_window_secs"),
+        ];
+        for (break_it, field) in cases {
+            let mut s = spec();
+            break_it(&mut s);
+            assert_eq!(s.validate().map_err(|e| e.field), Err(field));
+        }
+        assert_eq!(spec().validate(), Ok(()));
+    }
+
+    #[test]
+    fn edits_only_before_the_start() {
+        let s = sale();
+        let before = datetime!(2030-01-01 11:00 UTC);
+        let patch = SalePatch { stock: Some(20), ..Default::default() };
+        let edited = s.patched(&patch, before).unwrap();
+        assert_eq!(edited.spec.stock, 20);
+        assert_eq!(edited.version, 2);
+        assert_eq!(s.patched(&patch, datetime!(2030-01-01 12:00 UTC)), Err(ChangeError::NotEditable));
+        let bad = SalePatch { stock: Some(0), ..Default::default() };
+        assert!(matches!(s.patched(&bad, before), Err(ChangeError::Invalid(e)) if e.field == "stock"));
+        let past = SalePatch { starts_at: Some(datetime!(2030-01-01 10:00 UTC)), ..Default::default() };
+        assert!(matches!(s.patched(&past, before), Err(ChangeError::Invalid(e)) if e.field == "starts_at"));
+    }
+
+    #[test]
+    fn start_and_stop_by_hand() {
+        let s = sale();
+        let early = datetime!(2030-01-01 11:00 UTC);
+        let live = s.started(early).unwrap();
+        assert_eq!(live.phase(early, true), Phase::Live);
+        assert_eq!(live.started(early), Err(ChangeError::AlreadyStarted));
+        let stopped = live.stopped(early + Duration::minutes(5)).unwrap();
+        assert_eq!(stopped.phase(early + Duration::minutes(5), true), Phase::Ended);
+        assert_eq!(stopped.stopped(early + Duration::minutes(6)), Err(ChangeError::AlreadyEnded));
+        // Stopping before the start means it never goes live.
+        let never = s.stopped(early).unwrap();
+        assert_eq!(never.phase(early, true), Phase::Ended);
+        assert!(!never.is_open(early));
+    }
+}

@@ -1,0 +1,204 @@
+//! The two secrets-based checks on the buy path: the signed buy-path token (nobody can buy
+//! before the start, even by guessing URLs) and the buyer's JWT (who is buying).
+
+use crate::ids::{BuyerId, SaleId};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use time::OffsetDateTime;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Bytes of HMAC kept in a buy-path token: 128 bits is far beyond guessing.
+const BUY_PATH_TOKEN_BYTES: usize = 16;
+/// Longest JWT we look at, in bytes; anything longer is refused before parsing.
+pub const BUYER_TOKEN_BYTES_MAX: usize = 2048;
+
+/// Derives and checks buy-path tokens: HMAC over the sale id and its start time.
+///
+/// The token changes whenever the start moves (edit or "start now"), so a path leaked for an
+/// old schedule is useless. It is handed out only by the status endpoint once the sale is live.
+#[derive(Clone)]
+pub struct BuyPathSigner {
+    mac: HmacSha256,
+}
+
+impl std::fmt::Debug for BuyPathSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BuyPathSigner(<secret>)")
+    }
+}
+
+impl BuyPathSigner {
+    pub fn new(secret: &[u8]) -> Self {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mac = <HmacSha256 as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+        Self { mac }
+    }
+
+    fn mac_for(&self, sale: SaleId, starts_at: OffsetDateTime) -> HmacSha256 {
+        let mut mac = self.mac.clone();
+        mac.update(b"flashsale buy path v1\0");
+        mac.update(sale.0.as_bytes());
+        mac.update(&(starts_at.unix_timestamp_nanos() / 1_000_000).to_be_bytes());
+        mac
+    }
+
+    pub fn token(&self, sale: SaleId, starts_at: OffsetDateTime) -> String {
+        let tag = self.mac_for(sale, starts_at).finalize().into_bytes();
+        URL_SAFE_NO_PAD.encode(&tag[..BUY_PATH_TOKEN_BYTES])
+    }
+
+    /// Constant-time check of a token taken from a URL.
+    pub fn verify(&self, sale: SaleId, starts_at: OffsetDateTime, token: &str) -> bool {
+        // 16 bytes encode to 22 characters; refuse anything else before decoding.
+        if token.len() != 22 {
+            return false;
+        }
+        let Ok(bytes) = URL_SAFE_NO_PAD.decode(token) else {
+            return false;
+        };
+        self.mac_for(sale, starts_at).verify_truncated_left(&bytes).is_ok()
+    }
+}
+
+/// Why a buyer token was refused. All of these are the client's problem (401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is malformed or its signature is wrong")]
+    Invalid,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token's subject is not a valid buyer id")]
+    BadSubject,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BuyerClaims {
+    sub: String,
+    exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<i64>,
+}
+
+/// Verifies (and, for the development login and the load generator, issues) buyer JWTs:
+/// HS256 only, `exp` and `sub` required. `now` is passed in; the library's own clock check
+/// is switched off so tests and simulations control time.
+#[derive(Clone)]
+pub struct BuyerTokens {
+    decoding: DecodingKey,
+    encoding: EncodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for BuyerTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BuyerTokens(<secret>)")
+    }
+}
+
+impl BuyerTokens {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            decoding: DecodingKey::from_secret(secret),
+            encoding: EncodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// The buyer named by a valid, unexpired token.
+    pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<BuyerId, TokenError> {
+        if token.len() > BUYER_TOKEN_BYTES_MAX {
+            return Err(TokenError::Invalid);
+        }
+        let data = jsonwebtoken::decode::<BuyerClaims>(token, &self.decoding, &self.validation)
+            .map_err(|_| TokenError::Invalid)?;
+        if data.claims.exp <= now.unix_timestamp() {
+            return Err(TokenError::Expired);
+        }
+        BuyerId::parse(&data.claims.sub).map_err(|_| TokenError::BadSubject)
+    }
+
+    /// Signs a token for `buyer`, valid until `expires_at`.
+    pub fn issue(&self, buyer: &BuyerId, now: OffsetDateTime, expires_at: OffsetDateTime) -> String {
+        let claims = BuyerClaims {
+            sub: buyer.as_str().to_owned(),
+            exp: expires_at.unix_timestamp(),
+            iat: Some(now.unix_timestamp()),
+        };
+        // Encoding HS256 claims made of a string and integers cannot fail.
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 encoding of plain claims cannot fail")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::Duration;
+    use time::macros::datetime;
+    use uuid::Uuid;
+
+    const NOW: OffsetDateTime = datetime!(2030-01-01 12:00 UTC);
+
+    #[test]
+    fn buy_path_token_is_bound_to_sale_start_and_secret() {
+        let signer = BuyPathSigner::new(b"secret");
+        let sale = SaleId(Uuid::from_u128(1));
+        let token = signer.token(sale, NOW);
+        assert_eq!(token.len(), 22);
+        assert!(signer.verify(sale, NOW, &token));
+        assert!(!signer.verify(sale, NOW + Duration::milliseconds(1), &token));
+        assert!(!signer.verify(SaleId(Uuid::from_u128(2)), NOW, &token));
+        assert!(!BuyPathSigner::new(b"other").verify(sale, NOW, &token));
+        for bad in ["", "x", "AAAAAAAAAAAAAAAAAAAAAA", "!!!!!!!!!!!!!!!!!!!!!!", &format!("{token}A")] {
+            assert!(!signer.verify(sale, NOW, bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn buyer_token_round_trip_and_rejections() {
+        let tokens = BuyerTokens::new(b"shop-secret");
+        let alice = BuyerId::parse("alice").unwrap();
+        let good = tokens.issue(&alice, NOW, NOW + Duration::hours(1));
+        assert_eq!(tokens.verify(&good, NOW), Ok(alice.clone()));
+        assert_eq!(tokens.verify(&good, NOW + Duration::hours(1)), Err(TokenError::Expired));
+        assert_eq!(BuyerTokens::new(b"other").verify(&good, NOW), Err(TokenError::Invalid));
+        assert_eq!(tokens.verify("not.a.jwt", NOW), Err(TokenError::Invalid));
+        assert_eq!(tokens.verify(&"a".repeat(5000), NOW), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn buyer_token_needs_hs256_exp_and_a_valid_sub() {
+        let secret = b"shop-secret";
+        let tokens = BuyerTokens::new(secret);
+        let key = EncodingKey::from_secret(secret);
+        let sign = |header: Header, claims: serde_json::Value| {
+            jsonwebtoken::encode(&header, &claims, &key).unwrap()
+        };
+        let exp = (NOW + Duration::hours(1)).unix_timestamp();
+        let no_exp = sign(Header::new(Algorithm::HS256), serde_json::json!({"sub": "alice"}));
+        assert_eq!(tokens.verify(&no_exp, NOW), Err(TokenError::Invalid));
+        let no_sub = sign(Header::new(Algorithm::HS256), serde_json::json!({"exp": exp}));
+        assert_eq!(tokens.verify(&no_sub, NOW), Err(TokenError::Invalid));
+        let hs512 = sign(Header::new(Algorithm::HS512), serde_json::json!({"sub": "alice", "exp": exp}));
+        assert_eq!(tokens.verify(&hs512, NOW), Err(TokenError::Invalid));
+        let bad_sub = sign(Header::new(Algorithm::HS256), serde_json::json!({"sub": "a b", "exp": exp}));
+        assert_eq!(tokens.verify(&bad_sub, NOW), Err(TokenError::BadSubject));
+        // "alg": "none" with the signature stripped.
+        let good = sign(Header::new(Algorithm::HS256), serde_json::json!({"sub": "alice", "exp": exp}));
+        let mut parts = good.split('.');
+        let (_, payload) = (parts.next(), parts.next().unwrap());
+        let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        assert_eq!(tokens.verify(&format!("{none_header}.{payload}."), NOW), Err(TokenError::Invalid));
+    }
+}

@@ -1,0 +1,15 @@
+//! The sale service: port traits, their conformance suite, and the logic that runs a sale on
+//! top of them — the buy flow, the order writers, the reaper and recovery at start.
+//!
+//! Nothing here knows HTTP or which backend sits behind a port.
+
+pub mod clock;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod ports;
+
+pub use clock::{ManualClock, SystemClock};
+pub use ports::{
+    BackendError, BackendResult, Clock, Enqueued, Holding, OrderCounts, OrderStore, PayOutcome,
+    ReservationQueue, StockLedger,
+};

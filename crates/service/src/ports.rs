@@ -1,0 +1,191 @@
+//! The ports: small traits the service uses to reach stock, the durable queue, the order store
+//! and the clock. Each method's contract is written here and checked by the conformance suite
+//! (`crate::conformance`) that every backend runs, embedded and real alike.
+
+use async_trait::async_trait;
+use flashsale_core::{
+    BuyerId, Order, OrderId, PaymentId, Reservation, ReserveOutcome, ReturnOutcome,
+    Sale, SaleId, Timestamp,
+};
+use std::time::Duration;
+
+/// Something a backend could not do. Business answers (sold out, limit reached, queue full,
+/// payment expired) are values, never this.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{backend} failed ({}): {message}", if *.outcome_known { "nothing was changed" } else { "the outcome is unknown" })]
+pub struct BackendError {
+    /// Which backend, e.g. "sqlite order store"; shown in logs, never to clients.
+    pub backend: &'static str,
+    /// True when the operation surely did not happen (determinate); false when it may have
+    /// (a timeout after the request was sent).
+    pub outcome_known: bool,
+    pub message: String,
+}
+
+impl BackendError {
+    pub fn determinate(backend: &'static str, message: impl std::fmt::Display) -> Self {
+        Self { backend, outcome_known: true, message: message.to_string() }
+    }
+
+    pub fn indeterminate(backend: &'static str, message: impl std::fmt::Display) -> Self {
+        Self { backend, outcome_known: false, message: message.to_string() }
+    }
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// The time source. Production uses the system clock; tests and simulations set time by hand.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// One known order of a sale, for rebuilding stock state: whether it still holds its unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    pub order_id: OrderId,
+    pub buyer: BuyerId,
+    pub live: bool,
+}
+
+/// Stock and per-buyer limits: the reservation layer.
+///
+/// Every operation on one sale is atomic with respect to every other, across all nodes that
+/// share the backend. Order ids make `reserve` idempotent.
+#[async_trait]
+pub trait StockLedger: Send + Sync {
+    /// Installs a sale's ledger with `stock_total` units and `per_buyer_limit`, restoring the
+    /// given holdings (orders already in the store or the queue). Replaces any earlier ledger
+    /// of that sale. Fails, changing nothing, if the live holdings exceed the stock.
+    async fn open_sale(
+        &self,
+        sale: SaleId,
+        stock_total: u32,
+        per_buyer_limit: u32,
+        holdings: Vec<Holding>,
+    ) -> BackendResult<()>;
+
+    /// Takes one unit for `order` on behalf of `buyer` (see `SaleLedger::reserve` for the
+    /// order of checks). `Reserved` leaves the reservation pending until `confirm` or
+    /// `cancel_pending`. An unknown sale is a determinate error.
+    async fn reserve(&self, sale: SaleId, order: OrderId, buyer: &BuyerId) -> BackendResult<ReserveOutcome>;
+
+    /// Marks a pending reservation durable (it is in the queue). Idempotent.
+    async fn confirm(&self, sale: SaleId, order: OrderId) -> BackendResult<()>;
+
+    /// Gives back the unit of a pending reservation that could not be made durable, and
+    /// forgets the order id. A no-op for anything not pending.
+    async fn cancel_pending(&self, sale: SaleId, order: OrderId) -> BackendResult<()>;
+
+    /// Gives back the unit of a durable reservation whose order expired or was cancelled;
+    /// exactly once: a second call answers `AlreadyReturned` and changes nothing.
+    async fn return_unit(&self, sale: SaleId, order: OrderId) -> BackendResult<ReturnOutcome>;
+
+    /// Units still available to reserve.
+    async fn available(&self, sale: SaleId) -> BackendResult<u32>;
+}
+
+/// Answer to an enqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The reservation is durable: it will be delivered until acknowledged.
+    Durable,
+    /// The queue is at capacity; nothing was stored. Fail fast.
+    Full,
+}
+
+/// The durable, bounded queue of reservations: the acknowledgement point of a buy.
+#[async_trait]
+pub trait ReservationQueue: Send + Sync {
+    /// Stores the reservation durably and only then returns `Durable`. Enqueuing an order id
+    /// that is already queued stores it once. Returns `Full` at once, storing nothing, when
+    /// the queue holds its capacity.
+    async fn enqueue(&self, reservation: Reservation) -> BackendResult<Enqueued>;
+
+    /// Hands out up to `max` queued reservations that no other consumer holds, waiting up to
+    /// `wait` for the first. Each is delivered again if it is neither acked nor nacked within
+    /// the queue's ack deadline (the consumer died).
+    async fn take_batch(&self, max: usize, wait: Duration) -> BackendResult<Vec<Reservation>>;
+
+    /// Removes delivered reservations for good (they are written as orders). Acking an
+    /// unknown id is a no-op.
+    async fn ack(&self, orders: &[OrderId]) -> BackendResult<()>;
+
+    /// Hands delivered reservations back for immediate redelivery.
+    async fn nack(&self, orders: &[OrderId]) -> BackendResult<()>;
+
+    /// A queued (not yet acknowledged) reservation, if any.
+    async fn find(&self, order: OrderId) -> BackendResult<Option<Reservation>>;
+
+    /// Every reservation still queued, delivered or not, for rebuilding stock state at start.
+    async fn all_queued(&self) -> BackendResult<Vec<Reservation>>;
+
+    /// Reservations queued and not yet acknowledged (approximate under concurrency).
+    fn depth(&self) -> usize;
+
+    /// The most reservations the queue holds before answering `Full`.
+    fn capacity(&self) -> usize;
+}
+
+/// Counts of a sale's orders by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrderCounts {
+    pub pending_payment: u64,
+    pub paid: u64,
+    pub expired: u64,
+    pub cancelled: u64,
+}
+
+/// The answer to a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayOutcome {
+    /// Paid now, or paid before with the same payment id (same answer).
+    Paid(Order),
+    /// Paid before with another payment id.
+    PaidByOtherPayment,
+    /// The payment window closed (whether or not the reaper has run yet).
+    Expired,
+    Cancelled,
+    /// No such order for this buyer.
+    NotFound,
+}
+
+/// Sales, orders and payments.
+#[async_trait]
+pub trait OrderStore: Send + Sync {
+    /// Stores a new sale. A sale id that exists already is a determinate error.
+    async fn create_sale(&self, sale: &Sale) -> BackendResult<()>;
+
+    /// Replaces a sale's stored definition, but only if the stored version is
+    /// `sale.version - 1` (compare-and-set); returns whether it was replaced.
+    async fn update_sale(&self, sale: &Sale) -> BackendResult<bool>;
+
+    async fn get_sale(&self, id: SaleId) -> BackendResult<Option<Sale>>;
+
+    /// All sales, oldest first.
+    async fn list_sales(&self) -> BackendResult<Vec<Sale>>;
+
+    /// Writes each reservation as a `pending_payment` order, in one transaction. Idempotent:
+    /// an order id that exists already is skipped. Returns how many were new.
+    async fn insert_orders(&self, batch: &[Reservation]) -> BackendResult<u64>;
+
+    async fn get_order(&self, id: OrderId) -> BackendResult<Option<Order>>;
+
+    /// Pays `id` for `buyer` (someone else's order is `NotFound`), deciding with
+    /// `Order::decide_pay` and applying `pending_payment → paid` as a compare-and-set, so a
+    /// racing expiry and payment cannot both win.
+    async fn pay(&self, id: OrderId, buyer: &BuyerId, payment: &PaymentId, now: Timestamp) -> BackendResult<PayOutcome>;
+
+    /// Moves up to `max` orders whose payment window closed by `now` from `pending_payment` to
+    /// `expired`, each by compare-and-set, and returns exactly the ones this call moved: two
+    /// reapers racing never both get the same order.
+    async fn expire_due(&self, now: Timestamp, max: usize) -> BackendResult<Vec<Order>>;
+
+    async fn order_counts(&self, sale: SaleId) -> BackendResult<OrderCounts>;
+
+    /// Every order of the sale with whether it is live (`OrderStatus::is_live`), for
+    /// rebuilding stock state.
+    async fn holdings(&self, sale: SaleId) -> BackendResult<Vec<Holding>>;
+
+    /// Orders of a sale, newest first, at most `max` (for the admin view and the checker).
+    async fn recent_orders(&self, sale: SaleId, max: usize) -> BackendResult<Vec<Order>>;
+}
