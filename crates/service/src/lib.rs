@@ -13,3 +13,11 @@ pub use ports::{
     BackendError, BackendResult, Clock, Enqueued, Holding, OrderCounts, OrderStore, PayOutcome,
     ReservationQueue, StockLedger,
 };
+pub mod shop;
+pub mod writers;
+
+pub use shop::{
+    AdminError, Backends, BuyOutcome, OrderView, OrderViewStatus, PayAnswer, ReaperConfig, SaleCounters,
+    SaleStatus, SaleView, ServiceError, Shop, ShopConfig,
+};
+pub use writers::{WriterConfig, WriterPool};

@@ -1,0 +1,114 @@
+//! Extractors that turn raw requests into validated values, answering in the error table when
+//! they cannot: JSON bodies, buyer and admin credentials, the idempotency key, path ids.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use flashsale_core::tokens::TokenError;
+use flashsale_core::{BuyerId, IdempotencyKey, OrderId, SaleId};
+use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// A JSON body whose rejections use the error table (types deny unknown fields themselves).
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        JsonRejection::JsonDataError(e) => ApiError::InvalidRequest(clip(&e.body_text())),
+        JsonRejection::JsonSyntaxError(e) => ApiError::InvalidRequest(clip(&e.body_text())),
+        other => ApiError::InvalidRequest(clip(&other.body_text())),
+    }
+}
+
+/// Error messages echo parts of the input; keep them short.
+fn clip(text: &str) -> String {
+    const MESSAGE_CHARS_MAX: usize = 300;
+    text.chars().take(MESSAGE_CHARS_MAX).collect()
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim())
+}
+
+/// The buyer named by a valid `Authorization: Bearer <JWT>`.
+pub struct Buyer(pub BuyerId);
+
+impl FromRequestParts<Arc<AppState>> for Buyer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized("send the buyer token as Authorization: Bearer <token>"))?;
+        match state.buyer_tokens.verify(token, state.shop.now()) {
+            Ok(buyer) => Ok(Buyer(buyer)),
+            Err(TokenError::Expired) => Err(ApiError::Unauthorized("the buyer token has expired")),
+            Err(TokenError::Invalid | TokenError::BadSubject) => Err(ApiError::Unauthorized("the buyer token is not valid")),
+        }
+    }
+}
+
+/// Proof that the request carries the admin token (compared in constant time).
+pub struct Admin;
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized("send the admin token as Authorization: Bearer <token>"))?;
+        let expected = state.admin_token.expose_secret().as_bytes();
+        if bool::from(expected.ct_eq(token.as_bytes())) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::Unauthorized("the admin token is not valid"))
+        }
+    }
+}
+
+/// The `Idempotency-Key` header, required on buys.
+pub struct IdemKey(pub IdempotencyKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get("idempotency-key")
+            .ok_or_else(|| ApiError::InvalidRequest("the Idempotency-Key header is required".into()))?;
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::InvalidRequest("Idempotency-Key must be printable ASCII".into()))?;
+        IdempotencyKey::parse(text)
+            .map(IdemKey)
+            .map_err(|e| ApiError::InvalidRequest(format!("Idempotency-Key {e}")))
+    }
+}
+
+/// A sale id from the path; anything that is not one is simply not found.
+pub fn sale_id(text: &str) -> Result<SaleId, ApiError> {
+    SaleId::parse(text).map_err(|_| ApiError::NotFound)
+}
+
+pub fn order_id(text: &str) -> Result<OrderId, ApiError> {
+    OrderId::parse(text).map_err(|_| ApiError::NotFound)
+}

@@ -1,0 +1,162 @@
+//! Order writers: tasks that move reservations from the durable queue into the order store in
+//! batches. Their number can change while the server runs.
+
+use crate::ports::{OrderStore, ReservationQueue};
+use flashsale_core::OrderId;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Most writers one node may run; more only contend for the same order store.
+pub const WRITERS_COUNT_MAX: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterConfig {
+    /// Writers started with the server.
+    pub count: usize,
+    /// Most reservations written in one store transaction.
+    pub batch_max: usize,
+    /// How long a writer waits on an empty queue before checking for shutdown again.
+    pub idle_wait_ms: u64,
+    /// Longest pause after a failed write before trying again.
+    pub retry_backoff_ms_max: u64,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self { count: 2, batch_max: 1000, idle_wait_ms: 50, retry_backoff_ms_max: 2000 }
+    }
+}
+
+/// What one writer step did; the loop around it decides how to pace itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Nothing was queued.
+    Idle,
+    /// A batch was written (`new` of `taken` were new orders; the rest were redeliveries).
+    Wrote { taken: usize, new: u64 },
+    /// Writing failed; the batch was handed back for redelivery.
+    Failed,
+}
+
+/// One writer step: take a batch, write it idempotently, and only then acknowledge it. A crash
+/// between the write and the ack repeats a harmless insert.
+pub async fn write_one_batch(
+    queue: &dyn ReservationQueue,
+    store: &dyn OrderStore,
+    config: &WriterConfig,
+) -> WriteOutcome {
+    let batch = match queue
+        .take_batch(config.batch_max, Duration::from_millis(config.idle_wait_ms))
+        .await
+    {
+        Ok(batch) if batch.is_empty() => return WriteOutcome::Idle,
+        Ok(batch) => batch,
+        Err(error) => {
+            tracing::warn!(%error, "order writer could not take from the queue");
+            return WriteOutcome::Failed;
+        }
+    };
+    let ids: Vec<OrderId> = batch.iter().map(|r| r.order_id).collect();
+    match store.insert_orders(&batch).await {
+        Ok(new) => {
+            if let Err(error) = queue.ack(&ids).await {
+                // The orders are written; an unacked batch is delivered again and its insert
+                // is a no-op.
+                tracing::warn!(%error, "order writer could not acknowledge a written batch");
+            }
+            WriteOutcome::Wrote { taken: batch.len(), new }
+        }
+        Err(error) => {
+            tracing::warn!(%error, batch = batch.len(), "order writer could not write a batch");
+            if let Err(error) = queue.nack(&ids).await {
+                tracing::warn!(%error, "order writer could not hand a failed batch back");
+            }
+            WriteOutcome::Failed
+        }
+    }
+}
+
+struct Writer {
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// The writers of one node.
+pub struct WriterPool {
+    queue: Arc<dyn ReservationQueue>,
+    store: Arc<dyn OrderStore>,
+    config: WriterConfig,
+    // A std mutex: held only to push or pop handles, never across an await.
+    writers: Mutex<Vec<Writer>>,
+}
+
+impl WriterPool {
+    pub fn new(queue: Arc<dyn ReservationQueue>, store: Arc<dyn OrderStore>, config: WriterConfig) -> Self {
+        Self { queue, store, config, writers: Mutex::new(Vec::new()) }
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Writer>> {
+        self.writers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts or stops writers until `count` run. A stopped writer finishes its current batch
+    /// first, so nothing taken is left unwritten. Must be called inside a tokio runtime.
+    pub fn set_count(&self, count: usize) {
+        let count = count.min(WRITERS_COUNT_MAX);
+        let mut writers = self.lock();
+        while writers.len() > count {
+            if let Some(writer) = writers.pop() {
+                writer.cancel.cancel();
+            }
+        }
+        while writers.len() < count {
+            let cancel = CancellationToken::new();
+            let handle = tokio::spawn(run_writer(
+                self.queue.clone(),
+                self.store.clone(),
+                self.config.clone(),
+                cancel.clone(),
+            ));
+            writers.push(Writer { cancel, handle });
+        }
+        tracing::info!(writers = count, "order writer count set");
+    }
+
+    /// Stops every writer and waits for each to finish its batch.
+    pub async fn stop_all(&self) {
+        let writers: Vec<Writer> = std::mem::take(&mut *self.lock());
+        for writer in &writers {
+            writer.cancel.cancel();
+        }
+        for writer in writers {
+            let _ = writer.handle.await;
+        }
+    }
+}
+
+async fn run_writer(
+    queue: Arc<dyn ReservationQueue>,
+    store: Arc<dyn OrderStore>,
+    config: WriterConfig,
+    cancel: CancellationToken,
+) {
+    let mut backoff_ms = 10;
+    while !cancel.is_cancelled() {
+        match write_one_batch(queue.as_ref(), store.as_ref(), &config).await {
+            WriteOutcome::Idle | WriteOutcome::Wrote { .. } => backoff_ms = 10,
+            WriteOutcome::Failed => {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                }
+                backoff_ms = (backoff_ms * 2).min(config.retry_backoff_ms_max.max(10));
+            }
+        }
+    }
+}
