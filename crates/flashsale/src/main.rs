@@ -1,1 +1,135 @@
-fn main() {}
+//! The flashsale command line: `serve`, `demo`, `migrate`.
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use flashsale::config::{Config, FlagOverrides, LogFormat};
+use flashsale::{app, demo};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "flashsale", version, about = "A flash-sale engine that never oversells")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve sales (no demo sale, no development login unless asked for).
+    Serve(ServeArgs),
+    /// Serve a demo sale that goes live 30 s after start, with the development login on.
+    Demo(ServeArgs),
+    /// Create or upgrade the order store's schema, then exit.
+    Migrate(CommonArgs),
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// A TOML config file layered over the defaults (see config/default.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory for the embedded backends' files.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to listen on, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Turn on POST /api/dev/buyer-token (anyone can get a buyer token: demos and tests only).
+    #[arg(long)]
+    dev_login: bool,
+}
+
+fn load(common: &CommonArgs, listen: Option<String>, dev_login: bool) -> Result<Config> {
+    let flags = FlagOverrides {
+        listen,
+        data_dir: common.data_dir.clone(),
+        dev_login: dev_login.then_some(true),
+    };
+    Ok(Config::load(common.config.as_deref(), std::env::vars(), &flags)?)
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn serve(config: Config, is_demo: bool) -> Result<()> {
+    let running = app::start(&config).await?;
+    if is_demo {
+        demo::create_sale_and_greet(&running, &config).await?;
+    }
+    tracing::info!(addr = %running.addr, data_dir = %config.data_dir.display(), dev_login = config.dev_login, "flashsale serving");
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing open requests and draining the queue");
+    running.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => match load(&args.common, args.listen, args.dev_login) {
+            Ok(config) => {
+                init_logs(config.log_format);
+                serve(config, false).await
+            }
+            Err(error) => Err(error),
+        },
+        Command::Demo(args) => match load(&args.common, args.listen, true) {
+            Ok(config) => {
+                init_logs(config.log_format);
+                serve(demo::prepare(config), true).await
+            }
+            Err(error) => Err(error),
+        },
+        Command::Migrate(common) => match load(&common, None, false) {
+            Ok(config) => {
+                init_logs(config.log_format);
+                app::open_store(&config.data_dir).await.map(|_| {
+                    println!("order store in {} is up to date", config.data_dir.display());
+                })
+            }
+            Err(error) => Err(error),
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

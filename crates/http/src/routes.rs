@@ -328,6 +328,6 @@ async fn put_writers(State(state): State<Arc<AppState>>, _: Admin, ApiJson(body)
     if body.count > WRITERS_COUNT_MAX {
         return Err(ApiError::InvalidRequest(format!("count: must be between 0 and {WRITERS_COUNT_MAX}")));
     }
-    state.shop.set_writer_count(body.count);
+    state.shop.set_writer_count(body.count).await;
     Ok(no_store(Json(WritersBody { count: state.shop.writer_count() })))
 }

@@ -228,7 +228,7 @@ impl Shop {
             ready: AtomicBool::new(false),
         });
         shop.recover().await?;
-        shop.writers.set_count(shop.config.writers.count);
+        shop.writers.set_count(shop.config.writers.count).await;
         tokio::spawn(run_reaper(shop.clone()));
         shop.ready.store(true, Ordering::Release);
         Ok(shop)
@@ -497,8 +497,8 @@ impl Shop {
         self.writers.count()
     }
 
-    pub fn set_writer_count(&self, count: usize) {
-        self.writers.set_count(count);
+    pub async fn set_writer_count(&self, count: usize) {
+        self.writers.set_count(count).await;
     }
 
     pub fn queue_depth(&self) -> usize {
@@ -543,7 +543,7 @@ impl Shop {
         self.shutdown.cancel();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.drain_timeout_ms);
         if self.writers.count() == 0 {
-            self.writers.set_count(1);
+            self.writers.set_count(1).await;
         }
         while self.backends.queue.depth() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

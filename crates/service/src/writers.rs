@@ -105,38 +105,44 @@ impl WriterPool {
         self.writers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts or stops writers until `count` run. A stopped writer finishes its current batch
-    /// first, so nothing taken is left unwritten. Must be called inside a tokio runtime.
-    pub fn set_count(&self, count: usize) {
+    /// Starts or stops writers until `count` run, and returns once the stopped ones have
+    /// finished their current batch (so nothing taken is left unwritten, and a caller that
+    /// sets zero knows no writer is still running). Must be called inside a tokio runtime.
+    pub async fn set_count(&self, count: usize) {
         let count = count.min(WRITERS_COUNT_MAX);
-        let mut writers = self.lock();
-        while writers.len() > count {
-            if let Some(writer) = writers.pop() {
-                writer.cancel.cancel();
+        let stopped: Vec<Writer> = {
+            let mut writers = self.lock();
+            let keep = count.min(writers.len());
+            let stopped = writers.split_off(keep);
+            while writers.len() < count {
+                let cancel = CancellationToken::new();
+                let handle = tokio::spawn(run_writer(
+                    self.queue.clone(),
+                    self.store.clone(),
+                    self.config.clone(),
+                    cancel.clone(),
+                ));
+                writers.push(Writer { cancel, handle });
             }
-        }
-        while writers.len() < count {
-            let cancel = CancellationToken::new();
-            let handle = tokio::spawn(run_writer(
-                self.queue.clone(),
-                self.store.clone(),
-                self.config.clone(),
-                cancel.clone(),
-            ));
-            writers.push(Writer { cancel, handle });
-        }
+            stopped
+        };
+        join(stopped).await;
         tracing::info!(writers = count, "order writer count set");
     }
 
     /// Stops every writer and waits for each to finish its batch.
     pub async fn stop_all(&self) {
         let writers: Vec<Writer> = std::mem::take(&mut *self.lock());
-        for writer in &writers {
-            writer.cancel.cancel();
-        }
-        for writer in writers {
-            let _ = writer.handle.await;
-        }
+        join(writers).await;
+    }
+}
+
+async fn join(writers: Vec<Writer>) {
+    for writer in &writers {
+        writer.cancel.cancel();
+    }
+    for writer in writers {
+        let _ = writer.handle.await;
     }
 }
 

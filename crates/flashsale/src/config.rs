@@ -1,0 +1,221 @@
+//! The typed configuration tree: defaults file < config file < `FLASHSALE_*` environment <
+//! flags, validated once at start with errors that name the key to fix.
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The defaults, compiled in so the binary runs with no file at all.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Shortest admin token accepted, in characters.
+pub const ADMIN_TOKEN_CHARS_MIN: usize = 16;
+/// Shortest HMAC/JWT secret accepted, in bytes.
+pub const SECRET_BYTES_MIN: usize = 32;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub dev_login: bool,
+    pub log_format: LogFormat,
+    pub admin_token: Option<SecretString>,
+    pub buyer_jwt_secret: Option<SecretString>,
+    pub buy_path_secret: Option<SecretString>,
+    pub http: HttpSection,
+    pub queue: QueueSection,
+    pub writers: WritersSection,
+    pub reaper: ReaperSection,
+    pub shutdown: ShutdownSection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    pub connections_max: usize,
+    pub header_read_timeout_ms: u64,
+    pub header_bytes_max: usize,
+    pub headers_count_max: usize,
+    pub body_bytes_max: usize,
+    pub request_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    pub capacity_reservations: usize,
+    pub commit_batch_max: usize,
+    pub commit_requests_waiting_max: usize,
+    pub ack_deadline_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WritersSection {
+    pub count: usize,
+    pub batch_max: usize,
+    pub idle_wait_ms: u64,
+    pub retry_backoff_ms_max: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaperSection {
+    pub interval_ms: u64,
+    pub batch_max: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSection {
+    pub drain_timeout_ms: u64,
+}
+
+/// Values given as command-line flags; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev_login: Option<bool>,
+}
+
+/// A configuration problem, naming the key and how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads the layers. `env` is the process environment (passed in so tests control it).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &FlagOverrides,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_CONFIG_TOML));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(format!("the config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        figment = figment.merge(Serialized::defaults(env_layer(&env)?)).merge(Serialized::defaults(flags));
+        let config: Config = figment.extract().map_err(|e| ConfigError(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("http.connections_max", self.http.connections_max as u64),
+            ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),
+            ("http.headers_count_max", self.http.headers_count_max as u64),
+            ("http.body_bytes_max", self.http.body_bytes_max as u64),
+            ("http.request_timeout_ms", self.http.request_timeout_ms),
+            ("queue.capacity_reservations", self.queue.capacity_reservations as u64),
+            ("queue.commit_batch_max", self.queue.commit_batch_max as u64),
+            ("queue.commit_requests_waiting_max", self.queue.commit_requests_waiting_max as u64),
+            ("queue.ack_deadline_ms", self.queue.ack_deadline_ms),
+            ("writers.batch_max", self.writers.batch_max as u64),
+            ("writers.idle_wait_ms", self.writers.idle_wait_ms),
+            ("reaper.interval_ms", self.reaper.interval_ms),
+            ("reaper.batch_max", self.reaper.batch_max as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError(format!("{key} must be greater than 0")));
+            }
+        }
+        if self.http.header_bytes_max < 8192 {
+            return Err(ConfigError("http.header_bytes_max must be at least 8192".into()));
+        }
+        if self.writers.count > flashsale_service::writers::WRITERS_COUNT_MAX {
+            return Err(ConfigError(format!(
+                "writers.count must be at most {}",
+                flashsale_service::writers::WRITERS_COUNT_MAX
+            )));
+        }
+        if let Some(token) = &self.admin_token
+            && token.expose_secret().chars().count() < ADMIN_TOKEN_CHARS_MIN
+        {
+            return Err(ConfigError(format!(
+                "admin_token must be at least {ADMIN_TOKEN_CHARS_MIN} characters (FLASHSALE_ADMIN_TOKEN)"
+            )));
+        }
+        for (key, env, secret) in [
+            ("buyer_jwt_secret", "FLASHSALE_BUYER_JWT_SECRET", &self.buyer_jwt_secret),
+            ("buy_path_secret", "FLASHSALE_BUY_PATH_SECRET", &self.buy_path_secret),
+        ] {
+            if let Some(secret) = secret
+                && secret.expose_secret().len() < SECRET_BYTES_MIN
+            {
+                return Err(ConfigError(format!("{key} must be at least {SECRET_BYTES_MIN} bytes ({env})")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The admin token, or an error saying how to set it.
+    pub fn require_admin_token(&self) -> Result<SecretString, ConfigError> {
+        self.admin_token.clone().ok_or_else(|| {
+            ConfigError("admin_token is not set: export FLASHSALE_ADMIN_TOKEN=<at least 16 characters>".into())
+        })
+    }
+
+    pub fn require_buyer_jwt_secret(&self) -> Result<SecretString, ConfigError> {
+        self.buyer_jwt_secret.clone().ok_or_else(|| {
+            ConfigError(
+                "buyer_jwt_secret is not set: export FLASHSALE_BUYER_JWT_SECRET=<the HS256 secret your shop signs buyer tokens with, at least 32 bytes>"
+                    .into(),
+            )
+        })
+    }
+}
+
+/// Prefix of every environment variable flashsale reads.
+pub const ENV_PREFIX: &str = "FLASHSALE_";
+
+/// Turns `FLASHSALE_HTTP__BODY_BYTES_MAX=8192` into the nested `{http: {body_bytes_max: 8192}}`
+/// layer, with values parsed the way figment's own `Env` provider parses them. Taking the
+/// pairs as an argument (rather than reading the process) keeps the loader testable.
+fn env_layer(env: &[(String, String)]) -> Result<Dict, ConfigError> {
+    let mut root = Dict::new();
+    for (key, value) in env {
+        let path: Vec<String> = key[ENV_PREFIX.len()..].split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError(format!("environment variable {key} is not of the form FLASHSALE_SECTION__KEY")));
+        }
+        let (last, sections) = path.split_last().expect("split yields at least one part");
+        let mut table = &mut root;
+        for part in sections {
+            let entry = table.entry(part.clone()).or_insert_with(|| Value::from(Dict::new()));
+            table = match entry {
+                Value::Dict(_, dict) => dict,
+                _ => return Err(ConfigError(format!("environment variable {key}: {part} is not a section"))),
+            };
+        }
+        let parsed: Value = value.parse().unwrap_or_else(|_| Value::from(value.clone()));
+        table.insert(last.clone(), parsed);
+    }
+    Ok(root)
+}
+
+fn describe(error: figment::Error) -> String {
+    error.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}

@@ -1,0 +1,171 @@
+//! A real `kill -9` of the server process in the middle of a burst of buys, then a restart on
+//! the same data dir: every 202 became exactly one order, and no unit was sold twice or lost.
+
+use crate::support::{ADMIN_TOKEN, BUYER_SECRET, read, rfc3339};
+use flashsale_core::BuyerId;
+use flashsale_core::tokens::BuyerTokens;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::process::{Child, Command};
+
+const STOCK: u64 = 200;
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+async fn start_server(data_dir: &Path) -> Server {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data_dir)
+        .env("FLASHSALE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("FLASHSALE_BUYER_JWT_SECRET", BUYER_SECRET)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the flashsale binary");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..500 {
+        if let Ok(response) = http.get(format!("{base}/readyz")).send().await
+            && response.status() == StatusCode::OK
+        {
+            return Server { child, base };
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the server did not become ready");
+}
+
+fn token(tokens: &BuyerTokens, n: usize) -> String {
+    let now = OffsetDateTime::now_utc();
+    tokens.issue(&BuyerId::parse(&format!("buyer-{n}")).unwrap(), now, now + time::Duration::hours(3))
+}
+
+async fn admin(http: &reqwest::Client, method: reqwest::Method, url: String, body: Option<Value>) -> Value {
+    let mut request = http.request(method, url).bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let (code, body) = read(request.send().await.unwrap()).await;
+    assert!(code.is_success(), "{code}: {body}");
+    body
+}
+
+async fn wait_drained(http: &reqwest::Client, base: &str, sale: &str) -> Value {
+    for _ in 0..1000 {
+        let body = admin(http, reqwest::Method::GET, format!("{base}/api/admin/sales/{sale}"), None).await;
+        if body["counters"]["queued"] == 0 {
+            return body["counters"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("queue never drained");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let mut server = start_server(dir.path()).await;
+    let base = server.base.clone();
+
+    let now = OffsetDateTime::now_utc();
+    let sale = admin(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/api/admin/sales"),
+        Some(json!({
+            "name": "Crash test", "price_cents": 100, "stock": STOCK,
+            "starts_at": rfc3339(now + time::Duration::hours(1)),
+            "ends_at": rfc3339(now + time::Duration::hours(2)),
+            "per_buyer_limit": 1, "payment_window_secs": 3600,
+        })),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    admin(&http, reqwest::Method::POST, format!("{base}/api/admin/sales/{sale}/start"), None).await;
+    let status = read(http.get(format!("{base}/api/sales/{sale}/status")).send().await.unwrap()).await.1;
+    let path = status["buy_path"].as_str().unwrap().to_owned();
+
+    let tokens = Arc::new(BuyerTokens::new(BUYER_SECRET.as_bytes()));
+    let token_for = |n: usize| token(&tokens, n);
+
+    // The burst: 1,000 buyers, 32 at a time. Kill the server once 80 buys were acknowledged.
+    let accepted: Arc<tokio::sync::Mutex<HashMap<usize, String>>> = Default::default();
+    let accepted_count = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..32 {
+        let (http, url, accepted, accepted_count, next) =
+            (http.clone(), format!("{base}{path}"), accepted.clone(), accepted_count.clone(), next.clone());
+        let tokens = tokens.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= 1000 {
+                    return;
+                }
+                let response = http.post(&url).bearer_auth(token(&tokens, n)).header("Idempotency-Key", format!("k{n}")).send().await;
+                let Ok(response) = response else { return }; // the server is gone
+                if response.status() == StatusCode::ACCEPTED {
+                    let Ok(body) = response.json::<Value>().await else { return };
+                    accepted.lock().await.insert(n, body["order_id"].as_str().unwrap().to_owned());
+                    accepted_count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    while accepted_count.load(Ordering::Relaxed) < 80 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    server.child.start_kill().unwrap(); // SIGKILL: no shutdown hook runs
+    server.child.wait().await.unwrap();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let accepted = accepted.lock().await.clone();
+    assert!(accepted.len() >= 80);
+
+    let server = start_server(dir.path()).await;
+    let base = server.base.clone();
+    let counters = wait_drained(&http, &base, &sale).await;
+    for (n, order_id) in &accepted {
+        let (code, order) = read(http.get(format!("{base}/api/orders/{order_id}")).bearer_auth(token_for(*n)).send().await.unwrap()).await;
+        assert_eq!((code, order["status"].as_str()), (StatusCode::OK, Some("pending_payment")), "acknowledged order {order_id} of buyer-{n}");
+    }
+    let live = counters["pending_payment"].as_u64().unwrap();
+    assert!(live >= accepted.len() as u64, "{counters}");
+    assert!(live <= STOCK, "oversold: {counters}");
+    assert_eq!(counters["available"].as_u64().unwrap() + live, STOCK, "stock not conserved: {counters}");
+
+    // Sell the rest to new buyers: exactly the stock is sold in total, never more.
+    let status = read(http.get(format!("{base}/api/sales/{sale}/status")).send().await.unwrap()).await.1;
+    let path = status["buy_path"].as_str().unwrap().to_owned();
+    let mut more = 0u64;
+    for n in 1000..(1000 + STOCK as usize + 20) {
+        let response = http.post(format!("{base}{path}")).bearer_auth(token_for(n)).header("Idempotency-Key", "k").send().await.unwrap();
+        match response.status() {
+            StatusCode::ACCEPTED => more += 1,
+            StatusCode::GONE => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(live + more, STOCK);
+    let counters = wait_drained(&http, &base, &sale).await;
+    assert_eq!(counters["pending_payment"].as_u64(), Some(STOCK));
+    drop(server);
+}

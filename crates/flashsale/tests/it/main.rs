@@ -1,0 +1,10 @@
+//! End-to-end tests of the flashsale server through HTTP, each on its own port and data dir.
+//! One test binary (rust-analyzer style): faster to link, one place for the helpers.
+
+mod support;
+
+mod admin;
+mod buying;
+mod config;
+mod crash;
+mod lifecycle;
