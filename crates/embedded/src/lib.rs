@@ -1,1 +1,12 @@
-//! placeholder
+//! Embedded backends, for running flashsale as one process with no outside services: stock in
+//! memory (`InProcessStock`), the durable reservation queue in a redb file (`RedbQueue`), and
+//! the order store in a SQLite file (`SqliteStore`). Each implements a port of
+//! `flashsale_service` and runs its conformance suite.
+
+pub mod queue;
+pub mod stock;
+pub mod store;
+
+pub use queue::{QueueOpenError, RedbQueue, RedbQueueConfig};
+pub use stock::InProcessStock;
+pub use store::{SqliteStore, StoreOpenError};

@@ -1,0 +1,262 @@
+//! Tests of what only the embedded backends promise: the queue file survives a reopen, group
+//! commit batches many enqueues into few fsyncs, damaged files fail with a clear error, and
+//! the SQLite store keeps its data across a reopen.
+
+use flashsale_core::{BuyerId, OrderId, OrderStatus, Reservation, SaleId};
+use flashsale_embedded::{RedbQueue, RedbQueueConfig, SqliteStore};
+use flashsale_service::{Enqueued, OrderStore, PayOutcome, ReservationQueue};
+use std::sync::Arc;
+use std::time::Duration;
+use time::macros::datetime;
+use uuid::Uuid;
+
+fn reservation(n: usize) -> Reservation {
+    Reservation::new(
+        OrderId(Uuid::now_v7()),
+        SaleId(Uuid::from_u128(7)),
+        BuyerId::parse(&format!("buyer-{n}")).expect("buyer"),
+        datetime!(2030-01-01 12:00 UTC),
+        600,
+    )
+}
+
+fn sorted(mut reservations: Vec<Reservation>) -> Vec<Reservation> {
+    reservations.sort_by_key(|r| r.order_id);
+    reservations
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_survives_reopen_and_forgets_acked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("queue.redb");
+    let sent: Vec<Reservation> = (0..5).map(reservation).collect();
+    {
+        let queue = RedbQueue::open(&path, RedbQueueConfig::default()).expect("open");
+        for r in &sent {
+            assert_eq!(
+                queue.enqueue(r.clone()).await.expect("enqueue"),
+                Enqueued::Durable
+            );
+        }
+        // One delivered and acked (gone for good), one delivered and never acked (a consumer
+        // that died with the process): it must come back.
+        let taken = queue
+            .take_batch(2, Duration::from_secs(1))
+            .await
+            .expect("take");
+        assert_eq!(taken.len(), 2);
+        queue.ack(&[taken[0].order_id]).await.expect("ack");
+    }
+    let queue = RedbQueue::open(&path, RedbQueueConfig::default()).expect("reopen");
+    let expected: Vec<Reservation> = sent
+        .iter()
+        .filter(|r| r.order_id != sent[0].order_id)
+        .cloned()
+        .collect();
+    assert_eq!(
+        sorted(queue.all_queued().await.expect("all")),
+        sorted(expected.clone())
+    );
+    assert_eq!(queue.depth(), 4);
+    let redelivered = queue
+        .take_batch(10, Duration::from_secs(1))
+        .await
+        .expect("take");
+    assert_eq!(
+        sorted(redelivered),
+        sorted(expected),
+        "all unacked reservations are deliverable again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_batches_concurrent_enqueues() {
+    const ENQUEUES: usize = 1_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let queue = Arc::new(
+        RedbQueue::open(dir.path().join("queue.redb"), RedbQueueConfig::default()).expect("open"),
+    );
+    let tasks: Vec<_> = (0..ENQUEUES)
+        .map(|n| {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.enqueue(reservation(n)).await.expect("enqueue") })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), Enqueued::Durable);
+    }
+    assert_eq!(queue.depth(), ENQUEUES);
+    let commits = queue.commits();
+    assert!(commits >= 1);
+    assert!(
+        commits <= (ENQUEUES / 10) as u64,
+        "{ENQUEUES} enqueues took {commits} commits: group commit is not batching"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_commit_batches_respect_the_batch_max() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = RedbQueueConfig {
+        commit_batch_max: 8,
+        ..RedbQueueConfig::default()
+    };
+    let queue = Arc::new(RedbQueue::open(dir.path().join("queue.redb"), config).expect("open"));
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.enqueue(reservation(n)).await.expect("enqueue") })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    assert!(
+        queue.commits() >= 200 / 8,
+        "a commit held more than commit_batch_max requests: {}",
+        queue.commits()
+    );
+}
+
+#[tokio::test]
+async fn queue_refuses_a_garbage_file_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("queue.redb");
+    std::fs::write(&path, vec![0xAB; 64 * 1024]).expect("write garbage");
+    let error =
+        RedbQueue::open(&path, RedbQueueConfig::default()).expect_err("garbage must not open");
+    assert!(
+        error.to_string().contains(&path.display().to_string()),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn queue_refuses_a_truncated_file_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("queue.redb");
+    {
+        let queue = RedbQueue::open(&path, RedbQueueConfig::default()).expect("open");
+        for n in 0..200 {
+            queue.enqueue(reservation(n)).await.expect("enqueue");
+        }
+    }
+    let full_len = std::fs::metadata(&path).expect("metadata").len();
+    for len in [full_len / 2, full_len / 5, 100] {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open file");
+        file.set_len(len).expect("truncate");
+        drop(file);
+        let error = RedbQueue::open(&path, RedbQueueConfig::default())
+            .expect_err("a truncated file must not open");
+        assert!(
+            error.to_string().contains(&path.display().to_string()),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn queue_refuses_zero_limits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("queue.redb");
+    for config in [
+        RedbQueueConfig {
+            capacity_reservations: 0,
+            ..RedbQueueConfig::default()
+        },
+        RedbQueueConfig {
+            commit_batch_max: 0,
+            ..RedbQueueConfig::default()
+        },
+        RedbQueueConfig {
+            ack_deadline_ms: 0,
+            ..RedbQueueConfig::default()
+        },
+    ] {
+        assert!(RedbQueue::open(&path, config).is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_enqueues_do_not_leak_capacity() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = RedbQueueConfig {
+        capacity_reservations: 4,
+        ..RedbQueueConfig::default()
+    };
+    let queue = Arc::new(RedbQueue::open(dir.path().join("queue.redb"), config).expect("open"));
+    // Callers that give up at once (a client hanging up): their futures are dropped mid-way.
+    for n in 0..50 {
+        let enqueue = queue.enqueue(reservation(n));
+        let _ = tokio::time::timeout(Duration::from_micros(1), enqueue).await;
+    }
+    // Whatever did become durable is indexed; drain it and the full capacity is usable again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let taken = queue
+        .take_batch(100, Duration::from_millis(100))
+        .await
+        .expect("take");
+    let ids: Vec<OrderId> = taken.iter().map(|r| r.order_id).collect();
+    queue.ack(&ids).await.expect("ack");
+    assert_eq!(queue.depth(), 0);
+    for n in 100..104 {
+        assert_eq!(
+            queue.enqueue(reservation(n)).await.expect("enqueue"),
+            Enqueued::Durable
+        );
+    }
+    assert_eq!(
+        queue.enqueue(reservation(200)).await.expect("enqueue"),
+        Enqueued::Full
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_keeps_orders_across_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("nested-is-fine.sqlite");
+    let path = path.to_str().expect("utf-8 path").to_owned();
+    let r = reservation(1);
+    {
+        let store = SqliteStore::open(&path).await.expect("open");
+        assert_eq!(
+            store
+                .insert_orders(std::slice::from_ref(&r))
+                .await
+                .expect("insert"),
+            1
+        );
+        let now = datetime!(2030-01-01 12:01 UTC);
+        let payment = flashsale_core::PaymentId::parse("pay-1").expect("payment");
+        assert!(matches!(
+            store
+                .pay(r.order_id, &r.buyer, &payment, now)
+                .await
+                .expect("pay"),
+            PayOutcome::Paid(_)
+        ));
+        store.close().await;
+    }
+    // Reopening runs the migrations again: they must be a no-op on a migrated file.
+    let store = SqliteStore::open(&format!("sqlite://{path}"))
+        .await
+        .expect("reopen by URL");
+    let order = store
+        .get_order(r.order_id)
+        .await
+        .expect("get")
+        .expect("order kept");
+    assert_eq!(order.status, OrderStatus::Paid);
+    assert_eq!(store.insert_orders(&[r]).await.expect("insert"), 0);
+}
+
+#[tokio::test]
+async fn sqlite_store_refuses_in_memory_databases() {
+    let error = SqliteStore::open("sqlite::memory:")
+        .await
+        .expect_err("in-memory refused");
+    assert!(error.to_string().contains("sqlite::memory:"), "{error}");
+}
