@@ -152,7 +152,10 @@ mod tests {
         assert_eq!(BuyerId::parse("é"), Err(IdError::BadCharacter));
         assert_eq!(BuyerId::parse(&"x".repeat(129)), Err(IdError::TooLong));
         assert!(BuyerId::parse(&"x".repeat(128)).is_ok());
-        assert_eq!(BuyerId::parse("alice-1").map(|b| b.to_string()), Ok("alice-1".into()));
+        assert_eq!(
+            BuyerId::parse("alice-1").map(|b| b.to_string()),
+            Ok("alice-1".into())
+        );
     }
 
     #[test]
@@ -162,16 +165,31 @@ mod tests {
         let bob = BuyerId::parse("bob").unwrap();
         let k1 = IdempotencyKey::parse("k1").unwrap();
         let k2 = IdempotencyKey::parse("k2").unwrap();
-        assert_eq!(OrderId::derive(sale, &alice, &k1), OrderId::derive(sale, &alice, &k1));
-        assert_ne!(OrderId::derive(sale, &alice, &k1), OrderId::derive(sale, &alice, &k2));
-        assert_ne!(OrderId::derive(sale, &alice, &k1), OrderId::derive(sale, &bob, &k1));
+        assert_eq!(
+            OrderId::derive(sale, &alice, &k1),
+            OrderId::derive(sale, &alice, &k1)
+        );
+        assert_ne!(
+            OrderId::derive(sale, &alice, &k1),
+            OrderId::derive(sale, &alice, &k2)
+        );
+        assert_ne!(
+            OrderId::derive(sale, &alice, &k1),
+            OrderId::derive(sale, &bob, &k1)
+        );
         let other_sale = SaleId(Uuid::from_u128(8));
-        assert_ne!(OrderId::derive(sale, &alice, &k1), OrderId::derive(other_sale, &alice, &k1));
+        assert_ne!(
+            OrderId::derive(sale, &alice, &k1),
+            OrderId::derive(other_sale, &alice, &k1)
+        );
         // The length prefix separates the fields.
         let ab = BuyerId::parse("ab").unwrap();
         let a = BuyerId::parse("a").unwrap();
         let c = IdempotencyKey::parse("c").unwrap();
         let bc = IdempotencyKey::parse("bc").unwrap();
-        assert_ne!(OrderId::derive(sale, &ab, &c), OrderId::derive(sale, &a, &bc));
+        assert_ne!(
+            OrderId::derive(sale, &ab, &c),
+            OrderId::derive(sale, &a, &bc)
+        );
     }
 }

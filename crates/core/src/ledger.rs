@@ -113,8 +113,13 @@ impl SaleLedger {
         }
         *live += 1;
         self.available -= 1;
-        self.reservations
-            .insert(order, Entry { buyer: buyer.clone(), state: ReservationState::Pending });
+        self.reservations.insert(
+            order,
+            Entry {
+                buyer: buyer.clone(),
+                state: ReservationState::Pending,
+            },
+        );
         ReserveOutcome::Reserved
     }
 
@@ -162,7 +167,10 @@ impl SaleLedger {
     }
 
     fn release_unit(&mut self, buyer: &BuyerId) {
-        debug_assert!(self.available < self.stock_total, "returning a unit that was never taken");
+        debug_assert!(
+            self.available < self.stock_total,
+            "returning a unit that was never taken"
+        );
         self.available += 1;
         if let Some(live) = self.live_by_buyer.get_mut(buyer) {
             *live -= 1;
@@ -182,7 +190,11 @@ impl SaleLedger {
     ) -> Result<Self, OverStockError> {
         let mut ledger = Self::new(stock_total, per_buyer_limit);
         for (order, buyer, live) in known {
-            let state = if live { ReservationState::Durable } else { ReservationState::Returned };
+            let state = if live {
+                ReservationState::Durable
+            } else {
+                ReservationState::Returned
+            };
             match ledger.reservations.get_mut(&order) {
                 Some(entry) if entry.state == ReservationState::Returned && live => {
                     entry.state = ReservationState::Durable
@@ -201,7 +213,10 @@ impl SaleLedger {
             }
         }
         if live_total > u64::from(stock_total) {
-            return Err(OverStockError { live: live_total, stock_total });
+            return Err(OverStockError {
+                live: live_total,
+                stock_total,
+            });
         }
         ledger.available = stock_total - live_total as u32;
         Ok(ledger)
@@ -222,7 +237,9 @@ impl SaleLedger {
         }
         let by_buyer_sum: u64 = self.live_by_buyer.values().map(|&n| u64::from(n)).sum();
         if by_buyer_sum != live {
-            return Err(format!("per-buyer counts sum to {by_buyer_sum}, live is {live}"));
+            return Err(format!(
+                "per-buyer counts sum to {by_buyer_sum}, live is {live}"
+            ));
         }
         Ok(())
     }
@@ -246,7 +263,10 @@ mod tests {
         let mut l = SaleLedger::new(2, 1);
         let (a, b, c) = (buyer("a"), buyer("b"), buyer("c"));
         assert_eq!(l.reserve(order(1), &a), ReserveOutcome::Reserved);
-        assert_eq!(l.reserve(order(1), &a), ReserveOutcome::Duplicate(ReservationState::Pending));
+        assert_eq!(
+            l.reserve(order(1), &a),
+            ReserveOutcome::Duplicate(ReservationState::Pending)
+        );
         assert_eq!(l.reserve(order(2), &a), ReserveOutcome::LimitReached);
         assert!(l.confirm(order(1)));
         assert!(!l.confirm(order(1)));
@@ -259,8 +279,15 @@ mod tests {
         // Expiry returns exactly once.
         assert_eq!(l.return_unit(order(1)), ReturnOutcome::Returned);
         assert_eq!(l.return_unit(order(1)), ReturnOutcome::AlreadyReturned);
-        assert_eq!(l.return_unit(order(4)), ReturnOutcome::Unknown, "pending cannot be returned");
-        assert_eq!(l.reserve(order(1), &a), ReserveOutcome::Duplicate(ReservationState::Returned));
+        assert_eq!(
+            l.return_unit(order(4)),
+            ReturnOutcome::Unknown,
+            "pending cannot be returned"
+        );
+        assert_eq!(
+            l.reserve(order(1), &a),
+            ReserveOutcome::Duplicate(ReservationState::Returned)
+        );
         assert_eq!(l.available(), 1);
         // The buyer whose order expired may buy again with a new key.
         assert_eq!(l.reserve(order(5), &a), ReserveOutcome::Reserved);
@@ -286,7 +313,10 @@ mod tests {
         let too_many = (0..3).map(|n| (order(n), buyer("x"), true));
         assert_eq!(
             SaleLedger::restore(2, 5, too_many).unwrap_err(),
-            OverStockError { live: 3, stock_total: 2 }
+            OverStockError {
+                live: 3,
+                stock_total: 2
+            }
         );
     }
 

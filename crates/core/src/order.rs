@@ -167,7 +167,11 @@ mod tests {
             (Paid, Some("p2"), before, D::PaidByOtherPayment),
         ];
         for (status, payment, now, expected) in cases {
-            assert_eq!(order(status, payment).decide_pay(&p1, now), expected, "{status:?} {payment:?} {now}");
+            assert_eq!(
+                order(status, payment).decide_pay(&p1, now),
+                expected,
+                "{status:?} {payment:?} {now}"
+            );
         }
     }
 
@@ -180,7 +184,10 @@ mod tests {
         assert!(!order(PendingPayment, None).is_due_for_expiry(early));
         assert!(!order(Paid, Some("p")).is_due_for_expiry(due));
         assert!(!order(Expired, None).is_due_for_expiry(due));
-        assert_eq!([PendingPayment, Paid, Expired, Cancelled].map(OrderStatus::is_live), [true, true, false, false]);
+        assert_eq!(
+            [PendingPayment, Paid, Expired, Cancelled].map(OrderStatus::is_live),
+            [true, true, false, false]
+        );
         for s in [PendingPayment, Paid, Expired, Cancelled] {
             assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
         }

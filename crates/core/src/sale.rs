@@ -42,7 +42,10 @@ pub struct SpecError {
 }
 
 fn spec_error(field: &'static str, message: impl Into<String>) -> SpecError {
-    SpecError { field, message: message.into() }
+    SpecError {
+        field,
+        message: message.into(),
+    }
 }
 
 impl SaleSpec {
@@ -53,22 +56,34 @@ impl SaleSpec {
             return Err(spec_error("name", "must not be empty"));
         }
         if name_chars > SALE_NAME_CHARS_MAX {
-            return Err(spec_error("name", format!("must be at most {SALE_NAME_CHARS_MAX} characters")));
+            return Err(spec_error(
+                "name",
+                format!("must be at most {SALE_NAME_CHARS_MAX} characters"),
+            ));
         }
         if self.name.chars().any(char::is_control) {
             return Err(spec_error("name", "must not contain control characters"));
         }
         if self.price_cents > SALE_PRICE_CENTS_MAX {
-            return Err(spec_error("price_cents", format!("must be at most {SALE_PRICE_CENTS_MAX}")));
+            return Err(spec_error(
+                "price_cents",
+                format!("must be at most {SALE_PRICE_CENTS_MAX}"),
+            ));
         }
         if self.stock == 0 || self.stock > SALE_STOCK_UNITS_MAX {
-            return Err(spec_error("stock", format!("must be between 1 and {SALE_STOCK_UNITS_MAX}")));
+            return Err(spec_error(
+                "stock",
+                format!("must be between 1 and {SALE_STOCK_UNITS_MAX}"),
+            ));
         }
         if self.ends_at <= self.starts_at {
             return Err(spec_error("ends_at", "must be after starts_at"));
         }
         if self.ends_at - self.starts_at > Duration::days(SALE_DURATION_DAYS_MAX) {
-            return Err(spec_error("ends_at", format!("a sale may run at most {SALE_DURATION_DAYS_MAX} days")));
+            return Err(spec_error(
+                "ends_at",
+                format!("a sale may run at most {SALE_DURATION_DAYS_MAX} days"),
+            ));
         }
         if self.per_buyer_limit == 0 || self.per_buyer_limit > SALE_PER_BUYER_LIMIT_MAX {
             return Err(spec_error(
@@ -76,7 +91,8 @@ impl SaleSpec {
                 format!("must be between 1 and {SALE_PER_BUYER_LIMIT_MAX}"),
             ));
         }
-        if !(PAYMENT_WINDOW_SECS_MIN..=PAYMENT_WINDOW_SECS_MAX).contains(&self.payment_window_secs) {
+        if !(PAYMENT_WINDOW_SECS_MIN..=PAYMENT_WINDOW_SECS_MAX).contains(&self.payment_window_secs)
+        {
             return Err(spec_error(
                 "payment_window_secs",
                 format!("must be between {PAYMENT_WINDOW_SECS_MIN} and {PAYMENT_WINDOW_SECS_MAX}"),
@@ -143,7 +159,11 @@ pub enum ChangeError {
 impl Sale {
     pub fn new(id: SaleId, spec: SaleSpec) -> Result<Self, SpecError> {
         spec.validate()?;
-        Ok(Self { id, spec, version: 1 })
+        Ok(Self {
+            id,
+            spec,
+            version: 1,
+        })
     }
 
     /// The phase at `now`. `stock_left` is whether any unit is still available to reserve.
@@ -182,9 +202,17 @@ impl Sale {
         };
         spec.validate()?;
         if spec.starts_at <= now {
-            return Err(spec_error("starts_at", "must be in the future; use start to go live now").into());
+            return Err(spec_error(
+                "starts_at",
+                "must be in the future; use start to go live now",
+            )
+            .into());
         }
-        Ok(Self { id: self.id, spec, version: self.version + 1 })
+        Ok(Self {
+            id: self.id,
+            spec,
+            version: self.version + 1,
+        })
     }
 
     /// Goes live at `now` (the admin's "start now").
@@ -226,7 +254,7 @@ mod tests {
     fn spec() -> SaleSpec {
         SaleSpec {
             name: "Phone".into(),
-            price_cents: 99_00,
+            price_cents: 9_900,
             stock: 10,
             starts_at: datetime!(2030-01-01 12:00 UTC),
             ends_at: datetime!(2030-01-01 13:00 UTC),
@@ -243,8 +271,16 @@ mod tests {
     fn phase_table() {
         let s = sale();
         let cases = [
-            (datetime!(2030-01-01 11:59:59.999 UTC), true, Phase::Upcoming),
-            (datetime!(2030-01-01 11:59:59.999 UTC), false, Phase::Upcoming),
+            (
+                datetime!(2030-01-01 11:59:59.999 UTC),
+                true,
+                Phase::Upcoming,
+            ),
+            (
+                datetime!(2030-01-01 11:59:59.999 UTC),
+                false,
+                Phase::Upcoming,
+            ),
             (datetime!(2030-01-01 12:00 UTC), true, Phase::Live),
             (datetime!(2030-01-01 12:30 UTC), false, Phase::SoldOut),
             (datetime!(2030-01-01 12:59:59.999 UTC), true, Phase::Live),
@@ -252,13 +288,18 @@ mod tests {
             (datetime!(2030-01-01 13:00 UTC), false, Phase::Ended),
         ];
         for (now, stock_left, expected) in cases {
-            assert_eq!(s.phase(now, stock_left), expected, "at {now} stock_left={stock_left}");
+            assert_eq!(
+                s.phase(now, stock_left),
+                expected,
+                "at {now} stock_left={stock_left}"
+            );
         }
     }
 
     #[test]
     fn spec_validation_names_the_field() {
-        let cases: Vec<(fn(&mut SaleSpec), &str)> = vec![
+        type BreakSpec = fn(&mut SaleSpec);
+        let cases: Vec<(BreakSpec, &str)> = vec![
             (|s| s.name = " ".into(), "name"),
             (|s| s.name = "x".repeat(201), "name"),
             (|s| s.name = "a\u{0}b".into(), "name"),
@@ -270,7 +311,10 @@ mod tests {
             (|s| s.per_buyer_limit = 0, "per_buyer_limit"),
             (|s| s.per_buyer_limit = 101, "per_buyer_limit"),
             (|s| s.payment_window_secs = 4, "payment_window_secs"),
-            (|s| s.payment_window_secs = PAYMENT_WINDOW_SECS_MAX + 1, "payment_window_secs"),
+            (
+                |s| s.payment_window_secs = PAYMENT_WINDOW_SECS_MAX + 1,
+                "payment_window_secs",
+            ),
         ];
         for (break_it, field) in cases {
             let mut s = spec();
@@ -284,15 +328,31 @@ mod tests {
     fn edits_only_before_the_start() {
         let s = sale();
         let before = datetime!(2030-01-01 11:00 UTC);
-        let patch = SalePatch { stock: Some(20), ..Default::default() };
+        let patch = SalePatch {
+            stock: Some(20),
+            ..Default::default()
+        };
         let edited = s.patched(&patch, before).unwrap();
         assert_eq!(edited.spec.stock, 20);
         assert_eq!(edited.version, 2);
-        assert_eq!(s.patched(&patch, datetime!(2030-01-01 12:00 UTC)), Err(ChangeError::NotEditable));
-        let bad = SalePatch { stock: Some(0), ..Default::default() };
-        assert!(matches!(s.patched(&bad, before), Err(ChangeError::Invalid(e)) if e.field == "stock"));
-        let past = SalePatch { starts_at: Some(datetime!(2030-01-01 10:00 UTC)), ..Default::default() };
-        assert!(matches!(s.patched(&past, before), Err(ChangeError::Invalid(e)) if e.field == "starts_at"));
+        assert_eq!(
+            s.patched(&patch, datetime!(2030-01-01 12:00 UTC)),
+            Err(ChangeError::NotEditable)
+        );
+        let bad = SalePatch {
+            stock: Some(0),
+            ..Default::default()
+        };
+        assert!(
+            matches!(s.patched(&bad, before), Err(ChangeError::Invalid(e)) if e.field == "stock")
+        );
+        let past = SalePatch {
+            starts_at: Some(datetime!(2030-01-01 10:00 UTC)),
+            ..Default::default()
+        };
+        assert!(
+            matches!(s.patched(&past, before), Err(ChangeError::Invalid(e)) if e.field == "starts_at")
+        );
     }
 
     #[test]
@@ -303,8 +363,14 @@ mod tests {
         assert_eq!(live.phase(early, true), Phase::Live);
         assert_eq!(live.started(early), Err(ChangeError::AlreadyStarted));
         let stopped = live.stopped(early + Duration::minutes(5)).unwrap();
-        assert_eq!(stopped.phase(early + Duration::minutes(5), true), Phase::Ended);
-        assert_eq!(stopped.stopped(early + Duration::minutes(6)), Err(ChangeError::AlreadyEnded));
+        assert_eq!(
+            stopped.phase(early + Duration::minutes(5), true),
+            Phase::Ended
+        );
+        assert_eq!(
+            stopped.stopped(early + Duration::minutes(6)),
+            Err(ChangeError::AlreadyEnded)
+        );
         // Stopping before the start means it never goes live.
         let never = s.stopped(early).unwrap();
         assert_eq!(never.phase(early, true), Phase::Ended);

@@ -61,7 +61,9 @@ impl BuyPathSigner {
         let Ok(bytes) = URL_SAFE_NO_PAD.decode(token) else {
             return false;
         };
-        self.mac_for(sale, starts_at).verify_truncated_left(&bytes).is_ok()
+        self.mac_for(sale, starts_at)
+            .verify_truncated_left(&bytes)
+            .is_ok()
     }
 }
 
@@ -129,7 +131,12 @@ impl BuyerTokens {
     }
 
     /// Signs a token for `buyer`, valid until `expires_at`.
-    pub fn issue(&self, buyer: &BuyerId, now: OffsetDateTime, expires_at: OffsetDateTime) -> String {
+    pub fn issue(
+        &self,
+        buyer: &BuyerId,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> String {
         let claims = BuyerClaims {
             sub: buyer.as_str().to_owned(),
             exp: expires_at.unix_timestamp(),
@@ -160,7 +167,13 @@ mod tests {
         assert!(!signer.verify(sale, NOW + Duration::milliseconds(1), &token));
         assert!(!signer.verify(SaleId(Uuid::from_u128(2)), NOW, &token));
         assert!(!BuyPathSigner::new(b"other").verify(sale, NOW, &token));
-        for bad in ["", "x", "AAAAAAAAAAAAAAAAAAAAAA", "!!!!!!!!!!!!!!!!!!!!!!", &format!("{token}A")] {
+        for bad in [
+            "",
+            "x",
+            "AAAAAAAAAAAAAAAAAAAAAA",
+            "!!!!!!!!!!!!!!!!!!!!!!",
+            &format!("{token}A"),
+        ] {
             assert!(!signer.verify(sale, NOW, bad), "{bad}");
         }
     }
@@ -171,10 +184,19 @@ mod tests {
         let alice = BuyerId::parse("alice").unwrap();
         let good = tokens.issue(&alice, NOW, NOW + Duration::hours(1));
         assert_eq!(tokens.verify(&good, NOW), Ok(alice.clone()));
-        assert_eq!(tokens.verify(&good, NOW + Duration::hours(1)), Err(TokenError::Expired));
-        assert_eq!(BuyerTokens::new(b"other").verify(&good, NOW), Err(TokenError::Invalid));
+        assert_eq!(
+            tokens.verify(&good, NOW + Duration::hours(1)),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            BuyerTokens::new(b"other").verify(&good, NOW),
+            Err(TokenError::Invalid)
+        );
         assert_eq!(tokens.verify("not.a.jwt", NOW), Err(TokenError::Invalid));
-        assert_eq!(tokens.verify(&"a".repeat(5000), NOW), Err(TokenError::Invalid));
+        assert_eq!(
+            tokens.verify(&"a".repeat(5000), NOW),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]
@@ -186,19 +208,37 @@ mod tests {
             jsonwebtoken::encode(&header, &claims, &key).unwrap()
         };
         let exp = (NOW + Duration::hours(1)).unix_timestamp();
-        let no_exp = sign(Header::new(Algorithm::HS256), serde_json::json!({"sub": "alice"}));
+        let no_exp = sign(
+            Header::new(Algorithm::HS256),
+            serde_json::json!({"sub": "alice"}),
+        );
         assert_eq!(tokens.verify(&no_exp, NOW), Err(TokenError::Invalid));
-        let no_sub = sign(Header::new(Algorithm::HS256), serde_json::json!({"exp": exp}));
+        let no_sub = sign(
+            Header::new(Algorithm::HS256),
+            serde_json::json!({"exp": exp}),
+        );
         assert_eq!(tokens.verify(&no_sub, NOW), Err(TokenError::Invalid));
-        let hs512 = sign(Header::new(Algorithm::HS512), serde_json::json!({"sub": "alice", "exp": exp}));
+        let hs512 = sign(
+            Header::new(Algorithm::HS512),
+            serde_json::json!({"sub": "alice", "exp": exp}),
+        );
         assert_eq!(tokens.verify(&hs512, NOW), Err(TokenError::Invalid));
-        let bad_sub = sign(Header::new(Algorithm::HS256), serde_json::json!({"sub": "a b", "exp": exp}));
+        let bad_sub = sign(
+            Header::new(Algorithm::HS256),
+            serde_json::json!({"sub": "a b", "exp": exp}),
+        );
         assert_eq!(tokens.verify(&bad_sub, NOW), Err(TokenError::BadSubject));
         // "alg": "none" with the signature stripped.
-        let good = sign(Header::new(Algorithm::HS256), serde_json::json!({"sub": "alice", "exp": exp}));
+        let good = sign(
+            Header::new(Algorithm::HS256),
+            serde_json::json!({"sub": "alice", "exp": exp}),
+        );
         let mut parts = good.split('.');
         let (_, payload) = (parts.next(), parts.next().unwrap());
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        assert_eq!(tokens.verify(&format!("{none_header}.{payload}."), NOW), Err(TokenError::Invalid));
+        assert_eq!(
+            tokens.verify(&format!("{none_header}.{payload}."), NOW),
+            Err(TokenError::Invalid)
+        );
     }
 }

@@ -6,7 +6,9 @@ use anyhow::{Context, Result};
 use flashsale_core::tokens::BuyerTokens;
 use flashsale_embedded::{InProcessStock, RedbQueue, RedbQueueConfig, SqliteStore};
 use flashsale_http::{AppState, ConnectionLimits, RequestLimits};
-use flashsale_service::{Backends, Clock, ReaperConfig, Shop, ShopConfig, SystemClock, WriterConfig};
+use flashsale_service::{
+    Backends, Clock, ReaperConfig, Shop, ShopConfig, SystemClock, WriterConfig,
+};
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -88,10 +90,15 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             idle_wait_ms: config.writers.idle_wait_ms,
             retry_backoff_ms_max: config.writers.retry_backoff_ms_max,
         },
-        reaper: ReaperConfig { interval_ms: config.reaper.interval_ms, batch_max: config.reaper.batch_max },
+        reaper: ReaperConfig {
+            interval_ms: config.reaper.interval_ms,
+            batch_max: config.reaper.batch_max,
+        },
         drain_timeout_ms: config.shutdown.drain_timeout_ms,
     };
-    let shop = Shop::open(backends, shop_config).await.context("cannot recover the sale state")?;
+    let shop = Shop::open(backends, shop_config)
+        .await
+        .context("cannot recover the sale state")?;
 
     let state = AppState {
         shop: shop.clone(),
@@ -110,9 +117,12 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         headers_count_max: config.http.headers_count_max,
         shutdown_grace_ms: config.http.shutdown_grace_ms,
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (is another server using it? set --listen)", config.listen))?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another server using it? set --listen)",
+            config.listen
+        )
+    })?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let app = flashsale_http::router(state);
@@ -124,14 +134,20 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             shop.shutdown().await;
         }
     });
-    Ok(RunningApp { addr, shop, shutdown, finished })
+    Ok(RunningApp {
+        addr,
+        shop,
+        shutdown,
+        finished,
+    })
 }
 
 /// Reads a secret kept in the data directory, creating a random one on first start so buy
 /// paths stay valid across restarts.
 fn load_or_create_secret(path: &Path) -> Result<SecretString> {
     if path.exists() {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         return Ok(SecretString::from(text.trim().to_owned()));
     }
     let secret = random_secret();
@@ -155,5 +171,9 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// 244 random bits from the OS, as 64 hex characters.
 pub fn random_secret() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }

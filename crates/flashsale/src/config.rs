@@ -110,12 +110,20 @@ impl Config {
         let mut figment = Figment::from(Toml::string(DEFAULT_CONFIG_TOML));
         if let Some(file) = file {
             if !file.exists() {
-                return Err(ConfigError(format!("the config file {} does not exist", file.display())));
+                return Err(ConfigError(format!(
+                    "the config file {} does not exist",
+                    file.display()
+                )));
             }
             figment = figment.merge(Toml::file(file));
         }
-        let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
-        figment = figment.merge(Serialized::defaults(env_layer(&env)?)).merge(Serialized::defaults(flags));
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        figment = figment
+            .merge(Serialized::defaults(env_layer(&env)?))
+            .merge(Serialized::defaults(flags));
         let config: Config = figment.extract().map_err(|e| ConfigError(describe(e)))?;
         config.validate()?;
         Ok(config)
@@ -124,13 +132,22 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("http.connections_max", self.http.connections_max as u64),
-            ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),
+            (
+                "http.header_read_timeout_ms",
+                self.http.header_read_timeout_ms,
+            ),
             ("http.headers_count_max", self.http.headers_count_max as u64),
             ("http.body_bytes_max", self.http.body_bytes_max as u64),
             ("http.request_timeout_ms", self.http.request_timeout_ms),
-            ("queue.capacity_reservations", self.queue.capacity_reservations as u64),
+            (
+                "queue.capacity_reservations",
+                self.queue.capacity_reservations as u64,
+            ),
             ("queue.commit_batch_max", self.queue.commit_batch_max as u64),
-            ("queue.commit_requests_waiting_max", self.queue.commit_requests_waiting_max as u64),
+            (
+                "queue.commit_requests_waiting_max",
+                self.queue.commit_requests_waiting_max as u64,
+            ),
             ("queue.ack_deadline_ms", self.queue.ack_deadline_ms),
             ("writers.batch_max", self.writers.batch_max as u64),
             ("writers.idle_wait_ms", self.writers.idle_wait_ms),
@@ -143,7 +160,9 @@ impl Config {
             }
         }
         if self.http.header_bytes_max < 8192 {
-            return Err(ConfigError("http.header_bytes_max must be at least 8192".into()));
+            return Err(ConfigError(
+                "http.header_bytes_max must be at least 8192".into(),
+            ));
         }
         if self.writers.count > flashsale_service::writers::WRITERS_COUNT_MAX {
             return Err(ConfigError(format!(
@@ -159,13 +178,23 @@ impl Config {
             )));
         }
         for (key, env, secret) in [
-            ("buyer_jwt_secret", "FLASHSALE_BUYER_JWT_SECRET", &self.buyer_jwt_secret),
-            ("buy_path_secret", "FLASHSALE_BUY_PATH_SECRET", &self.buy_path_secret),
+            (
+                "buyer_jwt_secret",
+                "FLASHSALE_BUYER_JWT_SECRET",
+                &self.buyer_jwt_secret,
+            ),
+            (
+                "buy_path_secret",
+                "FLASHSALE_BUY_PATH_SECRET",
+                &self.buy_path_secret,
+            ),
         ] {
             if let Some(secret) = secret
                 && secret.expose_secret().len() < SECRET_BYTES_MIN
             {
-                return Err(ConfigError(format!("{key} must be at least {SECRET_BYTES_MIN} bytes ({env})")));
+                return Err(ConfigError(format!(
+                    "{key} must be at least {SECRET_BYTES_MIN} bytes ({env})"
+                )));
             }
         }
         Ok(())
@@ -174,7 +203,10 @@ impl Config {
     /// The admin token, or an error saying how to set it.
     pub fn require_admin_token(&self) -> Result<SecretString, ConfigError> {
         self.admin_token.clone().ok_or_else(|| {
-            ConfigError("admin_token is not set: export FLASHSALE_ADMIN_TOKEN=<at least 16 characters>".into())
+            ConfigError(
+                "admin_token is not set: export FLASHSALE_ADMIN_TOKEN=<at least 16 characters>"
+                    .into(),
+            )
         })
     }
 
@@ -197,17 +229,28 @@ pub const ENV_PREFIX: &str = "FLASHSALE_";
 fn env_layer(env: &[(String, String)]) -> Result<Dict, ConfigError> {
     let mut root = Dict::new();
     for (key, value) in env {
-        let path: Vec<String> = key[ENV_PREFIX.len()..].split("__").map(|p| p.to_ascii_lowercase()).collect();
+        let path: Vec<String> = key[ENV_PREFIX.len()..]
+            .split("__")
+            .map(|p| p.to_ascii_lowercase())
+            .collect();
         if path.iter().any(String::is_empty) {
-            return Err(ConfigError(format!("environment variable {key} is not of the form FLASHSALE_SECTION__KEY")));
+            return Err(ConfigError(format!(
+                "environment variable {key} is not of the form FLASHSALE_SECTION__KEY"
+            )));
         }
         let (last, sections) = path.split_last().expect("split yields at least one part");
         let mut table = &mut root;
         for part in sections {
-            let entry = table.entry(part.clone()).or_insert_with(|| Value::from(Dict::new()));
+            let entry = table
+                .entry(part.clone())
+                .or_insert_with(|| Value::from(Dict::new()));
             table = match entry {
                 Value::Dict(_, dict) => dict,
-                _ => return Err(ConfigError(format!("environment variable {key}: {part} is not a section"))),
+                _ => {
+                    return Err(ConfigError(format!(
+                        "environment variable {key}: {part} is not a section"
+                    )));
+                }
             };
         }
         let parsed: Value = value.parse().unwrap_or_else(|_| Value::from(value.clone()));
@@ -217,5 +260,9 @@ fn env_layer(env: &[(String, String)]) -> Result<Dict, ConfigError> {
 }
 
 fn describe(error: figment::Error) -> String {
-    error.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+    error
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -28,7 +28,7 @@ pub async fn create_sale_and_greet(app: &RunningApp, config: &Config) -> Result<
     let now = app.shop.now();
     let spec = SaleSpec {
         name: "Demo phone".into(),
-        price_cents: 199_00,
+        price_cents: 19_900,
         stock: 100,
         starts_at: now + Duration::seconds(DEMO_GO_LIVE_DELAY_SECS),
         ends_at: now + Duration::hours(1),
@@ -37,9 +37,16 @@ pub async fn create_sale_and_greet(app: &RunningApp, config: &Config) -> Result<
     };
     let view = app.shop.create_sale(spec).await?;
     let base = format!("http://{}", app.addr);
-    let admin = config.admin_token.as_ref().map(|t| t.expose_secret().to_owned()).unwrap_or_default();
+    let admin = config
+        .admin_token
+        .as_ref()
+        .map(|t| t.expose_secret().to_owned())
+        .unwrap_or_default();
     println!();
-    println!("flashsale demo is serving on {base} (data in {})", config.data_dir.display());
+    println!(
+        "flashsale demo is serving on {base} (data in {})",
+        config.data_dir.display()
+    );
     println!();
     println!("  Sale page (goes live in {DEMO_GO_LIVE_DELAY_SECS} s):");
     println!("    {base}/sales/{}", view.sale.id);
@@ -49,7 +56,9 @@ pub async fn create_sale_and_greet(app: &RunningApp, config: &Config) -> Result<
     println!("    curl -H 'Authorization: Bearer {admin}' {base}/api/admin/sales");
     println!();
     println!("  A buyer token (development login, on in the demo):");
-    println!("    curl -X POST -H 'Content-Type: application/json' -d '{{\"buyer_id\":\"alice\"}}' {base}/api/dev/buyer-token");
+    println!(
+        "    curl -X POST -H 'Content-Type: application/json' -d '{{\"buyer_id\":\"alice\"}}' {base}/api/dev/buyer-token"
+    );
     println!();
     println!("  Sale status (the buy path appears once live):");
     println!("    curl {base}/api/sales/{}/status", view.sale.id);

@@ -7,7 +7,11 @@ use flashsale::{app, demo};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "flashsale", version, about = "A flash-sale engine that never oversells")]
+#[command(
+    name = "flashsale",
+    version,
+    about = "A flash-sale engine that never oversells"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,13 +55,19 @@ fn load(common: &CommonArgs, listen: Option<String>, dev_login: bool) -> Result<
         data_dir: common.data_dir.clone(),
         dev_login: dev_login.then_some(true),
     };
-    Ok(Config::load(common.config.as_deref(), std::env::vars(), &flags)?)
+    Ok(Config::load(
+        common.config.as_deref(),
+        std::env::vars(),
+        &flags,
+    )?)
 }
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -68,13 +78,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -42,34 +42,102 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, String) {
         use ApiError::*;
         match self {
-            NotFound => (StatusCode::NOT_FOUND, "not_found", "no such resource".into()),
-            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not allowed here".into()),
+            NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such resource".into(),
+            ),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this method is not allowed here".into(),
+            ),
             Unauthorized(why) => (StatusCode::UNAUTHORIZED, "unauthorized", (*why).into()),
             Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", (*why).into()),
             InvalidRequest(why) => (StatusCode::BAD_REQUEST, "invalid_request", why.clone()),
-            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the body as Content-Type: application/json".into()),
-            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than allowed".into()),
-            NotLive => (StatusCode::CONFLICT, "not_live", "the sale is not live".into()),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json".into(),
+            ),
+            PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than allowed".into(),
+            ),
+            NotLive => (
+                StatusCode::CONFLICT,
+                "not_live",
+                "the sale is not live".into(),
+            ),
             SoldOut => (StatusCode::GONE, "sold_out", "the sale is sold out".into()),
-            LimitReached => (StatusCode::CONFLICT, "limit_reached", "you already hold the most units one buyer may buy in this sale".into()),
-            RequestInProgress => (StatusCode::CONFLICT, "request_in_progress", "a request with this Idempotency-Key is still being handled; retry shortly".into()),
-            OrderNotWritten => (StatusCode::CONFLICT, "order_not_written", "the order is accepted and still being written; retry shortly".into()),
-            PaymentWindowClosed => (StatusCode::CONFLICT, "payment_window_closed", "the time to pay for this order has run out".into()),
-            OrderCancelled => (StatusCode::CONFLICT, "order_cancelled", "the order was cancelled".into()),
-            AlreadyPaid => (StatusCode::CONFLICT, "already_paid", "the order was paid with another payment id".into()),
+            LimitReached => (
+                StatusCode::CONFLICT,
+                "limit_reached",
+                "you already hold the most units one buyer may buy in this sale".into(),
+            ),
+            RequestInProgress => (
+                StatusCode::CONFLICT,
+                "request_in_progress",
+                "a request with this Idempotency-Key is still being handled; retry shortly".into(),
+            ),
+            OrderNotWritten => (
+                StatusCode::CONFLICT,
+                "order_not_written",
+                "the order is accepted and still being written; retry shortly".into(),
+            ),
+            PaymentWindowClosed => (
+                StatusCode::CONFLICT,
+                "payment_window_closed",
+                "the time to pay for this order has run out".into(),
+            ),
+            OrderCancelled => (
+                StatusCode::CONFLICT,
+                "order_cancelled",
+                "the order was cancelled".into(),
+            ),
+            AlreadyPaid => (
+                StatusCode::CONFLICT,
+                "already_paid",
+                "the order was paid with another payment id".into(),
+            ),
             SaleNotEditable(why) => (StatusCode::CONFLICT, "sale_not_editable", why.clone()),
-            Conflict => (StatusCode::CONFLICT, "conflict", "the resource changed concurrently; reload and retry".into()),
-            Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too busy right now; retry after the given delay".into()),
-            Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long; retry after the given delay".into()),
-            Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "a backend is unavailable; retry after the given delay".into()),
-            Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred".into()),
+            Conflict => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "the resource changed concurrently; reload and retry".into(),
+            ),
+            Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too busy right now; retry after the given delay".into(),
+            ),
+            Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long; retry after the given delay".into(),
+            ),
+            Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "a backend is unavailable; retry after the given delay".into(),
+            ),
+            Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "an internal error occurred".into(),
+            ),
         }
     }
 
     fn retry_after(&self) -> bool {
         matches!(
             self,
-            ApiError::Overloaded | ApiError::Timeout | ApiError::Unavailable | ApiError::RequestInProgress | ApiError::OrderNotWritten
+            ApiError::Overloaded
+                | ApiError::Timeout
+                | ApiError::Unavailable
+                | ApiError::RequestInProgress
+                | ApiError::OrderNotWritten
         )
     }
 
@@ -92,14 +160,21 @@ impl IntoResponse for ApiError {
         let (status, code, message) = self.parts();
         let mut response = (
             status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             error_body(code, &message),
         )
             .into_response();
         if self.retry_after() {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
-        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
 }

@@ -47,7 +47,9 @@ fn clip(text: &str) -> String {
 
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim())
 }
 
@@ -57,12 +59,19 @@ pub struct Buyer(pub BuyerId);
 impl FromRequestParts<Arc<AppState>> for Buyer {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or(ApiError::Unauthorized("send the buyer token as Authorization: Bearer <token>"))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized(
+            "send the buyer token as Authorization: Bearer <token>",
+        ))?;
         match state.buyer_tokens.verify(token, state.shop.now()) {
             Ok(buyer) => Ok(Buyer(buyer)),
             Err(TokenError::Expired) => Err(ApiError::Unauthorized("the buyer token has expired")),
-            Err(TokenError::Invalid | TokenError::BadSubject) => Err(ApiError::Unauthorized("the buyer token is not valid")),
+            Err(TokenError::Invalid | TokenError::BadSubject) => {
+                Err(ApiError::Unauthorized("the buyer token is not valid"))
+            }
         }
     }
 }
@@ -73,8 +82,13 @@ pub struct Admin;
 impl FromRequestParts<Arc<AppState>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or(ApiError::Unauthorized("send the admin token as Authorization: Bearer <token>"))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized(
+            "send the admin token as Authorization: Bearer <token>",
+        ))?;
         let expected = state.admin_token.expose_secret().as_bytes();
         if bool::from(expected.ct_eq(token.as_bytes())) {
             Ok(Admin)
@@ -91,13 +105,12 @@ impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get("idempotency-key")
-            .ok_or_else(|| ApiError::InvalidRequest("the Idempotency-Key header is required".into()))?;
-        let text = value
-            .to_str()
-            .map_err(|_| ApiError::InvalidRequest("Idempotency-Key must be printable ASCII".into()))?;
+        let value = parts.headers.get("idempotency-key").ok_or_else(|| {
+            ApiError::InvalidRequest("the Idempotency-Key header is required".into())
+        })?;
+        let text = value.to_str().map_err(|_| {
+            ApiError::InvalidRequest("Idempotency-Key must be printable ASCII".into())
+        })?;
         IdempotencyKey::parse(text)
             .map(IdemKey)
             .map_err(|e| ApiError::InvalidRequest(format!("Idempotency-Key {e}")))

@@ -27,7 +27,10 @@ pub struct RequestLimits {
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        Self { body_bytes_max: 4096, request_timeout_ms: 10_000 }
+        Self {
+            body_bytes_max: 4096,
+            request_timeout_ms: 10_000,
+        }
     }
 }
 

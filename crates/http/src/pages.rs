@@ -12,7 +12,12 @@ const SALE_PAGE_MAX_AGE_SECS: u32 = 5;
 
 /// The page changes only when the sale does (its version) or the binary does.
 fn etag(sale: &Sale) -> String {
-    format!("\"{}-{}-{}\"", sale.id, sale.version, env!("CARGO_PKG_VERSION"))
+    format!(
+        "\"{}-{}-{}\"",
+        sale.id,
+        sale.version,
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 fn escape_html(text: &str) -> String {
@@ -45,17 +50,28 @@ pub fn sale_page(sale: &Sale, request_headers: &HeaderMap) -> Response {
     let tag = etag(sale);
     let cache_control = HeaderValue::from_str(&format!("public, max-age={SALE_PAGE_MAX_AGE_SECS}"))
         .unwrap_or_else(|_| HeaderValue::from_static("public"));
-    let etag_value = HeaderValue::from_str(&tag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+    let etag_value =
+        HeaderValue::from_str(&tag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
     let matches = request_headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
     if matches {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value), (header::CACHE_CONTROL, cache_control)]).into_response();
+        return (
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, etag_value),
+                (header::CACHE_CONTROL, cache_control),
+            ],
+        )
+            .into_response();
     }
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
             (header::ETAG, etag_value),
             (header::CACHE_CONTROL, cache_control),
         ],
@@ -70,6 +86,9 @@ mod tests {
 
     #[test]
     fn escapes_markup_in_names() {
-        assert_eq!(escape_html("<b>\"A&B'</b>"), "&lt;b&gt;&quot;A&amp;B&#39;&lt;/b&gt;");
+        assert_eq!(
+            escape_html("<b>\"A&B'</b>"),
+            "&lt;b&gt;&quot;A&amp;B&#39;&lt;/b&gt;"
+        );
     }
 }

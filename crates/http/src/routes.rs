@@ -12,7 +12,9 @@ use axum::routing::{get, post};
 use axum::{BoxError, Json, Router};
 use flashsale_core::{BuyerId, PaymentId, Sale, SalePatch, SaleSpec, Timestamp};
 use flashsale_service::writers::WRITERS_COUNT_MAX;
-use flashsale_service::{BuyOutcome, OrderView, OrderViewStatus, PayAnswer, SaleCounters, SaleStatus, SaleView};
+use flashsale_service::{
+    BuyOutcome, OrderView, OrderViewStatus, PayAnswer, SaleCounters, SaleStatus, SaleView,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,7 +89,9 @@ where
 
 fn no_store<T: IntoResponse>(body: T) -> Response {
     let mut response = body.into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -105,7 +109,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 // ----- buyers -----
 
-async fn sale_page(State(state): State<Arc<AppState>>, PathOf(id): PathOf<String>, headers: HeaderMap) -> AppResult<Response> {
+async fn sale_page(
+    State(state): State<Arc<AppState>>,
+    PathOf(id): PathOf<String>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
     let sale = state.shop.sale(sale_id(&id)?).ok_or(ApiError::NotFound)?;
     Ok(pages::sale_page(&sale, &headers))
 }
@@ -125,10 +133,16 @@ struct StatusBody {
 }
 
 pub fn buy_path(status: &SaleStatus) -> Option<String> {
-    status.buy_token.as_ref().map(|token| format!("/api/sales/{}/buy/{token}", status.sale_id))
+    status
+        .buy_token
+        .as_ref()
+        .map(|token| format!("/api/sales/{}/buy/{token}", status.sale_id))
 }
 
-async fn sale_status(State(state): State<Arc<AppState>>, PathOf(id): PathOf<String>) -> AppResult<Response> {
+async fn sale_status(
+    State(state): State<Arc<AppState>>,
+    PathOf(id): PathOf<String>,
+) -> AppResult<Response> {
     let status = state.shop.status(sale_id(&id)?).ok_or(ApiError::NotFound)?;
     Ok(no_store(Json(StatusBody {
         sale_id: status.sale_id.to_string(),
@@ -151,7 +165,12 @@ struct OrderBody {
 
 impl From<OrderView> for OrderBody {
     fn from(view: OrderView) -> Self {
-        Self { order_id: view.id.to_string(), sale_id: view.sale_id.to_string(), status: view.status, expires_at: view.expires_at }
+        Self {
+            order_id: view.id.to_string(),
+            sale_id: view.sale_id.to_string(),
+            status: view.status,
+            expires_at: view.expires_at,
+        }
     }
 }
 
@@ -165,8 +184,15 @@ async fn buy(
     match state.shop.buy(sale, &token, &buyer, &key).await? {
         BuyOutcome::Accepted { order_id, replay } => {
             // A replay reports where the order stands now; a fresh accept is always queued.
-            let status = if replay { state.shop.order(&buyer, order_id).await?.map(|v| v.status) } else { None };
-            let body = AcceptedBody { order_id: order_id.to_string(), status: status.unwrap_or(OrderViewStatus::Queued) };
+            let status = if replay {
+                state.shop.order(&buyer, order_id).await?.map(|v| v.status)
+            } else {
+                None
+            };
+            let body = AcceptedBody {
+                order_id: order_id.to_string(),
+                status: status.unwrap_or(OrderViewStatus::Queued),
+            };
             Ok(no_store((StatusCode::ACCEPTED, Json(body))))
         }
         BuyOutcome::UnknownBuyPath => Err(ApiError::NotFound),
@@ -185,8 +211,16 @@ struct AcceptedBody {
     status: OrderViewStatus,
 }
 
-async fn get_order(State(state): State<Arc<AppState>>, Buyer(buyer): Buyer, PathOf(id): PathOf<String>) -> AppResult<Response> {
-    let view = state.shop.order(&buyer, order_id(&id)?).await?.ok_or(ApiError::NotFound)?;
+async fn get_order(
+    State(state): State<Arc<AppState>>,
+    Buyer(buyer): Buyer,
+    PathOf(id): PathOf<String>,
+) -> AppResult<Response> {
+    let view = state
+        .shop
+        .order(&buyer, order_id(&id)?)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     Ok(no_store(Json(OrderBody::from(view))))
 }
 
@@ -202,7 +236,11 @@ async fn pay(
     PathOf(id): PathOf<String>,
     ApiJson(request): ApiJson<PayRequest>,
 ) -> AppResult<Response> {
-    match state.shop.pay(&buyer, order_id(&id)?, &request.payment_id).await? {
+    match state
+        .shop
+        .pay(&buyer, order_id(&id)?, &request.payment_id)
+        .await?
+    {
         PayAnswer::Paid(view) => Ok(no_store(Json(OrderBody::from(view)))),
         PayAnswer::NotFound => Err(ApiError::NotFound),
         PayAnswer::NotYetWritten => Err(ApiError::OrderNotWritten),
@@ -226,11 +264,18 @@ struct DevTokenBody {
     expires_at: Timestamp,
 }
 
-async fn dev_buyer_token(State(state): State<Arc<AppState>>, ApiJson(request): ApiJson<DevTokenRequest>) -> Response {
+async fn dev_buyer_token(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<DevTokenRequest>,
+) -> Response {
     let now = state.shop.now();
     let expires_at = now + time::Duration::seconds(DEV_TOKEN_TTL_SECS);
     let token = state.buyer_tokens.issue(&request.buyer_id, now, expires_at);
-    no_store(Json(DevTokenBody { token, buyer_id: request.buyer_id, expires_at }))
+    no_store(Json(DevTokenBody {
+        token,
+        buyer_id: request.buyer_id,
+        expires_at,
+    }))
 }
 
 // ----- admin -----
@@ -248,11 +293,21 @@ pub struct SaleBody {
 impl From<SaleView> for SaleBody {
     fn from(view: SaleView) -> Self {
         let Sale { id, spec, version } = view.sale;
-        Self { id: id.to_string(), spec, version, phase: view.phase, counters: view.counters }
+        Self {
+            id: id.to_string(),
+            spec,
+            version,
+            phase: view.phase,
+            counters: view.counters,
+        }
     }
 }
 
-async fn create_sale(State(state): State<Arc<AppState>>, _: Admin, ApiJson(spec): ApiJson<SaleSpec>) -> AppResult<Response> {
+async fn create_sale(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    ApiJson(spec): ApiJson<SaleSpec>,
+) -> AppResult<Response> {
     let view = state.shop.create_sale(spec).await?;
     let location = format!("/api/admin/sales/{}", view.sale.id);
     let mut response = no_store((StatusCode::CREATED, Json(SaleBody::from(view))));
@@ -264,11 +319,19 @@ async fn create_sale(State(state): State<Arc<AppState>>, _: Admin, ApiJson(spec)
 
 async fn list_sales(State(state): State<Arc<AppState>>, _: Admin) -> AppResult<Response> {
     let views = state.shop.list_sales().await?;
-    Ok(no_store(Json(views.into_iter().map(SaleBody::from).collect::<Vec<_>>())))
+    Ok(no_store(Json(
+        views.into_iter().map(SaleBody::from).collect::<Vec<_>>(),
+    )))
 }
 
-async fn get_sale(State(state): State<Arc<AppState>>, _: Admin, PathOf(id): PathOf<String>) -> AppResult<Response> {
-    Ok(no_store(Json(SaleBody::from(state.shop.sale_view(sale_id(&id)?).await?))))
+async fn get_sale(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    PathOf(id): PathOf<String>,
+) -> AppResult<Response> {
+    Ok(no_store(Json(SaleBody::from(
+        state.shop.sale_view(sale_id(&id)?).await?,
+    ))))
 }
 
 async fn patch_sale(
@@ -277,15 +340,29 @@ async fn patch_sale(
     PathOf(id): PathOf<String>,
     ApiJson(patch): ApiJson<SalePatch>,
 ) -> AppResult<Response> {
-    Ok(no_store(Json(SaleBody::from(state.shop.patch_sale(sale_id(&id)?, &patch).await?))))
+    Ok(no_store(Json(SaleBody::from(
+        state.shop.patch_sale(sale_id(&id)?, &patch).await?,
+    ))))
 }
 
-async fn start_sale(State(state): State<Arc<AppState>>, _: Admin, PathOf(id): PathOf<String>) -> AppResult<Response> {
-    Ok(no_store(Json(SaleBody::from(state.shop.start_sale(sale_id(&id)?).await?))))
+async fn start_sale(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    PathOf(id): PathOf<String>,
+) -> AppResult<Response> {
+    Ok(no_store(Json(SaleBody::from(
+        state.shop.start_sale(sale_id(&id)?).await?,
+    ))))
 }
 
-async fn stop_sale(State(state): State<Arc<AppState>>, _: Admin, PathOf(id): PathOf<String>) -> AppResult<Response> {
-    Ok(no_store(Json(SaleBody::from(state.shop.stop_sale(sale_id(&id)?).await?))))
+async fn stop_sale(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    PathOf(id): PathOf<String>,
+) -> AppResult<Response> {
+    Ok(no_store(Json(SaleBody::from(
+        state.shop.stop_sale(sale_id(&id)?).await?,
+    ))))
 }
 
 #[derive(Serialize)]
@@ -299,8 +376,15 @@ struct AdminOrderBody {
     expires_at: Timestamp,
 }
 
-async fn recent_orders(State(state): State<Arc<AppState>>, _: Admin, PathOf(id): PathOf<String>) -> AppResult<Response> {
-    let orders = state.shop.recent_orders(sale_id(&id)?, RECENT_ORDERS_MAX).await?;
+async fn recent_orders(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    PathOf(id): PathOf<String>,
+) -> AppResult<Response> {
+    let orders = state
+        .shop
+        .recent_orders(sale_id(&id)?, RECENT_ORDERS_MAX)
+        .await?;
     let body: Vec<AdminOrderBody> = orders
         .into_iter()
         .map(|o| AdminOrderBody {
@@ -321,13 +405,23 @@ struct WritersBody {
 }
 
 async fn get_writers(State(state): State<Arc<AppState>>, _: Admin) -> Response {
-    no_store(Json(WritersBody { count: state.shop.writer_count() }))
+    no_store(Json(WritersBody {
+        count: state.shop.writer_count(),
+    }))
 }
 
-async fn put_writers(State(state): State<Arc<AppState>>, _: Admin, ApiJson(body): ApiJson<WritersBody>) -> AppResult<Response> {
+async fn put_writers(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    ApiJson(body): ApiJson<WritersBody>,
+) -> AppResult<Response> {
     if body.count > WRITERS_COUNT_MAX {
-        return Err(ApiError::InvalidRequest(format!("count: must be between 0 and {WRITERS_COUNT_MAX}")));
+        return Err(ApiError::InvalidRequest(format!(
+            "count: must be between 0 and {WRITERS_COUNT_MAX}"
+        )));
     }
     state.shop.set_writer_count(body.count).await;
-    Ok(no_store(Json(WritersBody { count: state.shop.writer_count() })))
+    Ok(no_store(Json(WritersBody {
+        count: state.shop.writer_count(),
+    })))
 }

@@ -44,7 +44,12 @@ impl Default for ConnectionLimits {
 }
 
 /// Serves `app` on `listener` until `shutdown` fires, then waits (bounded) for open requests.
-pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(limits.connections_max));
     let tracker = TaskTracker::new();
     let limits = Arc::new(limits);
@@ -103,7 +108,10 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits,
 }
 
 async fn refuse(mut stream: tokio::net::TcpStream) {
-    let body = error_body("overloaded", "too many open connections; retry after the given delay");
+    let body = error_body(
+        "overloaded",
+        "too many open connections; retry after the given delay",
+    );
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {RETRY_AFTER_SECS}\r\ncache-control: no-store\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()

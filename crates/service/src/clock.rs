@@ -24,7 +24,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(now: Timestamp) -> Self {
-        Self { now: Mutex::new(now) }
+        Self {
+            now: Mutex::new(now),
+        }
     }
 
     pub fn set(&self, now: Timestamp) {

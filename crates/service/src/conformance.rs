@@ -5,7 +5,7 @@
 //! the scaled-out ones (Redis, NATS, PostgreSQL) are held to exactly the same rules. Usage, in a
 //! backend crate's integration test:
 //!
-//! ```ignore
+//! ```text
 //! flashsale_service::stock_ledger_conformance!(|| async {
 //!     (Arc::new(MyStock::new()) as Arc<dyn StockLedger>, ())
 //! });

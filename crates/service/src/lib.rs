@@ -17,7 +17,7 @@ pub mod shop;
 pub mod writers;
 
 pub use shop::{
-    AdminError, Backends, BuyOutcome, OrderView, OrderViewStatus, PayAnswer, ReaperConfig, SaleCounters,
-    SaleStatus, SaleView, ServiceError, Shop, ShopConfig,
+    AdminError, Backends, BuyOutcome, OrderView, OrderViewStatus, PayAnswer, ReaperConfig,
+    SaleCounters, SaleStatus, SaleView, ServiceError, Shop, ShopConfig,
 };
 pub use writers::{WriterConfig, WriterPool};

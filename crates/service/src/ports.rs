@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 use flashsale_core::{
-    BuyerId, Order, OrderId, PaymentId, Reservation, ReserveOutcome, ReturnOutcome,
-    Sale, SaleId, Timestamp,
+    BuyerId, Order, OrderId, PaymentId, Reservation, ReserveOutcome, ReturnOutcome, Sale, SaleId,
+    Timestamp,
 };
 use std::time::Duration;
 
@@ -24,11 +24,19 @@ pub struct BackendError {
 
 impl BackendError {
     pub fn determinate(backend: &'static str, message: impl std::fmt::Display) -> Self {
-        Self { backend, outcome_known: true, message: message.to_string() }
+        Self {
+            backend,
+            outcome_known: true,
+            message: message.to_string(),
+        }
     }
 
     pub fn indeterminate(backend: &'static str, message: impl std::fmt::Display) -> Self {
-        Self { backend, outcome_known: false, message: message.to_string() }
+        Self {
+            backend,
+            outcome_known: false,
+            message: message.to_string(),
+        }
     }
 }
 
@@ -67,7 +75,12 @@ pub trait StockLedger: Send + Sync {
     /// Takes one unit for `order` on behalf of `buyer` (see `SaleLedger::reserve` for the
     /// order of checks). `Reserved` leaves the reservation pending until `confirm` or
     /// `cancel_pending`. An unknown sale is a determinate error.
-    async fn reserve(&self, sale: SaleId, order: OrderId, buyer: &BuyerId) -> BackendResult<ReserveOutcome>;
+    async fn reserve(
+        &self,
+        sale: SaleId,
+        order: OrderId,
+        buyer: &BuyerId,
+    ) -> BackendResult<ReserveOutcome>;
 
     /// Marks a pending reservation durable (it is in the queue). Idempotent.
     async fn confirm(&self, sale: SaleId, order: OrderId) -> BackendResult<()>;
@@ -173,7 +186,13 @@ pub trait OrderStore: Send + Sync {
     /// Pays `id` for `buyer` (someone else's order is `NotFound`), deciding with
     /// `Order::decide_pay` and applying `pending_payment → paid` as a compare-and-set, so a
     /// racing expiry and payment cannot both win.
-    async fn pay(&self, id: OrderId, buyer: &BuyerId, payment: &PaymentId, now: Timestamp) -> BackendResult<PayOutcome>;
+    async fn pay(
+        &self,
+        id: OrderId,
+        buyer: &BuyerId,
+        payment: &PaymentId,
+        now: Timestamp,
+    ) -> BackendResult<PayOutcome>;
 
     /// Moves up to `max` orders whose payment window closed by `now` from `pending_payment` to
     /// `expired`, each by compare-and-set, and returns exactly the ones this call moved: two

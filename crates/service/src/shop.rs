@@ -11,8 +11,8 @@ use crate::writers::{WriterConfig, WriterPool};
 use flashsale_core::sale::ChangeError;
 use flashsale_core::tokens::BuyPathSigner;
 use flashsale_core::{
-    BuyerId, IdempotencyKey, Order, OrderId, OrderStatus, PaymentId, Phase, ReservationState,
-    Reservation, ReserveOutcome, ReturnOutcome, Sale, SaleId, SalePatch, SaleSpec, SpecError,
+    BuyerId, IdempotencyKey, Order, OrderId, OrderStatus, PaymentId, Phase, Reservation,
+    ReservationState, ReserveOutcome, ReturnOutcome, Sale, SaleId, SalePatch, SaleSpec, SpecError,
     Timestamp,
 };
 use std::collections::HashMap;
@@ -32,7 +32,10 @@ pub struct ReaperConfig {
 
 impl Default for ReaperConfig {
     fn default() -> Self {
-        Self { interval_ms: 1000, batch_max: 500 }
+        Self {
+            interval_ms: 1000,
+            batch_max: 500,
+        }
     }
 }
 
@@ -69,7 +72,10 @@ pub enum ServiceError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BuyOutcome {
     /// The reservation is durable; `replay` when this request was answered before.
-    Accepted { order_id: OrderId, replay: bool },
+    Accepted {
+        order_id: OrderId,
+        replay: bool,
+    },
     /// No such sale, or the buy-path token is wrong (the two look the same from outside).
     UnknownBuyPath,
     NotLive,
@@ -216,7 +222,11 @@ impl Shop {
     /// the reaper. Must be called inside a tokio runtime.
     pub async fn open(backends: Backends, config: ShopConfig) -> Result<Arc<Self>, ServiceError> {
         let signer = BuyPathSigner::new(&config.buy_path_secret);
-        let writers = WriterPool::new(backends.queue.clone(), backends.store.clone(), config.writers.clone());
+        let writers = WriterPool::new(
+            backends.queue.clone(),
+            backends.store.clone(),
+            config.writers.clone(),
+        );
         let shop = Arc::new(Self {
             signer,
             writers,
@@ -238,10 +248,11 @@ impl Shop {
         let sales = self.backends.store.list_sales().await?;
         let mut queued: HashMap<SaleId, Vec<Holding>> = HashMap::new();
         for r in self.backends.queue.all_queued().await? {
-            queued
-                .entry(r.sale_id)
-                .or_default()
-                .push(Holding { order_id: r.order_id, buyer: r.buyer, live: true });
+            queued.entry(r.sale_id).or_default().push(Holding {
+                order_id: r.order_id,
+                buyer: r.buyer,
+                live: true,
+            });
         }
         for sale in sales {
             let mut holdings = self.backends.store.holdings(sale.id).await?;
@@ -260,7 +271,12 @@ impl Shop {
     async fn open_ledger(&self, sale: &Sale, holdings: Vec<Holding>) -> Result<(), ServiceError> {
         let stock = &self.backends.stock;
         stock
-            .open_sale(sale.id, sale.spec.stock, sale.spec.per_buyer_limit, holdings)
+            .open_sale(
+                sale.id,
+                sale.spec.stock,
+                sale.spec.per_buyer_limit,
+                holdings,
+            )
             .await?;
         let available = stock.available(sale.id).await?;
         self.install(sale.clone(), available == 0);
@@ -278,7 +294,11 @@ impl Shop {
     }
 
     fn slot(&self, id: SaleId) -> Option<Arc<SaleSlot>> {
-        self.sales.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+        self.sales
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     pub fn now(&self) -> Timestamp {
@@ -332,16 +352,28 @@ impl Shop {
         let stock = &self.backends.stock;
         match stock.reserve(sale_id, order_id, buyer).await? {
             ReserveOutcome::Reserved => {}
-            ReserveOutcome::Duplicate(ReservationState::Pending) => return Ok(BuyOutcome::InProgress),
-            ReserveOutcome::Duplicate(_) => return Ok(BuyOutcome::Accepted { order_id, replay: true }),
+            ReserveOutcome::Duplicate(ReservationState::Pending) => {
+                return Ok(BuyOutcome::InProgress);
+            }
+            ReserveOutcome::Duplicate(_) => {
+                return Ok(BuyOutcome::Accepted {
+                    order_id,
+                    replay: true,
+                });
+            }
             ReserveOutcome::SoldOut => {
                 slot.sold_out.store(true, Ordering::Relaxed);
                 return Ok(BuyOutcome::SoldOut);
             }
             ReserveOutcome::LimitReached => return Ok(BuyOutcome::LimitReached),
         }
-        let reservation =
-            Reservation::new(order_id, sale_id, buyer.clone(), now, slot.sale.spec.payment_window_secs);
+        let reservation = Reservation::new(
+            order_id,
+            sale_id,
+            buyer.clone(),
+            now,
+            slot.sale.spec.payment_window_secs,
+        );
         match self.backends.queue.enqueue(reservation).await {
             Ok(Enqueued::Durable) => {
                 if let Err(error) = stock.confirm(sale_id, order_id).await {
@@ -349,7 +381,10 @@ impl Shop {
                     // pending only makes retries of this request answer "in progress".
                     tracing::warn!(%error, %order_id, "could not mark a durable reservation confirmed");
                 }
-                Ok(BuyOutcome::Accepted { order_id, replay: false })
+                Ok(BuyOutcome::Accepted {
+                    order_id,
+                    replay: false,
+                })
             }
             Ok(Enqueued::Full) => {
                 self.give_back_pending(&slot, order_id).await;
@@ -370,7 +405,12 @@ impl Shop {
     }
 
     async fn give_back_pending(&self, slot: &SaleSlot, order_id: OrderId) {
-        match self.backends.stock.cancel_pending(slot.sale.id, order_id).await {
+        match self
+            .backends
+            .stock
+            .cancel_pending(slot.sale.id, order_id)
+            .await
+        {
             Ok(()) => slot.sold_out.store(false, Ordering::Relaxed),
             Err(error) => {
                 tracing::error!(%error, %order_id, "could not give back a unit; it stays taken until rebuild")
@@ -381,7 +421,11 @@ impl Shop {
     /// The buyer's own order, or `None` (someone else's order looks the same as none).
     /// The queue is asked first: an order is written before it leaves the queue, so this
     /// order of lookups never misses one in between.
-    pub async fn order(&self, buyer: &BuyerId, id: OrderId) -> Result<Option<OrderView>, ServiceError> {
+    pub async fn order(
+        &self,
+        buyer: &BuyerId,
+        id: OrderId,
+    ) -> Result<Option<OrderView>, ServiceError> {
         if let Some(r) = self.backends.queue.find(id).await? {
             if &r.buyer != buyer {
                 return Ok(None);
@@ -393,21 +437,34 @@ impl Shop {
                 expires_at: r.expires_at,
             }));
         }
-        Ok(self.backends.store.get_order(id).await?.filter(|o| &o.buyer == buyer).map(|o| view(&o)))
+        Ok(self
+            .backends
+            .store
+            .get_order(id)
+            .await?
+            .filter(|o| &o.buyer == buyer)
+            .map(|o| view(&o)))
     }
 
-    pub async fn pay(&self, buyer: &BuyerId, id: OrderId, payment: &PaymentId) -> Result<PayAnswer, ServiceError> {
+    pub async fn pay(
+        &self,
+        buyer: &BuyerId,
+        id: OrderId,
+        payment: &PaymentId,
+    ) -> Result<PayAnswer, ServiceError> {
         let now = self.now();
-        Ok(match self.backends.store.pay(id, buyer, payment, now).await? {
-            PayOutcome::Paid(order) => PayAnswer::Paid(view(&order)),
-            PayOutcome::PaidByOtherPayment => PayAnswer::PaidByOtherPayment,
-            PayOutcome::Expired => PayAnswer::Expired,
-            PayOutcome::Cancelled => PayAnswer::Cancelled,
-            PayOutcome::NotFound => match self.backends.queue.find(id).await? {
-                Some(r) if &r.buyer == buyer => PayAnswer::NotYetWritten,
-                _ => PayAnswer::NotFound,
+        Ok(
+            match self.backends.store.pay(id, buyer, payment, now).await? {
+                PayOutcome::Paid(order) => PayAnswer::Paid(view(&order)),
+                PayOutcome::PaidByOtherPayment => PayAnswer::PaidByOtherPayment,
+                PayOutcome::Expired => PayAnswer::Expired,
+                PayOutcome::Cancelled => PayAnswer::Cancelled,
+                PayOutcome::NotFound => match self.backends.queue.find(id).await? {
+                    Some(r) if &r.buyer == buyer => PayAnswer::NotYetWritten,
+                    _ => PayAnswer::NotFound,
+                },
             },
-        })
+        )
     }
 
     // ----- admin -----
@@ -421,7 +478,8 @@ impl Shop {
     }
 
     pub async fn patch_sale(&self, id: SaleId, patch: &SalePatch) -> Result<SaleView, AdminError> {
-        self.change_sale(id, |sale, now| sale.patched(patch, now)).await
+        self.change_sale(id, |sale, now| sale.patched(patch, now))
+            .await
     }
 
     pub async fn start_sale(&self, id: SaleId) -> Result<SaleView, AdminError> {
@@ -462,8 +520,13 @@ impl Shop {
     }
 
     pub async fn list_sales(&self) -> Result<Vec<SaleView>, AdminError> {
-        let mut slots: Vec<Arc<SaleSlot>> =
-            self.sales.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut slots: Vec<Arc<SaleSlot>> = self
+            .sales
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         slots.sort_by_key(|slot| slot.sale.id);
         let mut views = Vec::with_capacity(slots.len());
         for slot in slots {
@@ -485,7 +548,11 @@ impl Shop {
             expired: counts.expired,
             cancelled: counts.cancelled,
         };
-        Ok(SaleView { sale: sale.clone(), phase: sale.phase(self.now(), available > 0), counters })
+        Ok(SaleView {
+            sale: sale.clone(),
+            phase: sale.phase(self.now(), available > 0),
+            counters,
+        })
     }
 
     pub async fn recent_orders(&self, id: SaleId, max: usize) -> Result<Vec<Order>, AdminError> {
@@ -513,9 +580,18 @@ impl Shop {
     pub async fn reap_once(&self) -> Result<usize, ServiceError> {
         let mut total = 0;
         loop {
-            let expired = self.backends.store.expire_due(self.now(), self.config.reaper.batch_max).await?;
+            let expired = self
+                .backends
+                .store
+                .expire_due(self.now(), self.config.reaper.batch_max)
+                .await?;
             for order in &expired {
-                match self.backends.stock.return_unit(order.sale_id, order.id).await {
+                match self
+                    .backends
+                    .stock
+                    .return_unit(order.sale_id, order.id)
+                    .await
+                {
                     Ok(ReturnOutcome::Returned) => {
                         if let Some(slot) = self.slot(order.sale_id) {
                             slot.sold_out.store(false, Ordering::Relaxed);
@@ -525,7 +601,9 @@ impl Shop {
                         tracing::warn!(order_id = %order.id, ?outcome, "expired order had no unit to return")
                     }
                     // The order is expired in the store; the next rebuild returns the unit.
-                    Err(error) => tracing::error!(%error, order_id = %order.id, "could not return a unit"),
+                    Err(error) => {
+                        tracing::error!(%error, order_id = %order.id, "could not return a unit")
+                    }
                 }
             }
             total += expired.len();
@@ -541,7 +619,8 @@ impl Shop {
     /// drain timeout), then stop them.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.drain_timeout_ms);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.config.drain_timeout_ms);
         if self.writers.count() == 0 {
             self.writers.set_count(1).await;
         }
@@ -550,14 +629,22 @@ impl Shop {
         }
         let left = self.backends.queue.depth();
         if left > 0 {
-            tracing::warn!(left, "shutting down with reservations still queued; they are durable and will be written at the next start");
+            tracing::warn!(
+                left,
+                "shutting down with reservations still queued; they are durable and will be written at the next start"
+            );
         }
         self.writers.stop_all().await;
     }
 }
 
 fn view(order: &Order) -> OrderView {
-    OrderView { id: order.id, sale_id: order.sale_id, status: order.status.into(), expires_at: order.expires_at }
+    OrderView {
+        id: order.id,
+        sale_id: order.sale_id,
+        status: order.status.into(),
+        expires_at: order.expires_at,
+    }
 }
 
 async fn run_reaper(shop: Arc<Shop>) {

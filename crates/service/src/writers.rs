@@ -25,7 +25,12 @@ pub struct WriterConfig {
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        Self { count: 2, batch_max: 1000, idle_wait_ms: 50, retry_backoff_ms_max: 2000 }
+        Self {
+            count: 2,
+            batch_max: 1000,
+            idle_wait_ms: 50,
+            retry_backoff_ms_max: 2000,
+        }
     }
 }
 
@@ -66,7 +71,10 @@ pub async fn write_one_batch(
                 // is a no-op.
                 tracing::warn!(%error, "order writer could not acknowledge a written batch");
             }
-            WriteOutcome::Wrote { taken: batch.len(), new }
+            WriteOutcome::Wrote {
+                taken: batch.len(),
+                new,
+            }
         }
         Err(error) => {
             tracing::warn!(%error, batch = batch.len(), "order writer could not write a batch");
@@ -93,8 +101,17 @@ pub struct WriterPool {
 }
 
 impl WriterPool {
-    pub fn new(queue: Arc<dyn ReservationQueue>, store: Arc<dyn OrderStore>, config: WriterConfig) -> Self {
-        Self { queue, store, config, writers: Mutex::new(Vec::new()) }
+    pub fn new(
+        queue: Arc<dyn ReservationQueue>,
+        store: Arc<dyn OrderStore>,
+        config: WriterConfig,
+    ) -> Self {
+        Self {
+            queue,
+            store,
+            config,
+            writers: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn count(&self) -> usize {

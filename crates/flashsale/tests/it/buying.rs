@@ -28,7 +28,10 @@ async fn two_thousand_buys_from_five_hundred_buyers_sell_exactly_the_stock() {
         let (buyer, code, body) = task.await.unwrap();
         *codes.entry(code).or_default() += 1;
         if code == StatusCode::ACCEPTED {
-            accepted.entry(buyer).or_default().push(body["order_id"].as_str().unwrap().to_owned());
+            accepted
+                .entry(buyer)
+                .or_default()
+                .push(body["order_id"].as_str().unwrap().to_owned());
         } else {
             assert!(
                 matches!(error_code(&body), "sold_out" | "limit_reached"),
@@ -38,7 +41,10 @@ async fn two_thousand_buys_from_five_hundred_buyers_sell_exactly_the_stock() {
     }
     let total: usize = accepted.values().map(Vec::len).sum();
     assert_eq!(total, 100, "answers: {codes:?}");
-    assert!(accepted.values().all(|orders| orders.len() <= 2), "a buyer got more than the limit");
+    assert!(
+        accepted.values().all(|orders| orders.len() <= 2),
+        "a buyer got more than the limit"
+    );
 
     let counters = app.wait_drained(&sale).await["counters"].clone();
     assert_eq!(counters["pending_payment"], 100);
@@ -48,7 +54,10 @@ async fn two_thousand_buys_from_five_hundred_buyers_sell_exactly_the_stock() {
         for id in orders {
             assert!(seen.insert(id.clone()), "order {id} acknowledged twice");
             let (code, order) = app.order(&buyers[*buyer], id).await;
-            assert_eq!((code, order["status"].as_str()), (StatusCode::OK, Some("pending_payment")));
+            assert_eq!(
+                (code, order["status"].as_str()),
+                (StatusCode::OK, Some("pending_payment"))
+            );
         }
     }
 }
@@ -70,11 +79,17 @@ async fn one_buyer_firing_fifty_concurrent_buys_gets_at_most_the_limit() {
         if code == StatusCode::ACCEPTED {
             accepted += 1;
         } else {
-            assert_eq!((code, error_code(&body)), (StatusCode::CONFLICT, "limit_reached"));
+            assert_eq!(
+                (code, error_code(&body)),
+                (StatusCode::CONFLICT, "limit_reached")
+            );
         }
     }
     assert_eq!(accepted, 3);
-    assert_eq!(app.wait_drained(&sale).await["counters"]["pending_payment"], 3);
+    assert_eq!(
+        app.wait_drained(&sale).await["counters"]["pending_payment"],
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,17 +119,29 @@ async fn retries_with_the_same_idempotency_key_never_make_a_second_order() {
     // Sequential retries, before and after the order is written: same order.
     let order_id = ids.into_iter().next().unwrap();
     let (code, body) = app.buy(&path, &alice, "same-key").await;
-    assert_eq!((code, body["order_id"].as_str()), (StatusCode::ACCEPTED, Some(order_id.as_str())));
+    assert_eq!(
+        (code, body["order_id"].as_str()),
+        (StatusCode::ACCEPTED, Some(order_id.as_str()))
+    );
     app.wait_written(&alice, &order_id).await;
     let (code, body) = app.buy(&path, &alice, "same-key").await;
-    assert_eq!((code, body["order_id"].as_str()), (StatusCode::ACCEPTED, Some(order_id.as_str())));
+    assert_eq!(
+        (code, body["order_id"].as_str()),
+        (StatusCode::ACCEPTED, Some(order_id.as_str()))
+    );
     assert_eq!(body["status"], "pending_payment");
     // The same key from another buyer is another request.
     let (code, body) = app.buy(&path, &app.buyer("bob"), "same-key").await;
     assert_eq!(code, StatusCode::ACCEPTED);
     assert_ne!(body["order_id"].as_str(), Some(order_id.as_str()));
     let counters = app.wait_drained(&sale).await["counters"].clone();
-    assert_eq!((counters["pending_payment"].as_u64(), counters["available"].as_u64()), (Some(2), Some(8)));
+    assert_eq!(
+        (
+            counters["pending_payment"].as_u64(),
+            counters["available"].as_u64()
+        ),
+        (Some(2), Some(8))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,21 +159,36 @@ async fn credentials_are_checked_and_orders_are_private() {
         async move { crate::support::read(request.send().await.unwrap()).await }
     };
     let (code, body) = post(None, Some("k")).await;
-    assert_eq!((code, error_code(&body)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    assert_eq!(
+        (code, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
     let (code, _) = post(Some("garbage".into()), Some("k")).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
     let now = app.clock_now();
     let alice_id = flashsale_core::BuyerId::parse("alice").unwrap();
-    let expired = app.tokens.issue(&alice_id, now - time::Duration::hours(2), now - time::Duration::hours(1));
+    let expired = app.tokens.issue(
+        &alice_id,
+        now - time::Duration::hours(2),
+        now - time::Duration::hours(1),
+    );
     let (code, body) = post(Some(expired), Some("k")).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
-    assert!(body["error"]["message"].as_str().unwrap().contains("expired"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
     let forged = flashsale_core::tokens::BuyerTokens::new(b"not-the-shop-secret-0123456789abcdef")
         .issue(&alice_id, now, now + time::Duration::hours(1));
     let (code, _) = post(Some(forged), Some("k")).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
     let (code, body) = post(Some(app.buyer("alice")), None).await;
-    assert_eq!((code, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"));
+    assert_eq!(
+        (code, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
     let (code, _) = post(Some(app.buyer("alice")), Some("has space")).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
 
@@ -155,31 +197,66 @@ async fn credentials_are_checked_and_orders_are_private() {
     assert_eq!(code, StatusCode::ACCEPTED);
     let order_id = body["order_id"].as_str().unwrap().to_owned();
     let bob = app.buyer("bob");
-    assert_eq!(app.order(&bob, &order_id).await.0, StatusCode::NOT_FOUND, "queued order is private");
+    assert_eq!(
+        app.order(&bob, &order_id).await.0,
+        StatusCode::NOT_FOUND,
+        "queued order is private"
+    );
     app.wait_written(&alice, &order_id).await;
-    assert_eq!(app.order(&bob, &order_id).await.0, StatusCode::NOT_FOUND, "written order is private");
+    assert_eq!(
+        app.order(&bob, &order_id).await.0,
+        StatusCode::NOT_FOUND,
+        "written order is private"
+    );
     let (code, _) = app.pay(&bob, &order_id, "p").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
-    assert_eq!(app.order(&alice, "not-a-uuid").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.order(&alice, "not-a-uuid").await.0,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(app.sale(&sale).await["counters"]["paid"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_fails_fast_with_retry_after_and_takes_nothing() {
-    let app = TestApp::spawn_with(&[("FLASHSALE_QUEUE__CAPACITY_RESERVATIONS", "3"), ("FLASHSALE_WRITERS__COUNT", "0")]).await;
+    let app = TestApp::spawn_with(&[
+        ("FLASHSALE_QUEUE__CAPACITY_RESERVATIONS", "3"),
+        ("FLASHSALE_WRITERS__COUNT", "0"),
+    ])
+    .await;
     let (sale, path) = app.live_sale(10, 10).await;
     let alice = app.buyer("alice");
     for n in 0..3 {
-        assert_eq!(app.buy(&path, &alice, &format!("k{n}")).await.0, StatusCode::ACCEPTED);
+        assert_eq!(
+            app.buy(&path, &alice, &format!("k{n}")).await.0,
+            StatusCode::ACCEPTED
+        );
     }
-    let response = app.http.post(app.url(&path)).bearer_auth(&alice).header("Idempotency-Key", "k3").send().await.unwrap();
+    let response = app
+        .http
+        .post(app.url(&path))
+        .bearer_auth(&alice)
+        .header("Idempotency-Key", "k3")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["retry-after"], "1");
     let (_, body) = crate::support::read(response).await;
     assert_eq!(error_code(&body), "overloaded");
-    assert_eq!(app.sale(&sale).await["counters"]["available"], 7, "the refused buy took no unit");
+    assert_eq!(
+        app.sale(&sale).await["counters"]["available"],
+        7,
+        "the refused buy took no unit"
+    );
     // Once writers drain the queue, the same request goes through.
-    let (code, _) = app.admin(reqwest::Method::PUT, "/api/admin/writers", Some(serde_json::json!({"count": 1}))).await;
+    let (code, _) = app
+        .admin(
+            reqwest::Method::PUT,
+            "/api/admin/writers",
+            Some(serde_json::json!({"count": 1})),
+        )
+        .await;
     assert_eq!(code, StatusCode::OK);
     app.wait_drained(&sale).await;
     assert_eq!(app.buy(&path, &alice, "k3").await.0, StatusCode::ACCEPTED);

@@ -27,7 +27,12 @@ async fn start_server(data_dir: &Path) -> Server {
         probe.local_addr().unwrap().port()
     };
     let child = Command::new(env!("CARGO_BIN_EXE_flashsale"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("FLASHSALE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("FLASHSALE_BUYER_JWT_SECRET", BUYER_SECRET)
@@ -50,10 +55,19 @@ async fn start_server(data_dir: &Path) -> Server {
 
 fn token(tokens: &BuyerTokens, n: usize) -> String {
     let now = OffsetDateTime::now_utc();
-    tokens.issue(&BuyerId::parse(&format!("buyer-{n}")).unwrap(), now, now + time::Duration::hours(3))
+    tokens.issue(
+        &BuyerId::parse(&format!("buyer-{n}")).unwrap(),
+        now,
+        now + time::Duration::hours(3),
+    )
 }
 
-async fn admin(http: &reqwest::Client, method: reqwest::Method, url: String, body: Option<Value>) -> Value {
+async fn admin(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> Value {
     let mut request = http.request(method, url).bearer_auth(ADMIN_TOKEN);
     if let Some(body) = body {
         request = request.json(&body);
@@ -65,7 +79,13 @@ async fn admin(http: &reqwest::Client, method: reqwest::Method, url: String, bod
 
 async fn wait_drained(http: &reqwest::Client, base: &str, sale: &str) -> Value {
     for _ in 0..1000 {
-        let body = admin(http, reqwest::Method::GET, format!("{base}/api/admin/sales/{sale}"), None).await;
+        let body = admin(
+            http,
+            reqwest::Method::GET,
+            format!("{base}/api/admin/sales/{sale}"),
+            None,
+        )
+        .await;
         if body["counters"]["queued"] == 0 {
             return body["counters"].clone();
         }
@@ -77,7 +97,10 @@ async fn wait_drained(http: &reqwest::Client, base: &str, sale: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
     let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let mut server = start_server(dir.path()).await;
     let base = server.base.clone();
 
@@ -97,8 +120,21 @@ async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
         .as_str()
         .unwrap()
         .to_owned();
-    admin(&http, reqwest::Method::POST, format!("{base}/api/admin/sales/{sale}/start"), None).await;
-    let status = read(http.get(format!("{base}/api/sales/{sale}/status")).send().await.unwrap()).await.1;
+    admin(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/api/admin/sales/{sale}/start"),
+        None,
+    )
+    .await;
+    let status = read(
+        http.get(format!("{base}/api/sales/{sale}/status"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .1;
     let path = status["buy_path"].as_str().unwrap().to_owned();
 
     let tokens = Arc::new(BuyerTokens::new(BUYER_SECRET.as_bytes()));
@@ -110,8 +146,13 @@ async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..32 {
-        let (http, url, accepted, accepted_count, next) =
-            (http.clone(), format!("{base}{path}"), accepted.clone(), accepted_count.clone(), next.clone());
+        let (http, url, accepted, accepted_count, next) = (
+            http.clone(),
+            format!("{base}{path}"),
+            accepted.clone(),
+            accepted_count.clone(),
+            next.clone(),
+        );
         let tokens = tokens.clone();
         workers.push(tokio::spawn(async move {
             loop {
@@ -119,11 +160,21 @@ async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
                 if n >= 1000 {
                     return;
                 }
-                let response = http.post(&url).bearer_auth(token(&tokens, n)).header("Idempotency-Key", format!("k{n}")).send().await;
+                let response = http
+                    .post(&url)
+                    .bearer_auth(token(&tokens, n))
+                    .header("Idempotency-Key", format!("k{n}"))
+                    .send()
+                    .await;
                 let Ok(response) = response else { return }; // the server is gone
                 if response.status() == StatusCode::ACCEPTED {
-                    let Ok(body) = response.json::<Value>().await else { return };
-                    accepted.lock().await.insert(n, body["order_id"].as_str().unwrap().to_owned());
+                    let Ok(body) = response.json::<Value>().await else {
+                        return;
+                    };
+                    accepted
+                        .lock()
+                        .await
+                        .insert(n, body["order_id"].as_str().unwrap().to_owned());
                     accepted_count.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -144,20 +195,48 @@ async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
     let base = server.base.clone();
     let counters = wait_drained(&http, &base, &sale).await;
     for (n, order_id) in &accepted {
-        let (code, order) = read(http.get(format!("{base}/api/orders/{order_id}")).bearer_auth(token_for(*n)).send().await.unwrap()).await;
-        assert_eq!((code, order["status"].as_str()), (StatusCode::OK, Some("pending_payment")), "acknowledged order {order_id} of buyer-{n}");
+        let (code, order) = read(
+            http.get(format!("{base}/api/orders/{order_id}"))
+                .bearer_auth(token_for(*n))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (code, order["status"].as_str()),
+            (StatusCode::OK, Some("pending_payment")),
+            "acknowledged order {order_id} of buyer-{n}"
+        );
     }
     let live = counters["pending_payment"].as_u64().unwrap();
     assert!(live >= accepted.len() as u64, "{counters}");
     assert!(live <= STOCK, "oversold: {counters}");
-    assert_eq!(counters["available"].as_u64().unwrap() + live, STOCK, "stock not conserved: {counters}");
+    assert_eq!(
+        counters["available"].as_u64().unwrap() + live,
+        STOCK,
+        "stock not conserved: {counters}"
+    );
 
     // Sell the rest to new buyers: exactly the stock is sold in total, never more.
-    let status = read(http.get(format!("{base}/api/sales/{sale}/status")).send().await.unwrap()).await.1;
+    let status = read(
+        http.get(format!("{base}/api/sales/{sale}/status"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .1;
     let path = status["buy_path"].as_str().unwrap().to_owned();
     let mut more = 0u64;
     for n in 1000..(1000 + STOCK as usize + 20) {
-        let response = http.post(format!("{base}{path}")).bearer_auth(token_for(n)).header("Idempotency-Key", "k").send().await.unwrap();
+        let response = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(token_for(n))
+            .header("Idempotency-Key", "k")
+            .send()
+            .await
+            .unwrap();
         match response.status() {
             StatusCode::ACCEPTED => more += 1,
             StatusCode::GONE => {}

@@ -11,15 +11,34 @@ async fn create_go_live_buy_and_pay() {
 
     let status = app.status(&sale).await;
     assert_eq!(status["phase"], "upcoming");
-    assert!(status.get("buy_path").is_none(), "no buy path before the start: {status}");
+    assert!(
+        status.get("buy_path").is_none(),
+        "no buy path before the start: {status}"
+    );
 
     // The sale page is the same for everyone and cacheable.
-    let page = app.http.get(app.url(&format!("/sales/{sale}"))).send().await.unwrap();
+    let page = app
+        .http
+        .get(app.url(&format!("/sales/{sale}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    assert!(page.headers()["cache-control"].to_str().unwrap().starts_with("public"));
+    assert!(
+        page.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .starts_with("public")
+    );
     let etag = page.headers()["etag"].clone();
     assert!(page.text().await.unwrap().contains("Test phone"));
-    let again = app.http.get(app.url(&format!("/sales/{sale}"))).header("If-None-Match", etag).send().await.unwrap();
+    let again = app
+        .http
+        .get(app.url(&format!("/sales/{sale}")))
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
 
     app.advance(time::Duration::seconds(30));
@@ -41,9 +60,15 @@ async fn create_go_live_buy_and_pay() {
     assert_eq!(code, StatusCode::OK, "{paid}");
     assert_eq!(paid["status"], "paid");
     // Paying again with the same payment id is the same answer; another id is a conflict.
-    assert_eq!(app.pay(&alice, &order_id, "pay-1").await, (StatusCode::OK, paid));
+    assert_eq!(
+        app.pay(&alice, &order_id, "pay-1").await,
+        (StatusCode::OK, paid)
+    );
     let (code, body) = app.pay(&alice, &order_id, "pay-2").await;
-    assert_eq!((code, error_code(&body)), (StatusCode::CONFLICT, "already_paid"));
+    assert_eq!(
+        (code, error_code(&body)),
+        (StatusCode::CONFLICT, "already_paid")
+    );
 
     let counters = app.sale(&sale).await["counters"].clone();
     assert_eq!(counters["stock_total"], 5);
@@ -74,7 +99,10 @@ async fn unpaid_order_expires_and_its_unit_is_sold_again() {
     let (_, order) = app.order(&alice, &alice_order).await;
     assert_eq!(order["status"], "expired");
     let (code, body) = app.pay(&alice, &alice_order, "late").await;
-    assert_eq!((code, error_code(&body)), (StatusCode::CONFLICT, "payment_window_closed"));
+    assert_eq!(
+        (code, error_code(&body)),
+        (StatusCode::CONFLICT, "payment_window_closed")
+    );
     assert_eq!(app.status(&sale).await["phase"], "live");
 
     // Someone else buys the returned unit; it is returned exactly once, so only one can.
@@ -101,13 +129,28 @@ async fn early_and_guessed_buy_paths_are_rejected() {
     let sale = app.create_sale(5, 1, time::Duration::minutes(10)).await;
     let alice = app.buyer("alice");
     for guess in ["buy", "AAAAAAAAAAAAAAAAAAAAAA", "x", &"A".repeat(200)] {
-        let (code, body) = app.buy(&format!("/api/sales/{sale}/buy/{guess}"), &alice, "k").await;
-        assert_eq!((code, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"), "{guess}");
+        let (code, body) = app
+            .buy(&format!("/api/sales/{sale}/buy/{guess}"), &alice, "k")
+            .await;
+        assert_eq!(
+            (code, error_code(&body)),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{guess}"
+        );
     }
     // Once live, the path handed out works; the old guesses still do not.
     app.advance(time::Duration::minutes(10));
-    let path = app.status(&sale).await["buy_path"].as_str().unwrap().to_owned();
-    let (code, _) = app.buy(&format!("/api/sales/{sale}/buy/AAAAAAAAAAAAAAAAAAAAAA"), &alice, "k").await;
+    let path = app.status(&sale).await["buy_path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, _) = app
+        .buy(
+            &format!("/api/sales/{sale}/buy/AAAAAAAAAAAAAAAAAAAAAA"),
+            &alice,
+            "k",
+        )
+        .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     let (code, _) = app.buy(&path, &alice, "k").await;
     assert_eq!(code, StatusCode::ACCEPTED);
@@ -115,7 +158,10 @@ async fn early_and_guessed_buy_paths_are_rejected() {
     app.advance(time::Duration::hours(2));
     let bob = app.buyer("bob");
     let (code, body) = app.buy(&path, &bob, "k").await;
-    assert_eq!((code, error_code(&body)), (StatusCode::CONFLICT, "not_live"));
+    assert_eq!(
+        (code, error_code(&body)),
+        (StatusCode::CONFLICT, "not_live")
+    );
     assert_eq!(app.status(&sale).await["phase"], "ended");
 }
 
@@ -124,7 +170,13 @@ async fn graceful_stop_drains_the_queue_and_restart_keeps_everything() {
     let mut app = TestApp::spawn().await;
     let (sale, path) = app.live_sale(10, 5).await;
     // No writers: accepted reservations wait in the durable queue.
-    let (code, _) = app.admin(reqwest::Method::PUT, "/api/admin/writers", Some(serde_json::json!({"count": 0}))).await;
+    let (code, _) = app
+        .admin(
+            reqwest::Method::PUT,
+            "/api/admin/writers",
+            Some(serde_json::json!({"count": 0})),
+        )
+        .await;
     assert_eq!(code, StatusCode::OK);
     let alice = app.buyer("alice");
     let mut orders = Vec::new();
@@ -138,8 +190,18 @@ async fn graceful_stop_drains_the_queue_and_restart_keeps_everything() {
     app.start().await;
     for id in &orders {
         let (code, order) = app.order(&alice, id).await;
-        assert_eq!((code, order["status"].as_str()), (StatusCode::OK, Some("pending_payment")), "{order}");
+        assert_eq!(
+            (code, order["status"].as_str()),
+            (StatusCode::OK, Some("pending_payment")),
+            "{order}"
+        );
     }
     let counters = app.sale(&sale).await["counters"].clone();
-    assert_eq!((counters["available"].as_u64(), counters["pending_payment"].as_u64()), (Some(7), Some(3)));
+    assert_eq!(
+        (
+            counters["available"].as_u64(),
+            counters["pending_payment"].as_u64()
+        ),
+        (Some(7), Some(3))
+    );
 }

@@ -37,7 +37,9 @@ pub fn test_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
         ("FLASHSALE_SHUTDOWN__DRAIN_TIMEOUT_MS", "5000"),
     ];
     env.extend_from_slice(extra);
-    env.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+    env.into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 impl TestApp {
@@ -56,7 +58,10 @@ impl TestApp {
         let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
         let mut app = Self {
             base: String::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
             clock,
             tokens: BuyerTokens::new(BUYER_SECRET.as_bytes()),
             app: None,
@@ -69,7 +74,9 @@ impl TestApp {
 
     /// Starts (or restarts) the server on the same data dir and clock.
     pub async fn start(&mut self) {
-        let running = app::start_with_clock(&self.config, self.clock.clone()).await.expect("server starts");
+        let running = app::start_with_clock(&self.config, self.clock.clone())
+            .await
+            .expect("server starts");
         self.base = format!("http://{}", running.addr);
         self.app = Some(running);
     }
@@ -87,7 +94,11 @@ impl TestApp {
 
     pub fn buyer(&self, name: &str) -> String {
         let now = self.clock_now();
-        self.tokens.issue(&BuyerId::parse(name).expect("buyer id"), now, now + time::Duration::days(30))
+        self.tokens.issue(
+            &BuyerId::parse(name).expect("buyer id"),
+            now,
+            now + time::Duration::days(30),
+        )
     }
 
     pub fn clock_now(&self) -> OffsetDateTime {
@@ -99,8 +110,16 @@ impl TestApp {
         self.clock.advance(by);
     }
 
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN);
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -108,7 +127,12 @@ impl TestApp {
     }
 
     /// Creates a sale that starts `starts_in` from the test clock's now and runs an hour.
-    pub async fn create_sale(&self, stock: u32, per_buyer_limit: u32, starts_in: time::Duration) -> String {
+    pub async fn create_sale(
+        &self,
+        stock: u32,
+        per_buyer_limit: u32,
+        starts_in: time::Duration,
+    ) -> String {
         let starts_at = self.clock_now() + starts_in;
         let (status, body) = self
             .admin(
@@ -131,21 +155,43 @@ impl TestApp {
 
     /// Creates a sale and starts it now; returns (sale id, buy path).
     pub async fn live_sale(&self, stock: u32, per_buyer_limit: u32) -> (String, String) {
-        let id = self.create_sale(stock, per_buyer_limit, time::Duration::hours(1)).await;
-        let (status, body) = self.admin(reqwest::Method::POST, &format!("/api/admin/sales/{id}/start"), None).await;
+        let id = self
+            .create_sale(stock, per_buyer_limit, time::Duration::hours(1))
+            .await;
+        let (status, body) = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/api/admin/sales/{id}/start"),
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        let path = self.status(&id).await["buy_path"].as_str().expect("live sale has a buy path").to_owned();
+        let path = self.status(&id).await["buy_path"]
+            .as_str()
+            .expect("live sale has a buy path")
+            .to_owned();
         (id, path)
     }
 
     pub async fn sale(&self, id: &str) -> Value {
-        let (status, body) = self.admin(reqwest::Method::GET, &format!("/api/admin/sales/{id}"), None).await;
+        let (status, body) = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/api/admin/sales/{id}"),
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
 
     pub async fn status(&self, id: &str) -> Value {
-        let response = self.http.get(self.url(&format!("/api/sales/{id}/status"))).send().await.expect("status");
+        let response = self
+            .http
+            .get(self.url(&format!("/api/sales/{id}/status")))
+            .send()
+            .await
+            .expect("status");
         assert_eq!(response.headers()["cache-control"], "no-store");
         read(response).await.1
     }
@@ -163,7 +209,15 @@ impl TestApp {
     }
 
     pub async fn order(&self, token: &str, id: &str) -> (StatusCode, Value) {
-        read(self.http.get(self.url(&format!("/api/orders/{id}"))).bearer_auth(token).send().await.expect("order")).await
+        read(
+            self.http
+                .get(self.url(&format!("/api/orders/{id}")))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("order"),
+        )
+        .await
     }
 
     pub async fn pay(&self, token: &str, id: &str, payment_id: &str) -> (StatusCode, Value) {
@@ -212,12 +266,17 @@ impl TestApp {
 pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let text = response.text().await.expect("body");
-    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
     (status, body)
 }
 
 pub fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339).expect("format")
+    at.format(&time::format_description::well_known::Rfc3339)
+        .expect("format")
 }
 
 pub fn error_code(body: &Value) -> &str {

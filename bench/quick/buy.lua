@@ -1,0 +1,31 @@
+-- wrk script: POST the buy path with a different buyer token and idempotency key each time.
+-- Env: BUY_PATH, TOKENS (file, one JWT per line).
+local path = os.getenv("BUY_PATH")
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
+local counter = 0
+local thread_id = 0
+local next_id = 0
+
+function setup(thread)
+  next_id = next_id + 1
+  thread:set("thread_id", next_id)
+end
+
+function request()
+  counter = counter + 1
+  local token = tokens[(counter * 7 + thread_id * 1000) % #tokens + 1]
+  return wrk.format("POST", path, {
+    ["Authorization"] = "Bearer " .. token,
+    ["Idempotency-Key"] = "t" .. thread_id .. "-" .. counter,
+  })
+end
+
+local statuses = {}
+function response(status)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  io.write("status counts are per thread; see server counters for totals\n")
+end
