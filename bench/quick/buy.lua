@@ -1,10 +1,13 @@
 -- wrk script: POST the buy path with a different buyer token and idempotency key each time.
 -- Env: BUY_PATH, TOKENS (file, one JWT per line).
 local path = os.getenv("BUY_PATH")
+-- A prefix unique to this wrk run, so keys never repeat across runs (repeats are replays).
+local run = os.getenv("RUN") or "0"
 local tokens = {}
 for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
 local counter = 0
-local thread_id = 0
+-- Global, not local: thread:set() writes globals of each thread's Lua state.
+thread_id = 0
 local next_id = 0
 
 function setup(thread)
@@ -17,7 +20,7 @@ function request()
   local token = tokens[(counter * 7 + thread_id * 1000) % #tokens + 1]
   return wrk.format("POST", path, {
     ["Authorization"] = "Bearer " .. token,
-    ["Idempotency-Key"] = "t" .. thread_id .. "-" .. counter,
+    ["Idempotency-Key"] = run .. "t" .. thread_id .. "-" .. counter,
   })
 end
 

@@ -30,11 +30,11 @@ rps() { wrk -t2 -c"$CONNS" -d"${SECS}s" "$@" | awk '/Requests\/sec/ {print $2}';
 SOLD=$(mk_sale 1 1); SOLD_PATH=$(path_of "$SOLD")
 TOKENS="$WORK/tokens" BUY_PATH="$SOLD_PATH" wrk -t1 -c1 -d1s -s bench/quick/buy.lua http://127.0.0.1:18080 >/dev/null # sells the one unit
 BIG=$(mk_sale 10000000 100); BIG_PATH=$(path_of "$BIG")
-echo "round hello_rps rejection_rps accepted_rps"
+echo "round hello_rps rejection_rps accepted_rps  (rejection = sold out: JWT, path token, phase, ledger; accepted = 202 after group-commit fsync)"
 for r in $(seq "$ROUNDS"); do
   h=$(TOKENS="$WORK/tokens" BUY_PATH="/x" rps -s bench/quick/buy.lua http://127.0.0.1:18090)
   j=$(TOKENS="$WORK/tokens" BUY_PATH="$SOLD_PATH" rps -s bench/quick/buy.lua http://127.0.0.1:18080)
-  a=$(TOKENS="$WORK/tokens" BUY_PATH="$BIG_PATH" rps -s bench/quick/buy.lua http://127.0.0.1:18080)
+  a=$(RUN="r$r" TOKENS="$WORK/tokens" BUY_PATH="$BIG_PATH" rps -s bench/quick/buy.lua http://127.0.0.1:18080)
   echo "$r $h $j $a"
 done
 curl -sf -H "$AUTH" "http://127.0.0.1:18080/api/admin/sales/$BIG" | python3 -c 'import json,sys;c=json.load(sys.stdin)["counters"];print("big sale counters:",c)'

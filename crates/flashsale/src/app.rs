@@ -58,6 +58,8 @@ pub async fn start(config: &Config) -> Result<RunningApp> {
 pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningApp> {
     let admin_token = config.require_admin_token()?;
     let buyer_secret = config.require_buyer_jwt_secret()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let buy_path_secret = match &config.buy_path_secret {
         Some(secret) => secret.clone(),
         None => load_or_create_secret(&config.data_dir.join(BUY_PATH_SECRET_FILE))?,

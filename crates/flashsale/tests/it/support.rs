@@ -51,7 +51,8 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let flags = FlagOverrides {
             listen: Some("127.0.0.1:0".into()),
-            data_dir: Some(dir.path().to_owned()),
+            // A directory that does not exist yet, as on a first start.
+            data_dir: Some(dir.path().join("data")),
             dev_login: Some(true),
         };
         let config = Config::load(None, test_env(extra_env), &flags).expect("test config");
