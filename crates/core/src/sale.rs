@@ -20,6 +20,7 @@ pub const SALE_DURATION_DAYS_MAX: i64 = 31;
 
 /// What an admin asks for when creating a sale.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SaleSpec {
     pub name: String,
@@ -110,6 +111,7 @@ impl SaleSpec {
 
 /// A change to a sale that is not live yet. Absent fields stay as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SalePatch {
     pub name: Option<String>,
@@ -125,6 +127,7 @@ pub struct SalePatch {
 
 /// Where a sale is in its life, as the outside world sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Upcoming,

@@ -7,7 +7,7 @@ use flashsale_core::tokens::BuyerTokens;
 use flashsale_embedded::{InProcessStock, RedbQueue, RedbQueueConfig, SqliteStore};
 use flashsale_http::{AppState, ConnectionLimits, RequestLimits};
 use flashsale_service::{
-    Backends, Clock, ReaperConfig, Shop, ShopConfig, SystemClock, WriterConfig,
+    Backends, Clock, FilterConfig, ReaperConfig, Shop, ShopConfig, SystemClock, WriterConfig,
 };
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
@@ -58,8 +58,12 @@ pub async fn start(config: &Config) -> Result<RunningApp> {
 pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningApp> {
     let admin_token = config.require_admin_token()?;
     let buyer_secret = config.require_buyer_jwt_secret()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let buy_path_secret = match &config.buy_path_secret {
         Some(secret) => secret.clone(),
         None => load_or_create_secret(&config.data_dir.join(BUY_PATH_SECRET_FILE))?,
@@ -96,22 +100,25 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             interval_ms: config.reaper.interval_ms,
             batch_max: config.reaper.batch_max,
         },
+        filters: filter_config(config),
         drain_timeout_ms: config.shutdown.drain_timeout_ms,
     };
     let shop = Shop::open(backends, shop_config)
         .await
         .context("cannot recover the sale state")?;
 
-    let state = AppState {
-        shop: shop.clone(),
-        buyer_tokens: BuyerTokens::new(buyer_secret.expose_secret().as_bytes()),
+    let state = AppState::new(
+        shop.clone(),
+        BuyerTokens::new(buyer_secret.expose_secret().as_bytes()),
         admin_token,
-        dev_login: config.dev_login,
-        limits: RequestLimits {
+        config.dev_login,
+        RequestLimits {
             body_bytes_max: config.http.body_bytes_max,
             request_timeout_ms: config.http.request_timeout_ms,
         },
-    };
+        config.filters.status_cache_ms,
+    );
+    spawn_metrics_upkeep(state.metrics.clone(), &shop);
     let limits = ConnectionLimits {
         connections_max: config.http.connections_max,
         header_read_timeout_ms: config.http.header_read_timeout_ms,
@@ -142,6 +149,38 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         shutdown,
         finished,
     })
+}
+
+fn filter_config(config: &Config) -> FilterConfig {
+    let f = &config.filters;
+    FilterConfig {
+        buyer_window_ms: f.buyer_window_ms,
+        buyer_window_entries_max: f.buyer_window_entries_max,
+        buyer_rate_per_sec: f.buyer_rate_per_sec,
+        buyer_burst: f.buyer_burst,
+        client_rate_per_sec: f.client_rate_per_sec,
+        client_burst: f.client_burst,
+        sale_rate_per_sec: f.sale_rate_per_sec,
+        sale_burst_stock_multiple: f.sale_burst_stock_multiple,
+        sale_burst_min: f.sale_burst_min,
+        shed_queue_fill_percent_start: f.shed_queue_fill_percent_start,
+    }
+}
+
+/// Folds histogram buffers into buckets regularly (they grow between scrapes otherwise);
+/// stops when the shop shuts down. Holds the shop weakly so it never keeps it (and its
+/// files) alive after shutdown.
+fn spawn_metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle, shop: &Arc<Shop>) {
+    let shop = Arc::downgrade(shop);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(flashsale_http::metrics::UPKEEP_INTERVAL).await;
+            match shop.upgrade() {
+                Some(shop) if shop.is_ready() => handle.run_upkeep(),
+                _ => return,
+            }
+        }
+    });
 }
 
 /// Reads a secret kept in the data directory, creating a random one on first start so buy

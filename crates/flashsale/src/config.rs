@@ -28,6 +28,7 @@ pub struct Config {
     pub buyer_jwt_secret: Option<SecretString>,
     pub buy_path_secret: Option<SecretString>,
     pub http: HttpSection,
+    pub filters: FiltersSection,
     pub queue: QueueSection,
     pub writers: WritersSection,
     pub reaper: ReaperSection,
@@ -51,6 +52,22 @@ pub struct HttpSection {
     pub body_bytes_max: usize,
     pub request_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersSection {
+    pub buyer_window_ms: u64,
+    pub buyer_window_entries_max: u64,
+    pub buyer_rate_per_sec: u32,
+    pub buyer_burst: u32,
+    pub client_rate_per_sec: u32,
+    pub client_burst: u32,
+    pub sale_rate_per_sec: u32,
+    pub sale_burst_stock_multiple: u32,
+    pub sale_burst_min: u32,
+    pub shed_queue_fill_percent_start: u32,
+    pub status_cache_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +174,34 @@ impl Config {
         for (key, value) in positive {
             if value == 0 {
                 return Err(ConfigError(format!("{key} must be greater than 0")));
+            }
+        }
+        if self.filters.shed_queue_fill_percent_start > 100 {
+            return Err(ConfigError(
+                "filters.shed_queue_fill_percent_start must be at most 100".into(),
+            ));
+        }
+        if self.filters.buyer_window_ms > 0 && self.filters.buyer_window_entries_max == 0 {
+            return Err(ConfigError(
+                "filters.buyer_window_entries_max must be greater than 0".into(),
+            ));
+        }
+        for (key, rate, burst) in [
+            (
+                "filters.buyer_burst",
+                self.filters.buyer_rate_per_sec,
+                self.filters.buyer_burst,
+            ),
+            (
+                "filters.client_burst",
+                self.filters.client_rate_per_sec,
+                self.filters.client_burst,
+            ),
+        ] {
+            if rate > 0 && burst == 0 {
+                return Err(ConfigError(format!(
+                    "{key} must be greater than 0 when its rate is set"
+                )));
             }
         }
         if self.http.header_bytes_max < 8192 {

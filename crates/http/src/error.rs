@@ -30,6 +30,10 @@ pub enum ApiError {
     SaleNotEditable(String),
     Conflict,
     Overloaded,
+    /// Over a rate limit; retry after this many seconds.
+    RateLimited {
+        retry_after_secs: u32,
+    },
     Timeout,
     /// A backend failed; the details were logged.
     Unavailable,
@@ -112,6 +116,11 @@ impl ApiError {
                 "overloaded",
                 "too busy right now; retry after the given delay".into(),
             ),
+            RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; retry after the given delay".into(),
+            ),
             Timeout => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
@@ -130,7 +139,16 @@ impl ApiError {
         }
     }
 
-    fn retry_after(&self) -> bool {
+    /// Seconds for the `Retry-After` header, for the errors that carry one.
+    fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ if self.retries_after_default() => Some(RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+
+    fn retries_after_default(&self) -> bool {
         matches!(
             self,
             ApiError::Overloaded
@@ -167,10 +185,10 @@ impl IntoResponse for ApiError {
             error_body(code, &message),
         )
             .into_response();
-        if self.retry_after() {
+        if let Some(secs) = self.retry_after() {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
             .headers_mut()

@@ -125,3 +125,18 @@ pub fn sale_id(text: &str) -> Result<SaleId, ApiError> {
 pub fn order_id(text: &str) -> Result<OrderId, ApiError> {
     OrderId::parse(text).map_err(|_| ApiError::NotFound)
 }
+
+/// The client's address as the connection saw it (`None` when served without one, as in
+/// tests that call the router directly). Behind a load balancer this is the balancer.
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(ClientAddr(peer.map(|info| info.0.ip())))
+    }
+}

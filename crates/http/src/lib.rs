@@ -3,7 +3,10 @@
 
 pub mod error;
 pub mod extract;
+pub mod metrics;
+pub mod openapi;
 mod pages;
+mod read_cache;
 mod routes;
 pub mod server;
 
@@ -42,6 +45,34 @@ pub struct AppState {
     /// Whether `POST /api/dev/buyer-token` issues tokens (demos and tests only).
     pub dev_login: bool,
     pub limits: RequestLimits,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    histograms: metrics::RouteHistograms,
+    read_cache: read_cache::ReadCache,
+}
+
+impl AppState {
+    /// Installs the metrics recorder (once per process) and builds the read micro-cache.
+    /// `status_cache_ms` is how long one rendered status answer is reused (0: never).
+    pub fn new(
+        shop: Arc<Shop>,
+        buyer_tokens: BuyerTokens,
+        admin_token: SecretString,
+        dev_login: bool,
+        limits: RequestLimits,
+        status_cache_ms: u64,
+    ) -> Self {
+        let handle = metrics::install();
+        Self {
+            shop,
+            buyer_tokens,
+            admin_token,
+            dev_login,
+            limits,
+            metrics: handle,
+            histograms: metrics::RouteHistograms::register(),
+            read_cache: read_cache::ReadCache::new(status_cache_ms),
+        }
+    }
 }
 
 /// The whole application as one axum router.

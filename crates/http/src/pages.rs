@@ -46,7 +46,8 @@ pub fn render(sale: &Sale) -> String {
         .replace("{{LIMIT}}", &spec.per_buyer_limit.to_string())
 }
 
-pub fn sale_page(sale: &Sale, request_headers: &HeaderMap) -> Response {
+/// The page response for `sale` with its pre-rendered `body`, or 304 when the client has it.
+pub fn sale_page(sale: &Sale, body: bytes::Bytes, request_headers: &HeaderMap) -> Response {
     let tag = etag(sale);
     let cache_control = HeaderValue::from_str(&format!("public, max-age={SALE_PAGE_MAX_AGE_SECS}"))
         .unwrap_or_else(|_| HeaderValue::from_static("public"));
@@ -75,7 +76,7 @@ pub fn sale_page(sale: &Sale, request_headers: &HeaderMap) -> Response {
             (header::ETAG, etag_value),
             (header::CACHE_CONTROL, cache_control),
         ],
-        render(sale),
+        body,
     )
         .into_response()
 }

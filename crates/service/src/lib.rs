@@ -6,6 +6,7 @@
 pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod filters;
 pub mod ports;
 
 pub use clock::{ManualClock, SystemClock};
@@ -16,6 +17,7 @@ pub use ports::{
 pub mod shop;
 pub mod writers;
 
+pub use filters::{FilterConfig, LayerCounts};
 pub use shop::{
     AdminError, Backends, BuyOutcome, OrderView, OrderViewStatus, PayAnswer, ReaperConfig,
     SaleCounters, SaleStatus, SaleView, ServiceError, Shop, ShopConfig,

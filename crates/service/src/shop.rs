@@ -3,6 +3,9 @@
 //! `Shop` composes the ports. It holds each sale's definition in memory (the status endpoint
 //! and the buy path never read the store) and keeps the stock ledger in step with admin edits.
 
+use crate::filters::{
+    FilterConfig, LayerCounts, LayerMetrics, LayerStats, Limiters, SaleGate, WindowKey, should_shed,
+};
 use crate::ports::{
     BackendError, Clock, Enqueued, Holding, OrderCounts, OrderStore, PayOutcome, ReservationQueue,
     StockLedger,
@@ -15,9 +18,10 @@ use flashsale_core::{
     ReservationState, ReserveOutcome, ReturnOutcome, Sale, SaleId, SalePatch, SaleSpec, SpecError,
     Timestamp,
 };
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +50,7 @@ pub struct ShopConfig {
     pub buy_path_secret: Vec<u8>,
     pub writers: WriterConfig,
     pub reaper: ReaperConfig,
+    pub filters: FilterConfig,
     /// Longest graceful shutdown waits for the queue to drain.
     pub drain_timeout_ms: u64,
 }
@@ -60,7 +65,7 @@ pub struct Backends {
 }
 
 /// Something broke in the service (never a business answer).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -83,8 +88,13 @@ pub enum BuyOutcome {
     LimitReached,
     /// The same request is being handled right now; retry shortly.
     InProgress,
-    /// The durable queue is full, or could not take the reservation; nothing was taken.
+    /// The durable queue is full or filling (load shedding), or could not take the
+    /// reservation; nothing was taken.
     Overloaded,
+    /// Over a rate limit (client, buyer or sale); retry after this many seconds.
+    RateLimited {
+        retry_after_secs: u32,
+    },
 }
 
 /// What an admin may be refused.
@@ -178,6 +188,8 @@ pub struct SaleView {
     pub sale: Sale,
     pub phase: Phase,
     pub counters: SaleCounters,
+    /// What each filtering layer did for this sale on this node.
+    pub layers: LayerCounts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -192,13 +204,47 @@ pub struct SaleCounters {
     pub cancelled: u64,
 }
 
-/// One sale as the hot path sees it.
+/// One sale as the hot path sees it; replaced on every admin change.
 struct SaleSlot {
     sale: Sale,
     /// The buy-path token for the current schedule, derived once per version.
     buy_token: String,
-    /// Set when a reservation found no stock; cleared when a unit comes back.
+    /// Set when a reservation found no stock; cleared when a unit comes back. Read without a
+    /// lock by every buy once the sale is sold out.
     sold_out: AtomicBool,
+    /// The admission bucket, sized from this version's stock.
+    gate: SaleGate,
+    shared: Arc<SaleShared>,
+}
+
+/// What outlives a sale's versions on this node.
+#[derive(Default)]
+struct SaleShared {
+    stats: LayerStats,
+    /// Order ids accepted here (or restored at start), so a retry of an accepted request is
+    /// answered 202 even after the sold-out flag stops calls to the ledger. Bounded by the
+    /// units sold.
+    accepted: Mutex<HashSet<OrderId>>,
+}
+
+impl SaleShared {
+    fn was_accepted(&self, order: OrderId) -> bool {
+        self.accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&order)
+    }
+
+    fn remember_accepted(&self, orders: impl IntoIterator<Item = OrderId>) {
+        self.accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(orders);
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The sale service of one node.
@@ -214,6 +260,10 @@ pub struct Shop {
     writers: WriterPool,
     shutdown: CancellationToken,
     ready: AtomicBool,
+    /// The per-buyer window cache; `None` when its window is 0.
+    window: Option<moka::future::Cache<WindowKey, BuyOutcome>>,
+    limiters: Limiters,
+    metrics: LayerMetrics,
 }
 
 impl Shop {
@@ -225,9 +275,19 @@ impl Shop {
         let writers = WriterPool::new(
             backends.queue.clone(),
             backends.store.clone(),
+            backends.clock.clone(),
             config.writers.clone(),
         );
+        let window = (config.filters.buyer_window_ms > 0).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(config.filters.buyer_window_entries_max)
+                .time_to_live(Duration::from_millis(config.filters.buyer_window_ms))
+                .build()
+        });
         let shop = Arc::new(Self {
+            window,
+            limiters: Limiters::new(&config.filters),
+            metrics: LayerMetrics::register(),
             signer,
             writers,
             backends,
@@ -257,7 +317,11 @@ impl Shop {
         for sale in sales {
             let mut holdings = self.backends.store.holdings(sale.id).await?;
             holdings.extend(queued.remove(&sale.id).unwrap_or_default());
+            let known: Vec<OrderId> = holdings.iter().map(|h| h.order_id).collect();
             self.open_ledger(&sale, holdings).await?;
+            if let Some(slot) = self.slot(sale.id) {
+                slot.shared.remember_accepted(known);
+            }
         }
         if !queued.is_empty() {
             return Err(ServiceError::Corrupt(format!(
@@ -284,12 +348,18 @@ impl Shop {
     }
 
     fn install(&self, sale: Sale, sold_out: bool) {
+        let mut sales = self.sales.write().unwrap_or_else(|e| e.into_inner());
+        let shared = sales
+            .get(&sale.id)
+            .map(|old| old.shared.clone())
+            .unwrap_or_default();
         let slot = SaleSlot {
             buy_token: self.signer.token(sale.id, sale.spec.starts_at),
             sold_out: AtomicBool::new(sold_out),
+            gate: SaleGate::new(&self.config.filters, sale.spec.stock),
+            shared,
             sale,
         };
-        let mut sales = self.sales.write().unwrap_or_else(|e| e.into_inner());
         sales.insert(slot.sale.id, Arc::new(slot));
     }
 
@@ -329,43 +399,122 @@ impl Shop {
         })
     }
 
-    /// The buy flow: check the path and the phase, take a unit, make the reservation durable,
-    /// and only then accept. If it cannot be made durable, the unit goes back.
+    /// The buy flow: check the path and the phase, pass the filtering layers, take a unit,
+    /// make the reservation durable, and only then accept. If it cannot be made durable, the
+    /// unit goes back. `client` is the caller's address, for the per-client limiter.
     pub async fn buy(
         &self,
         sale_id: SaleId,
         buy_token: &str,
         buyer: &BuyerId,
         key: &IdempotencyKey,
+        client: Option<IpAddr>,
     ) -> Result<BuyOutcome, ServiceError> {
         let Some(slot) = self.slot(sale_id) else {
+            self.metrics.unknown_path.increment(1);
             return Ok(BuyOutcome::UnknownBuyPath);
         };
         if !bool::from(slot.buy_token.as_bytes().ct_eq(buy_token.as_bytes())) {
+            self.metrics.unknown_path.increment(1);
             return Ok(BuyOutcome::UnknownBuyPath);
+        }
+        let stats = &slot.shared.stats;
+        if let Err(retry_after_secs) = self.limiters.check_client(client) {
+            bump(&stats.client_rate_limited);
+            self.metrics.client_rate_limited.increment(1);
+            return Ok(BuyOutcome::RateLimited { retry_after_secs });
         }
         let now = self.now();
         if !slot.sale.is_open(now) {
+            self.metrics.not_live.increment(1);
             return Ok(BuyOutcome::NotLive);
         }
         let order_id = OrderId::derive(sale_id, buyer, key);
+        let Some(window) = &self.window else {
+            return self.attempt(&slot, buyer, order_id, now).await;
+        };
+        // Concurrent repeats by one buyer wait for the one attempt in flight and share its
+        // answer; later repeats within the window get it from memory. Errors are not kept.
+        let entry = window
+            .entry((sale_id, buyer.clone()))
+            .or_try_insert_with(self.attempt(&slot, buyer, order_id, now))
+            .await
+            .map_err(|error| (*error).clone())?;
+        if !entry.is_fresh() {
+            bump(&stats.window_hits);
+            self.metrics.window_hit.increment(1);
+        }
+        Ok(entry.into_value())
+    }
+
+    /// One real attempt, behind the window cache.
+    async fn attempt(
+        &self,
+        slot: &SaleSlot,
+        buyer: &BuyerId,
+        order_id: OrderId,
+        now: Timestamp,
+    ) -> Result<BuyOutcome, ServiceError> {
+        let (stats, metrics) = (&slot.shared.stats, &self.metrics);
+        let sale_id = slot.sale.id;
+        if slot.sold_out.load(Ordering::Relaxed) {
+            if slot.shared.was_accepted(order_id) {
+                return Ok(BuyOutcome::Accepted {
+                    order_id,
+                    replay: true,
+                });
+            }
+            bump(&stats.sold_out_short_circuit);
+            metrics.sold_out_short_circuit.increment(1);
+            return Ok(BuyOutcome::SoldOut);
+        }
+        if let Err(retry_after_secs) = self.limiters.check_buyer(buyer) {
+            bump(&stats.buyer_rate_limited);
+            metrics.buyer_rate_limited.increment(1);
+            return Ok(BuyOutcome::RateLimited { retry_after_secs });
+        }
+        if let Err(retry_after_secs) = slot.gate.check() {
+            bump(&stats.sale_rate_limited);
+            metrics.sale_rate_limited.increment(1);
+            return Ok(BuyOutcome::RateLimited { retry_after_secs });
+        }
+        let queue = &self.backends.queue;
+        let shed_start = self.config.filters.shed_queue_fill_percent_start;
+        if should_shed(queue.depth(), queue.capacity(), shed_start, order_id) {
+            bump(&stats.shed);
+            metrics.shed.increment(1);
+            return Ok(BuyOutcome::Overloaded);
+        }
         let stock = &self.backends.stock;
+        bump(&stats.stock_calls);
         match stock.reserve(sale_id, order_id, buyer).await? {
-            ReserveOutcome::Reserved => {}
+            ReserveOutcome::Reserved => {
+                bump(&stats.reserved);
+                metrics.reserved.increment(1);
+            }
             ReserveOutcome::Duplicate(ReservationState::Pending) => {
+                metrics.in_progress.increment(1);
                 return Ok(BuyOutcome::InProgress);
             }
             ReserveOutcome::Duplicate(_) => {
+                bump(&stats.duplicates);
+                metrics.duplicate.increment(1);
                 return Ok(BuyOutcome::Accepted {
                     order_id,
                     replay: true,
                 });
             }
             ReserveOutcome::SoldOut => {
+                bump(&stats.sold_out);
+                metrics.sold_out.increment(1);
                 slot.sold_out.store(true, Ordering::Relaxed);
                 return Ok(BuyOutcome::SoldOut);
             }
-            ReserveOutcome::LimitReached => return Ok(BuyOutcome::LimitReached),
+            ReserveOutcome::LimitReached => {
+                bump(&stats.limit_reached);
+                metrics.limit_reached.increment(1);
+                return Ok(BuyOutcome::LimitReached);
+            }
         }
         let reservation = Reservation::new(
             order_id,
@@ -374,28 +523,35 @@ impl Shop {
             now,
             slot.sale.spec.payment_window_secs,
         );
-        match self.backends.queue.enqueue(reservation).await {
+        match queue.enqueue(reservation).await {
             Ok(Enqueued::Durable) => {
                 if let Err(error) = stock.confirm(sale_id, order_id).await {
                     // The reservation is durable and will become an order; a ledger entry left
                     // pending only makes retries of this request answer "in progress".
                     tracing::warn!(%error, %order_id, "could not mark a durable reservation confirmed");
                 }
+                slot.shared.remember_accepted([order_id]);
+                bump(&stats.queued);
+                metrics.queued.increment(1);
                 Ok(BuyOutcome::Accepted {
                     order_id,
                     replay: false,
                 })
             }
             Ok(Enqueued::Full) => {
-                self.give_back_pending(&slot, order_id).await;
+                bump(&stats.queue_full);
+                metrics.queue_full.increment(1);
+                self.give_back_pending(slot, order_id).await;
                 Ok(BuyOutcome::Overloaded)
             }
             Err(error) if error.outcome_known => {
+                metrics.queue_failed.increment(1);
                 tracing::warn!(%error, "durable queue refused a reservation");
-                self.give_back_pending(&slot, order_id).await;
+                self.give_back_pending(slot, order_id).await;
                 Ok(BuyOutcome::Overloaded)
             }
             Err(error) => {
+                metrics.queue_failed.increment(1);
                 // The reservation may be durable after all. Keeping the unit taken can strand
                 // it until the next rebuild, but giving it back could oversell.
                 tracing::error!(%error, %order_id, "durable queue outcome unknown; unit held");
@@ -455,7 +611,10 @@ impl Shop {
         let now = self.now();
         Ok(
             match self.backends.store.pay(id, buyer, payment, now).await? {
-                PayOutcome::Paid(order) => PayAnswer::Paid(view(&order)),
+                PayOutcome::Paid(order) => {
+                    self.metrics.paid.increment(1);
+                    PayAnswer::Paid(view(&order))
+                }
                 PayOutcome::PaidByOtherPayment => PayAnswer::PaidByOtherPayment,
                 PayOutcome::Expired => PayAnswer::Expired,
                 PayOutcome::Cancelled => PayAnswer::Cancelled,
@@ -519,6 +678,11 @@ impl Shop {
         self.view_of(&slot.sale).await
     }
 
+    /// Forgets idle rate-limiter keys (called by the reaper's loop).
+    pub fn housekeeping(&self) {
+        self.limiters.forget_idle_keys();
+    }
+
     pub async fn list_sales(&self) -> Result<Vec<SaleView>, AdminError> {
         let mut slots: Vec<Arc<SaleSlot>> = self
             .sales
@@ -548,10 +712,15 @@ impl Shop {
             expired: counts.expired,
             cancelled: counts.cancelled,
         };
+        let layers = self
+            .slot(sale.id)
+            .map(|slot| slot.shared.stats.snapshot())
+            .unwrap_or_default();
         Ok(SaleView {
             sale: sale.clone(),
             phase: sale.phase(self.now(), available > 0),
             counters,
+            layers,
         })
     }
 
@@ -593,6 +762,7 @@ impl Shop {
                     .await
                 {
                     Ok(ReturnOutcome::Returned) => {
+                        self.metrics.expired.increment(1);
                         if let Some(slot) = self.slot(order.sale_id) {
                             slot.sold_out.store(false, Ordering::Relaxed);
                         }
@@ -647,12 +817,20 @@ fn view(order: &Order) -> OrderView {
     }
 }
 
+/// How often the reaper's loop also forgets idle rate-limiter keys.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
+
 async fn run_reaper(shop: Arc<Shop>) {
     let interval = Duration::from_millis(shop.config.reaper.interval_ms.max(10));
+    let mut last_housekeeping = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shop.shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
+        }
+        if last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL {
+            shop.housekeeping();
+            last_housekeeping = tokio::time::Instant::now();
         }
         match shop.reap_once().await {
             Ok(0) => {}

@@ -1,7 +1,7 @@
 //! Order writers: tasks that move reservations from the durable queue into the order store in
 //! batches. Their number can change while the server runs.
 
-use crate::ports::{OrderStore, ReservationQueue};
+use crate::ports::{Clock, OrderStore, ReservationQueue};
 use flashsale_core::OrderId;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,7 +40,11 @@ pub enum WriteOutcome {
     /// Nothing was queued.
     Idle,
     /// A batch was written (`new` of `taken` were new orders; the rest were redeliveries).
-    Wrote { taken: usize, new: u64 },
+    Wrote {
+        taken: usize,
+        new: u64,
+        oldest_reserved_at: flashsale_core::Timestamp,
+    },
     /// Writing failed; the batch was handed back for redelivery.
     Failed,
 }
@@ -71,9 +75,15 @@ pub async fn write_one_batch(
                 // is a no-op.
                 tracing::warn!(%error, "order writer could not acknowledge a written batch");
             }
+            let oldest_reserved_at = batch
+                .iter()
+                .map(|r| r.reserved_at)
+                .min()
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
             WriteOutcome::Wrote {
                 taken: batch.len(),
                 new,
+                oldest_reserved_at,
             }
         }
         Err(error) => {
@@ -95,6 +105,7 @@ struct Writer {
 pub struct WriterPool {
     queue: Arc<dyn ReservationQueue>,
     store: Arc<dyn OrderStore>,
+    clock: Arc<dyn Clock>,
     config: WriterConfig,
     // A std mutex: held only to push or pop handles, never across an await.
     writers: Mutex<Vec<Writer>>,
@@ -104,11 +115,13 @@ impl WriterPool {
     pub fn new(
         queue: Arc<dyn ReservationQueue>,
         store: Arc<dyn OrderStore>,
+        clock: Arc<dyn Clock>,
         config: WriterConfig,
     ) -> Self {
         Self {
             queue,
             store,
+            clock,
             config,
             writers: Mutex::new(Vec::new()),
         }
@@ -136,6 +149,7 @@ impl WriterPool {
                 let handle = tokio::spawn(run_writer(
                     self.queue.clone(),
                     self.store.clone(),
+                    self.clock.clone(),
                     self.config.clone(),
                     cancel.clone(),
                 ));
@@ -144,6 +158,7 @@ impl WriterPool {
             stopped
         };
         join(stopped).await;
+        metrics::gauge!("flashsale_writers").set(count as f64);
         tracing::info!(writers = count, "order writer count set");
     }
 
@@ -166,13 +181,31 @@ async fn join(writers: Vec<Writer>) {
 async fn run_writer(
     queue: Arc<dyn ReservationQueue>,
     store: Arc<dyn OrderStore>,
+    clock: Arc<dyn Clock>,
     config: WriterConfig,
     cancel: CancellationToken,
 ) {
+    let written =
+        metrics::counter!("flashsale_requests_total", "layer" => "writer", "outcome" => "written");
+    let lag = metrics::gauge!("flashsale_writer_lag_seconds");
     let mut backoff_ms = 10;
     while !cancel.is_cancelled() {
         match write_one_batch(queue.as_ref(), store.as_ref(), &config).await {
-            WriteOutcome::Idle | WriteOutcome::Wrote { .. } => backoff_ms = 10,
+            WriteOutcome::Wrote {
+                new,
+                oldest_reserved_at,
+                ..
+            } => {
+                backoff_ms = 10;
+                written.increment(new);
+                // How far the writers run behind the buyers' 202s: the age of the oldest
+                // reservation in the batch just written.
+                lag.set((clock.now() - oldest_reserved_at).as_seconds_f64().max(0.0));
+            }
+            WriteOutcome::Idle => {
+                backoff_ms = 10;
+                lag.set(0.0);
+            }
             WriteOutcome::Failed => {
                 tokio::select! {
                     _ = cancel.cancelled() => break,

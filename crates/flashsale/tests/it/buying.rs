@@ -28,10 +28,12 @@ async fn two_thousand_buys_from_five_hundred_buyers_sell_exactly_the_stock() {
         let (buyer, code, body) = task.await.unwrap();
         *codes.entry(code).or_default() += 1;
         if code == StatusCode::ACCEPTED {
-            accepted
-                .entry(buyer)
-                .or_default()
-                .push(body["order_id"].as_str().unwrap().to_owned());
+            // A buyer's repeats within the window get the same order back: count orders once.
+            let order = body["order_id"].as_str().unwrap().to_owned();
+            let orders = accepted.entry(buyer).or_default();
+            if !orders.contains(&order) {
+                orders.push(order);
+            }
         } else {
             assert!(
                 matches!(error_code(&body), "sold_out" | "limit_reached"),
@@ -62,10 +64,12 @@ async fn two_thousand_buys_from_five_hundred_buyers_sell_exactly_the_stock() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_buyer_firing_fifty_concurrent_buys_gets_at_most_the_limit() {
-    let app = Arc::new(TestApp::spawn().await);
-    let (sale, path) = app.live_sale(100, 3).await;
+/// Fires 50 concurrent buys with different keys from one buyer; returns the distinct orders.
+async fn fifty_concurrent_buys_from_one_buyer(
+    app: Arc<TestApp>,
+    limit: u32,
+) -> (String, HashSet<String>) {
+    let (sale, path) = app.live_sale(100, limit).await;
     let token = app.buyer("greedy");
     let tasks: Vec<_> = (0..50)
         .map(|n| {
@@ -73,23 +77,51 @@ async fn one_buyer_firing_fifty_concurrent_buys_gets_at_most_the_limit() {
             tokio::spawn(async move { app.buy(&path, &token, &format!("k{n}")).await })
         })
         .collect();
-    let mut accepted = 0;
+    let mut orders = HashSet::new();
     for task in tasks {
         let (code, body) = task.await.unwrap();
         if code == StatusCode::ACCEPTED {
-            accepted += 1;
+            orders.insert(body["order_id"].as_str().unwrap().to_owned());
         } else {
             assert_eq!(
                 (code, error_code(&body)),
-                (StatusCode::CONFLICT, "limit_reached")
+                (StatusCode::CONFLICT, "limit_reached"),
+                "{body}"
             );
         }
     }
-    assert_eq!(accepted, 3);
-    assert_eq!(
-        app.wait_drained(&sale).await["counters"]["pending_payment"],
-        3
+    (sale, orders)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_buyer_firing_fifty_concurrent_buys_gets_at_most_the_limit() {
+    // With every layer on, the buyer window folds the burst into one attempt.
+    let app =
+        Arc::new(TestApp::spawn_with(&[("FLASHSALE_FILTERS__BUYER_WINDOW_MS", "2000")]).await);
+    let (sale, orders) = fifty_concurrent_buys_from_one_buyer(app.clone(), 3).await;
+    assert_eq!(orders.len(), 1, "one real attempt per window: {orders:?}");
+    let counters = app.wait_drained(&sale).await;
+    assert_eq!(counters["counters"]["pending_payment"], 1);
+    assert_eq!(counters["layers"]["window_hits"], 49);
+    assert_eq!(counters["layers"]["stock_calls"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_window_the_ledger_alone_holds_the_limit_under_a_race() {
+    // Window and buyer limiter off: 50 concurrent attempts reach the stock ledger at once.
+    let app = Arc::new(
+        TestApp::spawn_with(&[
+            ("FLASHSALE_FILTERS__BUYER_WINDOW_MS", "0"),
+            ("FLASHSALE_FILTERS__BUYER_RATE_PER_SEC", "0"),
+        ])
+        .await,
     );
+    let (sale, orders) = fifty_concurrent_buys_from_one_buyer(app.clone(), 3).await;
+    assert_eq!(orders.len(), 3);
+    let view = app.wait_drained(&sale).await;
+    assert_eq!(view["counters"]["pending_payment"], 3);
+    assert_eq!(view["layers"]["stock_calls"], 50);
+    assert_eq!(view["layers"]["limit_reached"], 47);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,6 +156,7 @@ async fn retries_with_the_same_idempotency_key_never_make_a_second_order() {
         (StatusCode::ACCEPTED, Some(order_id.as_str()))
     );
     app.wait_written(&alice, &order_id).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await; // past the buyer window
     let (code, body) = app.buy(&path, &alice, "same-key").await;
     assert_eq!(
         (code, body["order_id"].as_str()),
@@ -219,9 +252,12 @@ async fn credentials_are_checked_and_orders_are_private() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_fails_fast_with_retry_after_and_takes_nothing() {
+    // Shedding off, so the queue itself answers "full".
     let app = TestApp::spawn_with(&[
         ("FLASHSALE_QUEUE__CAPACITY_RESERVATIONS", "3"),
         ("FLASHSALE_WRITERS__COUNT", "0"),
+        ("FLASHSALE_FILTERS__SHED_QUEUE_FILL_PERCENT_START", "100"),
+        ("FLASHSALE_FILTERS__BUYER_WINDOW_MS", "0"),
     ])
     .await;
     let (sale, path) = app.live_sale(10, 10).await;

@@ -178,18 +178,21 @@ async fn graceful_stop_drains_the_queue_and_restart_keeps_everything() {
         )
         .await;
     assert_eq!(code, StatusCode::OK);
-    let alice = app.buyer("alice");
     let mut orders = Vec::new();
-    for key in ["k1", "k2", "k3"] {
-        let (code, body) = app.buy(&path, &alice, key).await;
+    for name in ["alice", "bob", "carol"] {
+        let token = app.buyer(name);
+        let (code, body) = app.buy(&path, &token, "k1").await;
         assert_eq!(code, StatusCode::ACCEPTED);
-        orders.push(body["order_id"].as_str().unwrap().to_owned());
+        orders.push((token, body["order_id"].as_str().unwrap().to_owned()));
     }
-    assert_eq!(app.order(&alice, &orders[0]).await.1["status"], "queued");
+    assert_eq!(
+        app.order(&orders[0].0, &orders[0].1).await.1["status"],
+        "queued"
+    );
     app.stop().await;
     app.start().await;
-    for id in &orders {
-        let (code, order) = app.order(&alice, id).await;
+    for (token, id) in &orders {
+        let (code, order) = app.order(token, id).await;
         assert_eq!(
             (code, order["status"].as_str()),
             (StatusCode::OK, Some("pending_payment")),

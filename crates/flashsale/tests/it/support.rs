@@ -35,6 +35,10 @@ pub fn test_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
         ("FLASHSALE_REAPER__INTERVAL_MS", "50"),
         ("FLASHSALE_WRITERS__IDLE_WAIT_MS", "10"),
         ("FLASHSALE_SHUTDOWN__DRAIN_TIMEOUT_MS", "5000"),
+        // A short buyer window: tests move the clock by hand, the window runs on real time.
+        ("FLASHSALE_FILTERS__BUYER_WINDOW_MS", "50"),
+        // No status micro-cache: tests move the clock and read the phase at once.
+        ("FLASHSALE_FILTERS__STATUS_CACHE_MS", "0"),
     ];
     env.extend_from_slice(extra);
     env.into_iter()

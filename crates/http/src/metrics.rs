@@ -1,0 +1,126 @@
+//! Prometheus metrics: the recorder (one per process), request-latency histograms for the buy
+//! and status routes, and the `/metrics` answer. Counters per filtering layer are recorded by
+//! the service (`flashsale_requests_total{layer, outcome}`).
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics::Histogram;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::AppState;
+
+/// Bucket bounds of the latency histograms, in seconds: 100 µs to 5 s.
+const LATENCY_BUCKETS_SECS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// How often histogram buffers are folded into buckets; without it they grow between scrapes.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns its handle. If another
+/// recorder was installed first, metrics go there and `/metrics` shows only what this
+/// handle sees (nothing); that is logged once.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("flashsale_request_duration_seconds".into()),
+                    &LATENCY_BUCKETS_SECS,
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "flashsale_requests_total",
+        "Buy-path requests by the filtering layer that answered them and its outcome; writer/written counts orders written, payment/paid and reaper/expired count those events."
+    );
+    metrics::describe_histogram!(
+        "flashsale_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from request to response, by route (buy, status, other)."
+    );
+    metrics::describe_gauge!(
+        "flashsale_queue_depth",
+        "Reservations in the durable queue, not yet written as orders."
+    );
+    metrics::describe_gauge!("flashsale_writers", "Order writers running on this node.");
+    metrics::describe_gauge!(
+        "flashsale_writer_lag_seconds",
+        metrics::Unit::Seconds,
+        "Age of the oldest reservation in the batch most recently written."
+    );
+}
+
+/// Latency histograms, resolved once.
+pub struct RouteHistograms {
+    buy: Histogram,
+    status: Histogram,
+    other: Histogram,
+}
+
+impl RouteHistograms {
+    pub fn register() -> Self {
+        let route = |name: &'static str| metrics::histogram!("flashsale_request_duration_seconds", "route" => name);
+        Self {
+            buy: route("buy"),
+            status: route("status"),
+            other: route("other"),
+        }
+    }
+}
+
+/// Middleware: records each request's latency under its route.
+pub async fn record_latency(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let histogram = match request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+    {
+        Some("/api/sales/{id}/buy/{token}") => &state.histograms.buy,
+        Some("/api/sales/{id}/status") => &state.histograms.status,
+        _ => &state.histograms.other,
+    };
+    let response = next.run(request).await;
+    histogram.record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn render(State(state): State<Arc<AppState>>) -> Response {
+    metrics::gauge!("flashsale_queue_depth").set(state.shop.queue_depth() as f64);
+    metrics::gauge!("flashsale_writers").set(state.shop.writer_count() as f64);
+    let body = state.metrics.render();
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,370 @@
+//! The OpenAPI 3 document of the whole API, generated from the handlers' `#[utoipa::path]`
+//! annotations and the body types, and served at `GET /api/openapi.json`.
+//!
+//! Every route the router registers must be listed in `paths(...)` below: the end-to-end test
+//! `openapi::every_route_is_documented` probes the real router and fails on a route without
+//! documentation, or documentation without a route.
+
+use crate::error::ApiError;
+use crate::routes;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use std::sync::LazyLock;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// Name of the security scheme for admin routes (`Authorization: Bearer <admin token>`).
+pub const ADMIN_TOKEN_SCHEME: &str = "admin_token";
+/// Name of the security scheme for buyer routes (`Authorization: Bearer <buyer JWT>`).
+pub const BUYER_JWT_SCHEME: &str = "buyer_jwt";
+
+/// How long clients and caches may reuse the document, in seconds.
+const OPENAPI_MAX_AGE_SECS: u32 = 60;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "flashsale",
+        version = env!("CARGO_PKG_VERSION"),
+        description = "A flash-sale engine. Every error is `{\"error\": {\"code\", \"message\"}}`; \
+                       `Retry-After` comes with every 503 and with `request_in_progress` / \
+                       `order_not_written`. Every route may also answer 503 `timeout` when a \
+                       request takes too long, and 500 `internal` on a bug."
+    ),
+    paths(
+        routes::healthz,
+        routes::readyz,
+        openapi_json,
+        metrics,
+        routes::sale_page,
+        routes::sale_status,
+        routes::buy,
+        routes::get_order,
+        routes::pay,
+        routes::dev_buyer_token,
+        routes::create_sale,
+        routes::list_sales,
+        routes::get_sale,
+        routes::patch_sale,
+        routes::start_sale,
+        routes::stop_sale,
+        routes::recent_orders,
+        routes::get_writers,
+        routes::put_writers,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, HealthBody)),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "operations", description = "Health, readiness and this document."),
+        (name = "buyers", description = "The sale page, status, buying and paying."),
+        (name = "admin", description = "Creating and running sales (admin token)."),
+        (name = "dev", description = "Demo and test helpers, off in production."),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds the two bearer schemes that the operations' `security(...)` refer to by name.
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            ADMIN_TOKEN_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The admin token from the server's configuration, compared in constant time.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            BUYER_JWT_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An HS256 JWT whose `sub` is the buyer id, issued by the shop's login \
+                         (or by `POST /api/dev/buyer-token` in demos).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every error body. The `code` is stable and meant for programs; the `message` is for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable snake_case code from the error table, e.g. `not_found`, `sold_out`.
+    #[schema(example = "not_found")]
+    pub code: String,
+    /// A human-readable explanation; may change between versions.
+    pub message: String,
+}
+
+/// The body of `/healthz` and `/readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthBody {
+    /// `ok` from `/healthz`, `ready` from `/readyz`.
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+/// How an order looks to its buyer. Mirrors `flashsale_service::OrderViewStatus`, whose crate
+/// stays free of OpenAPI; a test below keeps the two in step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = OrderViewStatus)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderViewStatusSchema {
+    /// Accepted and durable, not yet written to the order store.
+    Queued,
+    PendingPayment,
+    Paid,
+    Expired,
+    Cancelled,
+}
+
+/// A sale's unit counts. Mirrors `flashsale_service::SaleCounters` (kept in step by a test).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SaleCounters)]
+pub struct SaleCountersSchema {
+    pub stock_total: u32,
+    pub available: u32,
+    /// Accepted reservations not yet written as orders.
+    pub queued: u64,
+    pub pending_payment: u64,
+    pub paid: u64,
+    pub expired: u64,
+    pub cancelled: u64,
+}
+
+/// What each filtering layer did for one sale on this node. Mirrors
+/// `flashsale_service::LayerCounts` (kept in step by a test).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = LayerCounts)]
+pub struct LayerCountsSchema {
+    pub client_rate_limited: u64,
+    pub window_hits: u64,
+    pub sold_out_short_circuit: u64,
+    pub buyer_rate_limited: u64,
+    pub sale_rate_limited: u64,
+    pub shed: u64,
+    pub stock_calls: u64,
+    pub reserved: u64,
+    pub duplicates: u64,
+    pub sold_out: u64,
+    pub limit_reached: u64,
+    pub queue_full: u64,
+    pub queued: u64,
+}
+
+/// The document as JSON, built once: it depends only on the code.
+static OPENAPI_JSON: LazyLock<Result<String, String>> =
+    LazyLock::new(|| ApiDoc::openapi().to_json().map_err(|e| e.to_string()));
+
+/// The OpenAPI document of this API.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "This OpenAPI 3 document.", body = Object,
+            headers(("Cache-Control" = String, description = "`public, max-age=60`"))),
+        (status = 500, description = "`internal`: the document could not be built.", body = ErrorBody),
+        (status = 503, description = "`timeout`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    )
+)]
+pub async fn openapi_json() -> Response {
+    match &*OPENAPI_JSON {
+        Ok(json) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_str(&format!("public, max-age={OPENAPI_MAX_AGE_SECS}"))
+                        .unwrap_or_else(|_| HeaderValue::from_static("public")),
+                ),
+            ],
+            json.clone(),
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "the OpenAPI document could not be serialized");
+            ApiError::Internal.into_response()
+        }
+    }
+}
+
+/// Documents `crate::metrics::render`, whose module carries no OpenAPI annotations.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition format: request counters per \
+            filtering layer and outcome, queue depth, writers, writer lag, latency histograms.",
+            content_type = "text/plain; version=0.0.4", body = String),
+        (status = 500, description = "`internal`: a bug; the details were logged.", body = ErrorBody),
+        (status = 503, description = "`timeout`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    )
+)]
+#[allow(dead_code, reason = "only its generated OpenAPI path is used")]
+fn metrics() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashsale_service::{LayerCounts, OrderViewStatus, SaleCounters};
+    use serde_json::Value;
+
+    fn document() -> Value {
+        serde_json::to_value(ApiDoc::openapi()).expect("document serializes")
+    }
+
+    #[test]
+    fn is_openapi_3_with_both_security_schemes() {
+        let doc = document();
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+        assert_eq!(doc["info"]["title"], "flashsale");
+        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+        for scheme in [ADMIN_TOKEN_SCHEME, BUYER_JWT_SCHEME] {
+            assert_eq!(
+                doc["components"]["securitySchemes"][scheme]["scheme"], "bearer",
+                "{scheme}"
+            );
+        }
+    }
+
+    /// Every `security` requirement names a scheme that exists, and admin routes use the admin
+    /// token while buyer routes use the JWT.
+    #[test]
+    fn security_matches_the_route_family() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                let schemes: Vec<&str> = operation["security"]
+                    .as_array()
+                    .map(|list| {
+                        list.iter()
+                            .flat_map(|r| r.as_object().into_iter().flat_map(|o| o.keys()))
+                            .map(String::as_str)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let expected: &[&str] = if path.starts_with("/api/admin/") {
+                    &[ADMIN_TOKEN_SCHEME]
+                } else if path.starts_with("/api/orders/") || path.contains("/buy/") {
+                    &[BUYER_JWT_SCHEME]
+                } else {
+                    &[]
+                };
+                assert_eq!(schemes, expected, "{method} {path}");
+            }
+        }
+    }
+
+    fn mirror_status(status: OrderViewStatus) -> OrderViewStatusSchema {
+        // Exhaustive on purpose: a new service status fails to compile here.
+        match status {
+            OrderViewStatus::Queued => OrderViewStatusSchema::Queued,
+            OrderViewStatus::PendingPayment => OrderViewStatusSchema::PendingPayment,
+            OrderViewStatus::Paid => OrderViewStatusSchema::Paid,
+            OrderViewStatus::Expired => OrderViewStatusSchema::Expired,
+            OrderViewStatus::Cancelled => OrderViewStatusSchema::Cancelled,
+        }
+    }
+
+    #[test]
+    fn mirrored_service_types_serialize_alike() {
+        for status in [
+            OrderViewStatus::Queued,
+            OrderViewStatus::PendingPayment,
+            OrderViewStatus::Paid,
+            OrderViewStatus::Expired,
+            OrderViewStatus::Cancelled,
+        ] {
+            assert_eq!(
+                serde_json::to_value(status).ok(),
+                serde_json::to_value(mirror_status(status)).ok()
+            );
+        }
+        let keys = |value: Value| -> Vec<String> {
+            value
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        // A struct literal, so a new service field fails to compile here.
+        let real = SaleCounters {
+            stock_total: 1,
+            available: 1,
+            queued: 0,
+            pending_payment: 0,
+            paid: 0,
+            expired: 0,
+            cancelled: 0,
+        };
+        let mirror = SaleCountersSchema {
+            stock_total: 1,
+            available: 1,
+            queued: 0,
+            pending_payment: 0,
+            paid: 0,
+            expired: 0,
+            cancelled: 0,
+        };
+        assert_eq!(
+            keys(serde_json::to_value(real).unwrap_or_default()),
+            keys(serde_json::to_value(mirror).unwrap_or_default())
+        );
+        let real = LayerCounts {
+            client_rate_limited: 0,
+            window_hits: 0,
+            sold_out_short_circuit: 0,
+            buyer_rate_limited: 0,
+            sale_rate_limited: 0,
+            shed: 0,
+            stock_calls: 0,
+            reserved: 0,
+            duplicates: 0,
+            sold_out: 0,
+            limit_reached: 0,
+            queue_full: 0,
+            queued: 0,
+        };
+        let mirror = LayerCountsSchema {
+            client_rate_limited: 0,
+            window_hits: 0,
+            sold_out_short_circuit: 0,
+            buyer_rate_limited: 0,
+            sale_rate_limited: 0,
+            shed: 0,
+            stock_calls: 0,
+            reserved: 0,
+            duplicates: 0,
+            sold_out: 0,
+            limit_reached: 0,
+            queue_full: 0,
+            queued: 0,
+        };
+        assert_eq!(
+            keys(serde_json::to_value(real).unwrap_or_default()),
+            keys(serde_json::to_value(mirror).unwrap_or_default())
+        );
+    }
+}
