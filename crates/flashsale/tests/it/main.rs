@@ -10,4 +10,5 @@ mod admin;
 mod buying;
 mod config;
 mod crash;
+mod layers;
 mod lifecycle;
