@@ -3,6 +3,8 @@
 local path = os.getenv("BUY_PATH")
 -- A prefix unique to this wrk run, so keys never repeat across runs (repeats are replays).
 local run = os.getenv("RUN") or "0"
+-- Each buyer clicks REPEAT times in a row (impatient double clicks); 1 = every request a new buyer.
+local repeat_n = tonumber(os.getenv("REPEAT") or "1")
 local tokens = {}
 for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
 local counter = 0
@@ -17,7 +19,7 @@ end
 
 function request()
   counter = counter + 1
-  local token = tokens[(counter * 7 + thread_id * 1000) % #tokens + 1]
+  local token = tokens[(math.floor(counter / repeat_n) * 7 + thread_id * 1000) % #tokens + 1]
   return wrk.format("POST", path, {
     ["Authorization"] = "Bearer " .. token,
     ["Idempotency-Key"] = run .. "t" .. thread_id .. "-" .. counter,

@@ -56,6 +56,8 @@ pub async fn start(config: &Config) -> Result<RunningApp> {
 
 /// Starts a server on `config` with the given clock (tests move time by hand).
 pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningApp> {
+    // Before anything resolves a counter: handles taken earlier would record nowhere.
+    flashsale_http::metrics::install();
     let admin_token = config.require_admin_token()?;
     let buyer_secret = config.require_buyer_jwt_secret()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
