@@ -120,8 +120,9 @@ pub struct HealthBody {
     pub status: String,
 }
 
-/// How an order looks to its buyer. Mirrors `flashsale_service::OrderViewStatus`, whose crate
-/// stays free of OpenAPI; a test below keeps the two in step.
+// Mirrors `flashsale_service::OrderViewStatus`: the service crate stays free of OpenAPI, and
+// `tests::mirrored_service_types_serialize_alike` keeps the two in step.
+/// How an order looks to its buyer: `queued` until it is written, then as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[schema(as = OrderViewStatus)]
 #[serde(rename_all = "snake_case")]
@@ -134,7 +135,8 @@ pub enum OrderViewStatusSchema {
     Cancelled,
 }
 
-/// A sale's unit counts. Mirrors `flashsale_service::SaleCounters` (kept in step by a test).
+// Mirrors `flashsale_service::SaleCounters` (kept in step by a test below).
+/// A sale's unit counts.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = SaleCounters)]
 pub struct SaleCountersSchema {
@@ -148,8 +150,8 @@ pub struct SaleCountersSchema {
     pub cancelled: u64,
 }
 
-/// What each filtering layer did for one sale on this node. Mirrors
-/// `flashsale_service::LayerCounts` (kept in step by a test).
+// Mirrors `flashsale_service::LayerCounts` (kept in step by a test below).
+/// What each filtering layer did for one sale on this node.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = LayerCounts)]
 pub struct LayerCountsSchema {

@@ -12,3 +12,4 @@ mod config;
 mod crash;
 mod layers;
 mod lifecycle;
+mod openapi;
