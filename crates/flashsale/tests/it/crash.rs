@@ -247,8 +247,18 @@ async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
     let counters = wait_drained(&http, &base, &sale).await;
     assert_eq!(counters["pending_payment"].as_u64(), Some(STOCK));
     // A fresh process records its layer counters (the recorder is installed before the shop).
-    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let queued = format!(r#"flashsale_requests_total{{layer="queue",outcome="queued"}} {more}"#);
-    assert!(metrics.contains(&queued), "expected `{queued}` in /metrics:\n{metrics}");
+    assert!(
+        metrics.contains(&queued),
+        "expected `{queued}` in /metrics:\n{metrics}"
+    );
     drop(server);
 }
