@@ -6,6 +6,7 @@ pub mod extract;
 pub mod metrics;
 pub mod openapi;
 mod pages;
+pub mod peer;
 mod read_cache;
 mod routes;
 pub mod server;
