@@ -1,4 +1,4 @@
-//! The flashsale command line: `serve`, `demo`, `migrate`.
+//! The flashsale command line: `serve`, `demo`, `migrate`, `bench`.
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -25,6 +25,8 @@ enum Command {
     Demo(ServeArgs),
     /// Create or upgrade the order store's schema, then exit.
     Migrate(CommonArgs),
+    /// Play a crowd against a running flashsale, measure it, and check the invariants.
+    Bench(Box<flashsale_bench::BenchArgs>),
 }
 
 #[derive(Args)]
@@ -135,6 +137,7 @@ async fn main() -> std::process::ExitCode {
             }
             Err(error) => Err(error),
         },
+        Command::Bench(args) => flashsale_bench::main(*args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

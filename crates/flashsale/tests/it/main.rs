@@ -7,6 +7,7 @@
 mod support;
 
 mod admin;
+mod bench;
 mod buying;
 mod config;
 mod crash;

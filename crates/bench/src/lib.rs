@@ -1,0 +1,648 @@
+//! `flashsale bench`: plays a crowd against a running flashsale (or the hello peer), measures
+//! it with HDR histograms, and ends with a verdict on the invariants of DESIGN.md.
+//!
+//! A run: create a sale (or take `--sale`), poll its status like real clients until it is
+//! live (cheaters try guessed buy paths meanwhile), release the crowd, pay for a share of the
+//! winners, wait for the queue to drain and the reaper to run, then judge. With `--peer hello`
+//! the same crowd also loads an in-process hello-world in alternating rounds.
+
+pub mod api;
+pub mod client;
+pub mod crowd;
+pub mod report;
+pub mod stats;
+pub mod verdict;
+
+use crate::api::{Api, layer_metrics, parse_time};
+use crate::client::{Conn, Target};
+use crate::crowd::{Crowd, CrowdShape, Pace, Signer};
+use crate::report::{Report, RoundReport, Sample};
+use crate::stats::{Outcome, Percentiles, Recorder};
+use crate::verdict::{Evidence, Verdict};
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How often the live line and the counter monitor refresh, in milliseconds.
+const PROGRESS_INTERVAL_MS: u64 = 250;
+/// How often clients poll the status endpoint before go-live, in milliseconds.
+const STATUS_POLL_INTERVAL_MS: u64 = 100;
+/// Longest wait for a sale to go live, in seconds.
+const GO_LIVE_WAIT_SECS_MAX: u64 = 3600;
+/// Winners waiting to pay; past it a winner gives up paying (the reaper covers it).
+const PAYMENTS_QUEUED_MAX: usize = 100_000;
+/// Tasks paying for winners' orders.
+const PAYERS: usize = 4;
+/// Longest a payer waits for an order to be written before giving up, in milliseconds.
+const PAY_WAIT_MS: u64 = 10_000;
+
+/// Which peer to load in alternating rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Peer {
+    /// An axum hello-world on flashsale's accept loop and runtime settings.
+    Hello,
+}
+
+/// `flashsale bench` flags.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The flashsale to load, `http://host:port`.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    /// Admin bearer token of the target.
+    #[arg(long, env = "FLASHSALE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    /// HS256 secret the target verifies buyer JWTs with.
+    #[arg(long, env = "FLASHSALE_BUYER_JWT_SECRET", hide_env_values = true)]
+    pub buyer_jwt_secret: String,
+    /// Use this sale instead of creating one (rounds then all load it).
+    #[arg(long)]
+    pub sale: Option<String>,
+    /// Units on sale (when the bench creates the sale).
+    #[arg(long, default_value_t = 1000)]
+    pub stock: u32,
+    /// Per-buyer limit of the created sale.
+    #[arg(long, default_value_t = 1)]
+    pub per_buyer_limit: u32,
+    /// The created sale goes live this long after it is created, in seconds.
+    #[arg(long, default_value_t = 3)]
+    pub start_in_secs: u64,
+    /// Payment window of the created sale, in seconds (short, so the reaper runs in the run).
+    #[arg(long, default_value_t = 5)]
+    pub payment_window_secs: u32,
+    /// Distinct buyers in the crowd; each comes once (with its repeats).
+    #[arg(long, default_value_t = 100_000)]
+    pub buyers: u64,
+    /// Concurrent load workers (each keeps its own keep-alive connections).
+    #[arg(long, default_value_t = 256)]
+    pub connections: usize,
+    /// Open loop: buyers arriving per second (latency from the intended send time).
+    /// Without it: closed loop, as fast as the workers get answers.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Open loop: the first `--spike-secs` arrive this many times faster.
+    #[arg(long, default_value_t = 1.0)]
+    pub spike_factor: f64,
+    /// Open loop: length of the spike, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub spike_secs: f64,
+    /// Stop releasing buyers after this long, in seconds (default: when all came).
+    #[arg(long)]
+    pub duration_secs: Option<f64>,
+    /// Share of buyers whose click fires twice at once with the same key.
+    #[arg(long, default_value_t = 0.2)]
+    pub double_click_share: f64,
+    /// Share of buyers who click again with a new key after the first answer.
+    #[arg(long, default_value_t = 0.1)]
+    pub repeat_share: f64,
+    /// Share of buyers who cheat (forged/expired token, guessed path, many keys at once).
+    #[arg(long, default_value_t = 0.02)]
+    pub cheater_share: f64,
+    /// Share of winners who pay; the rest never pay, so the reaper returns their units.
+    #[arg(long, default_value_t = 0.5)]
+    pub pay_share: f64,
+    /// Also load this peer the same way, in alternating rounds, and print ratios.
+    #[arg(long, value_enum)]
+    pub peer: Option<Peer>,
+    /// Rounds (with `--peer`: A B A B ...; ratios are medians over rounds).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Write the whole report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write an HTML report with SVG plots of throughput and latency over time here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// No live progress line (for logs and tests).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl BenchArgs {
+    fn validate(&self) -> Result<()> {
+        for (name, share) in [
+            ("--double-click-share", self.double_click_share),
+            ("--repeat-share", self.repeat_share),
+            ("--cheater-share", self.cheater_share),
+            ("--pay-share", self.pay_share),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                bail!("{name} must be between 0 and 1");
+            }
+        }
+        if self.connections == 0 || self.buyers == 0 || self.rounds == 0 {
+            bail!("--connections, --buyers and --rounds must be at least 1");
+        }
+        if self.rate.is_some_and(|r| r <= 0.0) || self.spike_factor <= 0.0 {
+            bail!("--rate and --spike-factor must be positive");
+        }
+        Ok(())
+    }
+
+    fn pace(&self) -> Pace {
+        match self.rate {
+            None => Pace::Closed,
+            Some(rate_per_sec) => Pace::Open {
+                rate_per_sec,
+                spike_factor: self.spike_factor,
+                spike_secs: self.spike_secs,
+            },
+        }
+    }
+}
+
+/// Runs the bench, prints the report, writes the files asked for; an error if any
+/// invariant failed (so the process exits non-zero).
+pub async fn main(args: BenchArgs) -> Result<()> {
+    let report = run(&args).await?;
+    println!("{}", report::text(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(dir) = &args.report {
+        report::write_html(dir, &report)?;
+    }
+    if !report.passed() {
+        bail!("the verdict failed: at least one invariant was broken (see above)");
+    }
+    Ok(())
+}
+
+/// Runs every round and returns the report (without printing it).
+pub async fn run(args: &BenchArgs) -> Result<Report> {
+    args.validate()?;
+    let target = Target::parse(&args.target)?;
+    let api = Api::new(target.clone(), &args.admin_token);
+    let signer = Signer::new(args.buyer_jwt_secret.as_bytes());
+    let peer = match args.peer {
+        Some(Peer::Hello) => Some(HelloPeer::start()?),
+        None => None,
+    };
+    let mut report = Report::new(args);
+    for round in 0..args.rounds {
+        let ours = flashsale_round(args, round, &target, &api, &signer).await?;
+        report.rounds.push(ours);
+        if let Some(peer) = &peer {
+            let theirs = peer_round(args, round, &peer.target, &signer).await?;
+            report.rounds.push(theirs);
+        }
+    }
+    report.summarize();
+    Ok(report)
+}
+
+/// The hello peer on its own runtime (as a separate server process would have), on a free
+/// port of 127.0.0.1.
+struct HelloPeer {
+    target: Target,
+    shutdown: CancellationToken,
+}
+
+impl HelloPeer {
+    fn start() -> Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        std::thread::Builder::new()
+            .name("hello-peer".into())
+            .spawn(move || {
+                // The same runtime flashsale's `main` builds: multi-threaded, one worker per core.
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime for the peer");
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .expect("a tokio listener for the peer");
+                    flashsale_http::peer::serve_hello(listener, stop).await;
+                });
+            })?;
+        Ok(Self {
+            target: Target::parse(&format!("http://{addr}"))?,
+            shutdown,
+        })
+    }
+}
+
+impl Drop for HelloPeer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn shape(args: &BenchArgs, round: usize) -> CrowdShape {
+    CrowdShape {
+        buyers: args.buyers,
+        double_click_share: args.double_click_share,
+        repeat_share: args.repeat_share,
+        cheater_share: args.cheater_share,
+        pay_share: args.pay_share,
+        // Distinct buyers per run and round, so runs against one server never collide.
+        run_id: format!("{}r{round}", uuid::Uuid::new_v4().simple()),
+    }
+}
+
+struct Live {
+    sale_id: String,
+    buy_path: String,
+    starts_at: OffsetDateTime,
+    ends_at: OffsetDateTime,
+    per_buyer_limit: u64,
+    payment_window_secs: u64,
+    status_polls: u64,
+    early_wins: u64,
+}
+
+/// Creates (or takes) the sale and polls its status like real clients until it is live;
+/// meanwhile a cheater keeps trying guessed buy paths.
+async fn go_live(
+    args: &BenchArgs,
+    api: &Api,
+    target: &Target,
+    signer: &Signer,
+    shape: &CrowdShape,
+) -> Result<Live> {
+    let sale_id = match &args.sale {
+        Some(id) => id.clone(),
+        None => {
+            let starts_at =
+                OffsetDateTime::now_utc() + time::Duration::seconds(args.start_in_secs as i64);
+            api.create_sale(
+                args.stock,
+                args.per_buyer_limit,
+                starts_at,
+                starts_at + time::Duration::hours(1),
+                args.payment_window_secs,
+            )
+            .await?
+        }
+    };
+    let view = api.sale(&sale_id).await?;
+    let per_buyer_limit = view["per_buyer_limit"].as_u64().unwrap_or(1);
+    let payment_window_secs = view["payment_window_secs"].as_u64().unwrap_or(3600);
+    let mut conn = Conn::new(target.clone());
+    let mut cheat = Conn::new(target.clone());
+    let cheat_auth = format!("Bearer {}", signer.token(&shape.buyer_id(u64::MAX)));
+    let deadline = Instant::now() + Duration::from_secs(GO_LIVE_WAIT_SECS_MAX);
+    let (mut status_polls, mut early_wins) = (0, 0);
+    loop {
+        let status = api.status(&mut conn, &sale_id).await?;
+        status_polls += 1;
+        match status["phase"].as_str() {
+            Some("live") | Some("sold_out") => {
+                let buy_path = status["buy_path"].as_str().unwrap_or_default().to_owned();
+                if buy_path.is_empty() && status["phase"] == "live" {
+                    bail!("sale {sale_id} is live but its status has no buy_path");
+                }
+                return Ok(Live {
+                    // A sold-out sale has no buy path; its buys all meet the sold-out layers.
+                    buy_path: if buy_path.is_empty() {
+                        format!("/api/sales/{sale_id}/buy/sold-out-no-path-given")
+                    } else {
+                        buy_path
+                    },
+                    starts_at: parse_time(&status["starts_at"]).context("status.starts_at")?,
+                    ends_at: parse_time(&status["ends_at"]).context("status.ends_at")?,
+                    sale_id,
+                    per_buyer_limit,
+                    payment_window_secs,
+                    status_polls,
+                    early_wins,
+                });
+            }
+            Some("ended") => bail!("sale {sale_id} has ended"),
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            bail!("sale {sale_id} did not go live within {GO_LIVE_WAIT_SECS_MAX} s");
+        }
+        // Guessing before the start: a made-up token, and no token at all.
+        for guess in [
+            format!("/api/sales/{sale_id}/buy/{}", guessed_token(status_polls)),
+            format!("/api/sales/{sale_id}/buy/"),
+        ] {
+            let key = format!("early-{status_polls}");
+            if let Ok(answer) = cheat
+                .send(
+                    hyper::Method::POST,
+                    &guess,
+                    &[
+                        ("authorization", cheat_auth.as_str()),
+                        ("idempotency-key", key.as_str()),
+                    ],
+                    None,
+                )
+                .await
+                && answer.status.is_success()
+            {
+                early_wins += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(STATUS_POLL_INTERVAL_MS)).await;
+    }
+}
+
+/// A made-up buy-path token of the real length (22 characters of base64url).
+fn guessed_token(n: u64) -> String {
+    format!("{:022x}", crowd::mix(n) as u128 * 0x1_0000 + 0xbeef)
+        .chars()
+        .take(22)
+        .collect()
+}
+
+async fn flashsale_round(
+    args: &BenchArgs,
+    round: usize,
+    target: &Target,
+    api: &Api,
+    signer: &Signer,
+) -> Result<RoundReport> {
+    let shape = shape(args, round);
+    let live = go_live(args, api, target, signer, &shape).await?;
+    let before = api.counters(&live.sale_id).await?;
+    let (pay_tx, pay_rx) = mpsc::channel(PAYMENTS_QUEUED_MAX);
+    let crowd = Arc::new(Crowd {
+        guessed_path: format!(
+            "/api/sales/{}/buy/{}",
+            live.sale_id,
+            guessed_token(round as u64)
+        ),
+        buy_path: live.buy_path.clone(),
+        shape: shape.clone(),
+        signer: signer.clone(),
+        target: target.clone(),
+        pace: args.pace(),
+        connections: args.connections,
+        duration: args.duration_secs.map(Duration::from_secs_f64),
+        collect: true,
+        recorder: Arc::new(Recorder::new()),
+        accepted: Default::default(),
+        cheater_wins: AtomicU64::new(0),
+        next_visit: AtomicU64::new(0),
+        payments: std::sync::Mutex::new(Some(pay_tx)),
+    });
+    let released = Instant::now();
+    let stop = CancellationToken::new();
+    let payers = spawn_payers(target, signer, &shape, pay_rx);
+    let paid = payers.1.clone();
+    let monitor = tokio::spawn(monitor(
+        Api::new(target.clone(), &args.admin_token),
+        live.sale_id.clone(),
+        released,
+        stop.clone(),
+    ));
+    let progress = progress(args, &crowd, released, stop.clone(), "flashsale");
+    crowd.run(released).await;
+    let crowd_secs = released.elapsed().as_secs_f64();
+    let tally = crowd.recorder.snapshot();
+    // The crowd is done: the payers finish the queue they have, then the monitor stops.
+    drop(
+        crowd
+            .payments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(),
+    );
+    for payer in payers.0 {
+        let _ = payer.await;
+    }
+    stop.cancel();
+    let _ = progress.await;
+    let samples = monitor.await.unwrap_or_default();
+    let live_max_sampled = samples.iter().map(|s| s.live).max().unwrap_or(0);
+
+    let accepted = std::mem::take(&mut *crowd.accepted.lock().unwrap_or_else(|p| p.into_inner()));
+    let last_accept = accepted
+        .iter()
+        .map(|a| released + a.at)
+        .max()
+        .unwrap_or(released);
+    let verdict = verdict::judge(
+        api,
+        target,
+        &Evidence {
+            sale_id: &live.sale_id,
+            shape: &shape,
+            signer,
+            accepted: &accepted,
+            cheater_wins: crowd.cheater_wins.load(Ordering::Relaxed),
+            early_wins: live.early_wins,
+            before,
+            starts_at: live.starts_at,
+            ends_at: live.ends_at,
+            per_buyer_limit: live.per_buyer_limit,
+            payment_window_secs: live.payment_window_secs,
+            last_accept,
+            live_max_sampled,
+        },
+    )
+    .await?;
+    let view = api.sale(&live.sale_id).await.unwrap_or_default();
+    let metrics = layer_metrics(&api.metrics().await);
+    Ok(RoundReport::new(
+        "flashsale",
+        round,
+        &tally,
+        crowd_secs,
+        Some(live.sale_id),
+        live.status_polls,
+        paid.load(Ordering::Relaxed),
+        view.get("layers").cloned(),
+        metrics,
+        samples,
+        Some(verdict),
+    ))
+}
+
+async fn peer_round(
+    args: &BenchArgs,
+    round: usize,
+    target: &Target,
+    signer: &Signer,
+) -> Result<RoundReport> {
+    let shape = shape(args, round);
+    // The same request shapes as the real crowd: a buy path, a bearer JWT, a key.
+    let fake_sale = uuid::Uuid::new_v4();
+    let crowd = Arc::new(Crowd {
+        guessed_path: format!("/api/sales/{fake_sale}/buy/{}", guessed_token(1)),
+        buy_path: format!("/api/sales/{fake_sale}/buy/{}", guessed_token(2)),
+        shape,
+        signer: signer.clone(),
+        target: target.clone(),
+        pace: args.pace(),
+        connections: args.connections,
+        duration: args.duration_secs.map(Duration::from_secs_f64),
+        collect: false,
+        recorder: Arc::new(Recorder::new()),
+        accepted: Default::default(),
+        cheater_wins: AtomicU64::new(0),
+        next_visit: AtomicU64::new(0),
+        payments: std::sync::Mutex::new(None),
+    });
+    let stop = CancellationToken::new();
+    let released = Instant::now();
+    let progress = progress(args, &crowd, released, stop.clone(), "peer");
+    crowd.run(released).await;
+    let secs = released.elapsed().as_secs_f64();
+    stop.cancel();
+    let _ = progress.await;
+    let tally = crowd.recorder.snapshot();
+    Ok(RoundReport::new(
+        "peer",
+        round,
+        &tally,
+        secs,
+        None,
+        0,
+        0,
+        None,
+        Vec::new(),
+        Vec::new(),
+        None::<Verdict>,
+    ))
+}
+
+/// Payer tasks: wait for the winner's order to be written, then pay it once.
+fn spawn_payers(
+    target: &Target,
+    signer: &Signer,
+    shape: &CrowdShape,
+    rx: mpsc::Receiver<(u64, String)>,
+) -> (Vec<tokio::task::JoinHandle<()>>, Arc<AtomicU64>) {
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let paid = Arc::new(AtomicU64::new(0));
+    let tasks = (0..PAYERS)
+        .map(|_| {
+            let (rx, target, signer, shape, paid) = (
+                rx.clone(),
+                target.clone(),
+                signer.clone(),
+                shape.clone(),
+                paid.clone(),
+            );
+            tokio::spawn(async move {
+                let mut conn = Conn::new(target);
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some((buyer, order_id)) = next else {
+                        return;
+                    };
+                    let auth = format!("Bearer {}", signer.token(&shape.buyer_id(buyer)));
+                    let deadline = Instant::now() + Duration::from_millis(PAY_WAIT_MS);
+                    while Instant::now() < deadline {
+                        let answer = conn
+                            .post_json(
+                                &format!("/api/orders/{order_id}/pay"),
+                                &[("authorization", auth.as_str())],
+                                &serde_json::json!({ "payment_id": format!("pay-{order_id}") }),
+                            )
+                            .await;
+                        match answer {
+                            Ok(a) if a.status.is_success() => {
+                                paid.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            // Not written yet: try again shortly.
+                            Ok(a) if a.body.windows(17).any(|w| w == b"order_not_written") => {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    (tasks, paid)
+}
+
+/// Samples the sale's counters while the crowd runs (time to sell out, orders written/s).
+async fn monitor(
+    api: Api,
+    sale_id: String,
+    released: Instant,
+    stop: CancellationToken,
+) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    loop {
+        if let Ok(c) = api.counters(&sale_id).await {
+            samples.push(Sample::of(released.elapsed(), c));
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return samples,
+            _ = tokio::time::sleep(Duration::from_millis(PROGRESS_INTERVAL_MS)) => {}
+        }
+    }
+}
+
+/// The live line: requests/s, outcomes and p99 of the last second.
+fn progress(
+    args: &BenchArgs,
+    crowd: &Arc<Crowd>,
+    released: Instant,
+    stop: CancellationToken,
+    label: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    let quiet = args.quiet;
+    let crowd = crowd.clone();
+    tokio::spawn(async move {
+        if quiet {
+            return;
+        }
+        let bar = ProgressBar::new(crowd.shape.buyers);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {bar:20} {pos}/{len} buyers  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(label);
+        let mut last_total = 0;
+        let mut last_at = Instant::now();
+        loop {
+            let stopped = tokio::select! {
+                _ = stop.cancelled() => true,
+                _ = tokio::time::sleep(Duration::from_millis(PROGRESS_INTERVAL_MS * 2)) => false,
+            };
+            let tally = crowd.recorder.snapshot();
+            let total = tally.total();
+            let rate = (total - last_total) as f64 / last_at.elapsed().as_secs_f64();
+            (last_total, last_at) = (total, Instant::now());
+            let second = (released.elapsed().as_millis() as u64 / stats::LATENCY_BUCKET_MS)
+                .saturating_sub(1) as usize;
+            let p99 = tally
+                .latency_timeline
+                .get(second)
+                .map(|h| Percentiles::of(h).p99_ms)
+                .unwrap_or(0.0);
+            let outcomes: Vec<String> = Outcome::ALL
+                .iter()
+                .map(|o| format!("{}:{}", o.label(), tally.count(*o)))
+                .collect();
+            bar.set_position(
+                crowd
+                    .next_visit
+                    .load(Ordering::Relaxed)
+                    .min(crowd.shape.buyers),
+            );
+            bar.set_message(format!(
+                "{rate:>8.0} req/s  p99 {p99:.1} ms  {}",
+                outcomes.join(" ")
+            ));
+            if stopped {
+                bar.finish();
+                return;
+            }
+        }
+    })
+}

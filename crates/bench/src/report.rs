@@ -1,0 +1,465 @@
+//! The report: per round throughput, latency percentiles per outcome, layer counts, time to
+//! sell out, orders written per second and the verdict; ratios against the peer as medians
+//! over rounds. As text, JSON, and an HTML page with hand-written SVG plots.
+
+use crate::BenchArgs;
+use crate::api::Counters;
+use crate::stats::{LATENCY_BUCKET_MS, Outcome, Percentiles, TIMELINE_BUCKET_MS, Tally};
+use crate::verdict::Verdict;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+/// One reading of the sale's counters during the run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    pub t_s: f64,
+    pub available: u64,
+    pub queued: u64,
+    pub written: u64,
+    /// Queued + pending + paid: units held by orders.
+    pub live: u64,
+}
+
+impl Sample {
+    pub fn of(at: Duration, c: Counters) -> Self {
+        Self {
+            t_s: at.as_secs_f64(),
+            available: c.available,
+            queued: c.queued,
+            written: c.written(),
+            live: c.queued + c.pending_payment + c.paid,
+        }
+    }
+}
+
+/// One point of the plots.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub t_s: f64,
+    pub per_sec: BTreeMap<&'static str, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundReport {
+    /// "flashsale" or "peer".
+    pub kind: &'static str,
+    pub round: usize,
+    pub sale_id: Option<String>,
+    pub requests: u64,
+    pub duration_s: f64,
+    pub requests_per_sec: f64,
+    pub latency: BTreeMap<&'static str, Percentiles>,
+    pub statuses: BTreeMap<u16, u64>,
+    pub status_polls: u64,
+    pub payments: u64,
+    /// First counter sample with nothing available, since the release.
+    pub sold_out_after_s: Option<f64>,
+    pub orders_written_per_sec_peak: f64,
+    pub orders_written_per_sec_mean: f64,
+    pub layers: Option<serde_json::Value>,
+    pub metrics: Vec<(String, f64)>,
+    pub verdict: Option<Verdict>,
+    /// Requests per second per outcome, per 100 ms.
+    pub throughput: Vec<Point>,
+    /// p50/p99/max latency per second, in milliseconds.
+    pub latency_over_time: Vec<Point>,
+    pub samples: Vec<Sample>,
+}
+
+impl RoundReport {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: &'static str,
+        round: usize,
+        tally: &Tally,
+        duration_s: f64,
+        sale_id: Option<String>,
+        status_polls: u64,
+        payments: u64,
+        layers: Option<serde_json::Value>,
+        metrics: Vec<(String, f64)>,
+        samples: Vec<Sample>,
+        verdict: Option<Verdict>,
+    ) -> Self {
+        let mut latency = BTreeMap::new();
+        latency.insert("all", Percentiles::of(&tally.all()));
+        for o in Outcome::ALL {
+            latency.insert(o.label(), Percentiles::of(tally.histogram(o)));
+        }
+        let statuses = tally
+            .statuses
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| (s as u16, *n))
+            .collect();
+        let scale = 1000.0 / TIMELINE_BUCKET_MS as f64;
+        let throughput = tally
+            .timeline
+            .iter()
+            .enumerate()
+            .map(|(i, counts)| Point {
+                t_s: (i as u64 * TIMELINE_BUCKET_MS) as f64 / 1000.0,
+                per_sec: Outcome::ALL
+                    .iter()
+                    .map(|o| (o.label(), counts[*o as usize] as f64 * scale))
+                    .collect(),
+            })
+            .collect();
+        let latency_over_time = tally
+            .latency_timeline
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let p = Percentiles::of(h);
+                Point {
+                    t_s: (i as u64 * LATENCY_BUCKET_MS) as f64 / 1000.0,
+                    per_sec: [("p50", p.p50_ms), ("p99", p.p99_ms), ("max", p.max_ms)]
+                        .into_iter()
+                        .collect(),
+                }
+            })
+            .collect();
+        let (peak, mean) = written_rates(&samples);
+        let requests = tally.total();
+        Self {
+            kind,
+            round,
+            sale_id,
+            requests,
+            duration_s,
+            requests_per_sec: requests as f64 / duration_s.max(1e-9),
+            latency,
+            statuses,
+            status_polls,
+            payments,
+            sold_out_after_s: samples.iter().find(|s| s.available == 0).map(|s| s.t_s),
+            orders_written_per_sec_peak: peak,
+            orders_written_per_sec_mean: mean,
+            layers,
+            metrics,
+            verdict,
+            throughput,
+            latency_over_time,
+            samples,
+        }
+    }
+}
+
+/// Peak (over about a second) and mean orders written per second, from the samples.
+fn written_rates(samples: &[Sample]) -> (f64, f64) {
+    let mut peak: f64 = 0.0;
+    for (i, a) in samples.iter().enumerate() {
+        if let Some(b) = samples[i..].iter().find(|b| b.t_s - a.t_s >= 0.95) {
+            peak = peak.max((b.written - a.written) as f64 / (b.t_s - a.t_s));
+        }
+    }
+    let first = samples.first().map(|s| s.written).unwrap_or(0);
+    let last = samples.last().map(|s| s.written).unwrap_or(0);
+    let start = samples.iter().rev().find(|s| s.written == first);
+    let end = samples.iter().find(|s| s.written == last);
+    let mean = match (start, end) {
+        (Some(a), Some(b)) if b.t_s > a.t_s => (b.written - a.written) as f64 / (b.t_s - a.t_s),
+        _ => 0.0,
+    };
+    (peak, mean)
+}
+
+/// Medians over rounds, ours as a ratio of the peer's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratios {
+    pub ours_requests_per_sec: f64,
+    pub peer_requests_per_sec: f64,
+    pub throughput_ratio: f64,
+    pub ours_p99_ms: f64,
+    pub peer_p99_ms: f64,
+    /// Ours ÷ peer: below 1 is better.
+    pub p99_ratio: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub target: String,
+    pub mode: String,
+    pub buyers: u64,
+    pub connections: usize,
+    pub rounds: Vec<RoundReport>,
+    pub ratios: Option<Ratios>,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+impl Report {
+    pub fn new(args: &BenchArgs) -> Self {
+        Self {
+            target: args.target.clone(),
+            mode: match args.rate {
+                None => format!("closed loop, {} connections", args.connections),
+                Some(rate) => format!(
+                    "open loop, {rate} buyers/s ({}x for the first {} s), up to {} connections",
+                    args.spike_factor, args.spike_secs, args.connections
+                ),
+            },
+            buyers: args.buyers,
+            connections: args.connections,
+            rounds: Vec::new(),
+            ratios: None,
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.rounds
+            .iter()
+            .filter_map(|r| r.verdict.as_ref())
+            .all(Verdict::passed)
+    }
+
+    pub fn summarize(&mut self) {
+        let of = |kind: &str, f: &dyn Fn(&RoundReport) -> f64| {
+            median(
+                self.rounds
+                    .iter()
+                    .filter(|r| r.kind == kind)
+                    .map(f)
+                    .collect(),
+            )
+        };
+        if !self.rounds.iter().any(|r| r.kind == "peer") {
+            return;
+        }
+        let rps = |r: &RoundReport| r.requests_per_sec;
+        let p99 = |r: &RoundReport| r.latency["all"].p99_ms;
+        let (ours, peer) = (of("flashsale", &rps), of("peer", &rps));
+        let (ours_p99, peer_p99) = (of("flashsale", &p99), of("peer", &p99));
+        self.ratios = Some(Ratios {
+            ours_requests_per_sec: ours,
+            peer_requests_per_sec: peer,
+            throughput_ratio: ours / peer.max(1e-9),
+            ours_p99_ms: ours_p99,
+            peer_p99_ms: peer_p99,
+            p99_ratio: ours_p99 / peer_p99.max(1e-9),
+        });
+    }
+}
+
+/// The terminal report.
+pub fn text(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "flashsale bench: {} buyers against {}, {}",
+        report.buyers, report.target, report.mode
+    );
+    for r in &report.rounds {
+        let _ = writeln!(
+            out,
+            "\n== round {} · {}{} ==",
+            r.round + 1,
+            r.kind,
+            r.sale_id
+                .as_deref()
+                .map(|s| format!(" · sale {s}"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            out,
+            "{} requests in {:.2} s = {:.0} req/s",
+            r.requests, r.duration_s, r.requests_per_sec
+        );
+        let _ = writeln!(
+            out,
+            "{:>6} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "answer", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+        );
+        for (label, p) in &r.latency {
+            if p.count == 0 {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "{label:>6} {:>10} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms
+            );
+        }
+        let statuses: Vec<String> = r.statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+        let _ = writeln!(out, "statuses (0 = no answer): {}", statuses.join(" "));
+        if r.kind == "flashsale" {
+            let _ = writeln!(
+                out,
+                "status polls before go-live: {}; payments made: {}",
+                r.status_polls, r.payments
+            );
+            let _ = writeln!(
+                out,
+                "sold out after: {}; orders written/s: peak {:.0}, mean {:.0}",
+                r.sold_out_after_s
+                    .map(|s| format!("{s:.2} s"))
+                    .unwrap_or_else(|| "not sold out".into()),
+                r.orders_written_per_sec_peak,
+                r.orders_written_per_sec_mean
+            );
+        }
+        if let Some(layers) = r.layers.as_ref().and_then(|l| l.as_object()) {
+            let _ = writeln!(out, "layers (this sale, from the admin view):");
+            for (name, n) in layers {
+                let _ = writeln!(out, "  {name:<24} {n}");
+            }
+        }
+        if let Some(verdict) = &r.verdict {
+            let _ = writeln!(
+                out,
+                "verdict: {}",
+                if verdict.passed() { "PASS" } else { "FAIL" }
+            );
+            for c in &verdict.checks {
+                let mark = match c.passed {
+                    Some(true) => "ok  ",
+                    Some(false) => "FAIL",
+                    None => "skip",
+                };
+                let _ = writeln!(out, "  {mark} {:<24} {}", c.name, c.detail);
+            }
+        }
+    }
+    if let Some(x) = &report.ratios {
+        let _ = writeln!(
+            out,
+            "\nvs hello peer (medians over rounds): throughput {:.0} / {:.0} req/s = {:.2}x; p99 {:.2} / {:.2} ms = {:.2}x",
+            x.ours_requests_per_sec,
+            x.peer_requests_per_sec,
+            x.throughput_ratio,
+            x.ours_p99_ms,
+            x.peer_p99_ms,
+            x.p99_ratio
+        );
+    }
+    out
+}
+
+/// Writes `index.html` (with inline SVG plots) and `report.json` into `dir`.
+pub fn write_html(dir: &Path, report: &Report) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut html = String::from(
+        "<!doctype html><meta charset=utf-8><title>flashsale bench</title>\
+         <style>body{font:14px system-ui;margin:2em}pre{background:#f4f4f4;padding:1em}</style>\
+         <h1>flashsale bench</h1>",
+    );
+    for r in &report.rounds {
+        let _ = write!(html, "<h2>round {} · {}</h2>", r.round + 1, r.kind);
+        html.push_str(&svg(
+            "requests/s by answer (per 100 ms)",
+            &r.throughput,
+            &["202", "410", "409", "429", "503", "other"],
+        ));
+        html.push_str(&svg(
+            "latency ms (per second)",
+            &r.latency_over_time,
+            &["p50", "p99", "max"],
+        ));
+    }
+    let _ = write!(html, "<pre>{}</pre>", escape(&text(report)));
+    std::fs::write(dir.join("index.html"), html)?;
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(report)?)?;
+    Ok(())
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+const COLORS: [&str; 6] = ["#2a7", "#c33", "#e90", "#36c", "#a3c", "#777"];
+
+/// A line chart of `series` over time, hand-written SVG.
+fn svg(title: &str, points: &[Point], series: &[&str]) -> String {
+    let (w, h, pad) = (800.0, 240.0, 40.0);
+    let t_max = points.last().map(|p| p.t_s).unwrap_or(1.0).max(0.1);
+    let y_max = points
+        .iter()
+        .flat_map(|p| series.iter().filter_map(|s| p.per_sec.get(s)))
+        .fold(0.0_f64, |a, b| a.max(*b))
+        .max(1e-9);
+    let mut out = format!(
+        "<figure><figcaption>{}</figcaption><svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}'>\
+         <rect x='{pad}' y='0' width='{}' height='{}' fill='none' stroke='#ccc'/>\
+         <text x='2' y='12' font-size='10'>{y_max:.0}</text><text x='{}' y='{}' font-size='10'>{t_max:.1} s</text>",
+        escape(title),
+        w - pad,
+        h - pad,
+        w - pad - 30.0,
+        h - pad + 14.0
+    );
+    for (i, s) in series.iter().enumerate() {
+        let coords: Vec<String> = points
+            .iter()
+            .filter_map(|p| {
+                p.per_sec.get(s).map(|v| {
+                    format!(
+                        "{:.1},{:.1}",
+                        pad + p.t_s / t_max * (w - pad),
+                        (h - pad) - v / y_max * (h - pad)
+                    )
+                })
+            })
+            .collect();
+        let color = COLORS[i % COLORS.len()];
+        let _ = write!(
+            out,
+            "<polyline fill='none' stroke='{color}' points='{}'/><text x='{}' y='{}' font-size='11' fill='{color}'>{s}</text>",
+            coords.join(" "),
+            pad + 10.0 + i as f64 * 60.0,
+            h - 8.0
+        );
+    }
+    out.push_str("</svg></figure>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+    }
+
+    #[test]
+    fn written_rate_peak_and_mean() {
+        let s = |t_s, written| Sample {
+            t_s,
+            available: 0,
+            queued: 0,
+            written,
+            live: 0,
+        };
+        let samples = [
+            s(0.0, 0),
+            s(0.5, 0),
+            s(1.5, 1000),
+            s(2.5, 1500),
+            s(3.0, 1500),
+        ];
+        let (peak, mean) = written_rates(&samples);
+        assert_eq!(peak, 1000.0);
+        assert_eq!(mean, 750.0);
+    }
+}

@@ -1,0 +1,69 @@
+//! Micro-benchmarks of the core's hot paths: a reservation in the stock ledger, and the two
+//! token checks every buy passes (buyer JWT, buy-path HMAC). `cargo bench -p flashsale-core`.
+
+#![allow(clippy::unwrap_used)]
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use flashsale_core::tokens::{BuyPathSigner, BuyerTokens};
+use flashsale_core::{BuyerId, IdempotencyKey, OrderId, SaleId, SaleLedger};
+use std::hint::black_box;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Buyers prepared for one batch of reservations.
+const BUYERS: usize = 10_000;
+
+fn reservation(c: &mut Criterion) {
+    let sale = SaleId(Uuid::from_u128(7));
+    let key = IdempotencyKey::parse("k").unwrap();
+    let buyers: Vec<(BuyerId, OrderId)> = (0..BUYERS)
+        .map(|n| {
+            let buyer = BuyerId::parse(&format!("buyer-{n}")).unwrap();
+            let order = OrderId::derive(sale, &buyer, &key);
+            (buyer, order)
+        })
+        .collect();
+    c.bench_function("ledger_reserve_10k_distinct_buyers", |b| {
+        b.iter_batched_ref(
+            || SaleLedger::new(1_000_000, 1),
+            |ledger| {
+                for (buyer, order) in &buyers {
+                    black_box(ledger.reserve(*order, buyer));
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    c.bench_function("ledger_reserve_sold_out", |b| {
+        let mut ledger = SaleLedger::new(1, 1);
+        ledger.reserve(buyers[0].1, &buyers[0].0);
+        let (buyer, order) = &buyers[1];
+        b.iter(|| black_box(ledger.reserve(*order, buyer)))
+    });
+    c.bench_function("order_id_derive", |b| {
+        let buyer = &buyers[0].0;
+        b.iter(|| black_box(OrderId::derive(sale, buyer, &key)))
+    });
+}
+
+fn tokens(c: &mut Criterion) {
+    let now = OffsetDateTime::now_utc();
+    let tokens = BuyerTokens::new(b"a-buyer-secret-of-at-least-32-bytes!!");
+    let buyer = BuyerId::parse("buyer-1").unwrap();
+    let jwt = tokens.issue(&buyer, now, now + time::Duration::hours(1));
+    c.bench_function("buyer_token_verify", |b| {
+        b.iter(|| black_box(tokens.verify(black_box(&jwt), now)))
+    });
+    c.bench_function("buyer_token_issue", |b| {
+        b.iter(|| black_box(tokens.issue(&buyer, now, now + time::Duration::hours(1))))
+    });
+    let signer = BuyPathSigner::new(b"a-buy-path-secret-of-32-bytes-or-more");
+    let sale = SaleId(Uuid::from_u128(7));
+    let path = signer.token(sale, now);
+    c.bench_function("buy_path_verify", |b| {
+        b.iter(|| black_box(signer.verify(sale, now, black_box(&path))))
+    });
+}
+
+criterion_group!(benches, reservation, tokens);
+criterion_main!(benches);

@@ -1,0 +1,461 @@
+//! `flashsale bench` is itself tested: the same short run passes its verdict against a real
+//! server and fails it against small servers written here that break one invariant each
+//! (oversell, one request written as two orders, no per-buyer limit).
+
+use crate::support::{ADMIN_TOKEN, BUYER_SECRET, test_env};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flashsale::app;
+use flashsale::config::{Config, FlagOverrides};
+use flashsale_bench::BenchArgs;
+use flashsale_bench::report::Report;
+use flashsale_core::tokens::BuyerTokens;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The one short run every server gets: 400 buyers for 200 units, limit 1, with double
+/// clicks, repeats, cheaters and a 5 s payment window.
+fn short_run(target: String) -> BenchArgs {
+    BenchArgs {
+        target,
+        admin_token: ADMIN_TOKEN.into(),
+        buyer_jwt_secret: BUYER_SECRET.into(),
+        sale: None,
+        stock: 200,
+        per_buyer_limit: 1,
+        start_in_secs: 1,
+        payment_window_secs: 5,
+        buyers: 400,
+        connections: 16,
+        rate: None,
+        spike_factor: 1.0,
+        spike_secs: 1.0,
+        duration_secs: None,
+        double_click_share: 0.2,
+        repeat_share: 0.2,
+        cheater_share: 0.1,
+        pay_share: 0.5,
+        peer: None,
+        rounds: 1,
+        json: None,
+        report: None,
+        quiet: true,
+    }
+}
+
+fn failed(report: &Report) -> Vec<&'static str> {
+    report.rounds[0]
+        .verdict
+        .as_ref()
+        .expect("a flashsale round has a verdict")
+        .checks
+        .iter()
+        .filter(|c| c.passed == Some(false))
+        .map(|c| c.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verdict_passes_on_the_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = FlagOverrides {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().join("data")),
+        dev_login: None,
+    };
+    // The system clock: the bench waits for go-live and the payment window in real time.
+    let config = Config::load(None, test_env(&[]), &flags).unwrap();
+    let running = app::start(&config).await.unwrap();
+    let mut args = short_run(format!("http://{}", running.addr));
+    let out = dir.path().join("report");
+    args.report = Some(out.clone());
+    args.json = Some(dir.path().join("bench.json"));
+
+    let report = flashsale_bench::run(&args).await.unwrap();
+
+    let round = &report.rounds[0];
+    let verdict = round.verdict.as_ref().unwrap();
+    assert!(
+        report.passed(),
+        "{}",
+        flashsale_bench::report::text(&report)
+    );
+    assert!(
+        verdict.checks.iter().all(|c| c.passed == Some(true)),
+        "{verdict:?}"
+    );
+    assert_eq!(verdict.counters.stock_total, 200);
+    assert!(
+        round.statuses.get(&202).is_some_and(|n| *n >= 200),
+        "{:?}",
+        round.statuses
+    );
+    assert!(
+        round.statuses.contains_key(&401),
+        "forged and expired tokens were refused"
+    );
+    assert!(
+        round.statuses.contains_key(&404),
+        "guessed paths were refused"
+    );
+    assert!(round.sold_out_after_s.is_some());
+    assert!(
+        verdict.counters.paid > 0 && verdict.counters.expired > 0,
+        "{verdict:?}"
+    );
+    flashsale_bench::report::write_html(&out, &report).unwrap();
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("verdict: PASS"));
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verdict_fails_on_a_server_that_oversells() {
+    let report = run_against(Flaw::Oversell).await;
+    assert!(!report.passed());
+    let failed = failed(&report);
+    assert!(failed.contains(&"orders_within_stock"), "{failed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verdict_fails_on_a_server_that_writes_one_request_twice() {
+    let report = run_against(Flaw::DoubleWrite).await;
+    assert!(!report.passed());
+    let failed = failed(&report);
+    assert!(failed.contains(&"every_202_is_one_order"), "{failed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verdict_fails_on_a_server_that_answers_one_key_with_two_orders() {
+    let report = run_against(Flaw::NewIdPerRetry).await;
+    assert!(!report.passed());
+    let failed = failed(&report);
+    assert!(failed.contains(&"every_202_is_one_order"), "{failed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verdict_fails_on_a_server_that_ignores_the_buyer_limit() {
+    let report = run_against(Flaw::NoBuyerLimit).await;
+    assert!(!report.passed());
+    let failed = failed(&report);
+    assert!(failed.contains(&"buyer_limit_held"), "{failed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verdict_passes_on_the_small_server_without_a_flaw() {
+    // The control: the test server itself is right, so each failure above is its flaw's.
+    let report = run_against(Flaw::None).await;
+    assert!(
+        report.passed(),
+        "{}",
+        flashsale_bench::report::text(&report)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_order_listing_takes_a_limit() {
+    let app = crate::support::TestApp::spawn().await;
+    let (sale, path) = app.live_sale(10, 1).await;
+    for n in 0..3 {
+        let token = app.buyer(&format!("lister-{n}"));
+        assert_eq!(app.buy(&path, &token, "k").await.0, StatusCode::ACCEPTED);
+    }
+    app.wait_drained(&sale).await;
+    let list = |q: &'static str| {
+        let app = &app;
+        let sale = sale.clone();
+        async move {
+            app.admin(
+                reqwest::Method::GET,
+                &format!("/api/admin/sales/{sale}/orders{q}"),
+                None,
+            )
+            .await
+        }
+    };
+    let (status, body) = list("?limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.as_array().unwrap().len(), 2);
+    assert_eq!(list("").await.1.as_array().unwrap().len(), 3);
+    assert_eq!(list("?limit=10000").await.1.as_array().unwrap().len(), 3);
+    for bad in ["?limit=0", "?limit=10001", "?limit=x"] {
+        let (status, body) = list(bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(body["error"]["code"], "invalid_request", "{bad}");
+    }
+}
+
+// ----- a small flash-sale server with one chosen flaw -----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flaw {
+    None,
+    /// Sells past the stock.
+    Oversell,
+    /// Writes every accepted order twice.
+    DoubleWrite,
+    /// A retry of the same key gets a new order.
+    NewIdPerRetry,
+    /// Lets a buyer hold any number of orders.
+    NoBuyerLimit,
+}
+
+const PATH_TOKEN: &str = "the-real-path-token-22";
+
+struct FlawedOrder {
+    id: String,
+    buyer: String,
+    status: &'static str,
+    reserved_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+}
+
+#[derive(Default)]
+struct FlawedSale {
+    id: String,
+    stock: u64,
+    available: u64,
+    limit: u64,
+    window_secs: i64,
+    starts_at: Option<OffsetDateTime>,
+    ends_at: Option<OffsetDateTime>,
+    orders: Vec<FlawedOrder>,
+    keys: HashMap<(String, String), String>,
+}
+
+impl FlawedSale {
+    /// Expires unpaid orders and returns their units, as a reaper would.
+    fn sweep(&mut self, now: OffsetDateTime) {
+        for o in &mut self.orders {
+            if o.status == "pending_payment" && o.expires_at <= now {
+                o.status = "expired";
+                self.available += 1;
+            }
+        }
+    }
+
+    fn count(&self, status: &str) -> u64 {
+        self.orders.iter().filter(|o| o.status == status).count() as u64
+    }
+}
+
+struct Flawed {
+    flaw: Flaw,
+    tokens: BuyerTokens,
+    sale: Mutex<FlawedSale>,
+}
+
+type Shared = State<Arc<Flawed>>;
+
+fn ts(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap()
+}
+
+fn buyer_of(state: &Flawed, headers: &HeaderMap) -> Option<String> {
+    let token = headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    let buyer = state.tokens.verify(token, OffsetDateTime::now_utc()).ok()?;
+    Some(buyer.as_str().to_owned())
+}
+
+async fn create(State(s): Shared, Json(spec): Json<Value>) -> Response {
+    let mut sale = s.sale.lock().unwrap();
+    let parse = |k: &str| OffsetDateTime::parse(spec[k].as_str().unwrap(), &Rfc3339).unwrap();
+    *sale = FlawedSale {
+        id: uuid::Uuid::new_v4().to_string(),
+        stock: spec["stock"].as_u64().unwrap(),
+        available: spec["stock"].as_u64().unwrap(),
+        limit: spec["per_buyer_limit"].as_u64().unwrap(),
+        window_secs: spec["payment_window_secs"].as_i64().unwrap(),
+        starts_at: Some(parse("starts_at")),
+        ends_at: Some(parse("ends_at")),
+        ..Default::default()
+    };
+    (StatusCode::CREATED, Json(json!({ "id": sale.id }))).into_response()
+}
+
+async fn admin_view(State(s): Shared) -> Json<Value> {
+    let mut sale = s.sale.lock().unwrap();
+    sale.sweep(OffsetDateTime::now_utc());
+    Json(json!({
+        "id": sale.id,
+        "per_buyer_limit": sale.limit,
+        "payment_window_secs": sale.window_secs,
+        "counters": {
+            "stock_total": sale.stock, "available": sale.available, "queued": 0,
+            "pending_payment": sale.count("pending_payment"), "paid": sale.count("paid"),
+            "expired": sale.count("expired"), "cancelled": 0,
+        },
+        "layers": {},
+    }))
+}
+
+async fn status(State(s): Shared) -> Json<Value> {
+    let sale = s.sale.lock().unwrap();
+    let now = OffsetDateTime::now_utc();
+    let live = sale.starts_at.is_some_and(|at| now >= at);
+    let mut body = json!({
+        "sale_id": sale.id,
+        "phase": if live { "live" } else { "upcoming" },
+        "server_time": ts(now),
+        "starts_at": ts(sale.starts_at.unwrap()),
+        "ends_at": ts(sale.ends_at.unwrap()),
+    });
+    if live {
+        body["buy_path"] = json!(format!("/api/sales/{}/buy/{PATH_TOKEN}", sale.id));
+    }
+    Json(body)
+}
+
+async fn buy(
+    State(s): Shared,
+    Path((_, token)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let now = OffsetDateTime::now_utc();
+    let Some(buyer) = buyer_of(&s, &headers) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let mut sale = s.sale.lock().unwrap();
+    if token != PATH_TOKEN || sale.starts_at.is_none_or(|at| now < at) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let key = headers["idempotency-key"].to_str().unwrap().to_owned();
+    sale.sweep(now);
+    if let Some(id) = sale.keys.get(&(buyer.clone(), key.clone())).cloned() {
+        if s.flaw != Flaw::NewIdPerRetry {
+            return (StatusCode::ACCEPTED, Json(json!({ "order_id": id }))).into_response();
+        }
+        // The flaw: a retry of the same request is written as a fresh order.
+        return write_order(&mut sale, s.flaw, buyer, key, now);
+    }
+    let live = sale
+        .orders
+        .iter()
+        .filter(|o| o.buyer == buyer && o.status != "expired")
+        .count() as u64;
+    if live >= sale.limit && s.flaw != Flaw::NoBuyerLimit {
+        return StatusCode::CONFLICT.into_response();
+    }
+    if sale.available == 0 && s.flaw != Flaw::Oversell {
+        return StatusCode::GONE.into_response();
+    }
+    write_order(&mut sale, s.flaw, buyer, key, now)
+}
+
+fn write_order(
+    sale: &mut FlawedSale,
+    flaw: Flaw,
+    buyer: String,
+    key: String,
+    now: OffsetDateTime,
+) -> Response {
+    sale.available = sale.available.saturating_sub(1);
+    let id = uuid::Uuid::new_v4().to_string();
+    let copies = if flaw == Flaw::DoubleWrite { 2 } else { 1 };
+    for _ in 0..copies {
+        let expires_at = now + time::Duration::seconds(sale.window_secs);
+        sale.orders.push(FlawedOrder {
+            id: id.clone(),
+            buyer: buyer.clone(),
+            status: "pending_payment",
+            reserved_at: now,
+            expires_at,
+        });
+    }
+    sale.keys.insert((buyer, key), id.clone());
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "order_id": id, "status": "queued" })),
+    )
+        .into_response()
+}
+
+async fn order(State(s): Shared, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let Some(buyer) = buyer_of(&s, &headers) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let mut sale = s.sale.lock().unwrap();
+    sale.sweep(OffsetDateTime::now_utc());
+    match sale.orders.iter().find(|o| o.id == id && o.buyer == buyer) {
+        Some(o) => Json(json!({ "order_id": o.id, "status": o.status })).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn pay(State(s): Shared, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let Some(buyer) = buyer_of(&s, &headers) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let mut sale = s.sale.lock().unwrap();
+    sale.sweep(OffsetDateTime::now_utc());
+    let mut paid = false;
+    for o in sale
+        .orders
+        .iter_mut()
+        .filter(|o| o.id == id && o.buyer == buyer)
+    {
+        if o.status == "pending_payment" {
+            o.status = "paid";
+            paid = true;
+        }
+    }
+    if paid {
+        Json(json!({ "status": "paid" })).into_response()
+    } else {
+        StatusCode::CONFLICT.into_response()
+    }
+}
+
+async fn orders(State(s): Shared, Query(q): Query<HashMap<String, usize>>) -> Json<Value> {
+    let mut sale = s.sale.lock().unwrap();
+    sale.sweep(OffsetDateTime::now_utc());
+    let limit = q.get("limit").copied().unwrap_or(50);
+    let rows: Vec<Value> = sale
+        .orders
+        .iter()
+        .rev()
+        .take(limit)
+        .map(|o| {
+            json!({
+                "order_id": o.id, "buyer": o.buyer, "status": o.status,
+                "reserved_at": ts(o.reserved_at), "expires_at": ts(o.expires_at),
+            })
+        })
+        .collect();
+    Json(Value::Array(rows))
+}
+
+async fn run_against(flaw: Flaw) -> Report {
+    let state = Arc::new(Flawed {
+        flaw,
+        tokens: BuyerTokens::new(BUYER_SECRET.as_bytes()),
+        sale: Mutex::new(FlawedSale::default()),
+    });
+    let app = Router::new()
+        .route("/api/admin/sales", post(create))
+        .route("/api/admin/sales/{id}", get(admin_view))
+        .route("/api/admin/sales/{id}/orders", get(orders))
+        .route("/api/sales/{id}/status", get(status))
+        .route("/api/sales/{id}/buy/{token}", post(buy))
+        .route("/api/orders/{id}", get(order))
+        .route("/api/orders/{id}/pay", post(pay))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let report = flashsale_bench::run(&short_run(format!("http://{addr}")))
+        .await
+        .unwrap();
+    server.abort();
+    report
+}
