@@ -1,0 +1,197 @@
+//! Runs the `ReservationQueue` conformance suite against the real NATS server with JetStream,
+//! each queue on a stream of its own that is deleted at the end.
+//!
+//! The server is `FLASHSALE_TEST_NATS_URL` (default `nats://127.0.0.1:4222`). A server that
+//! cannot be reached fails the tests: a skipped backend test would read as a pass.
+
+use flashsale_core::{BuyerId, OrderId, Reservation, SaleId};
+use flashsale_nats::{JetStreamQueue, JetStreamQueueConfig};
+use flashsale_service::conformance::QueueSetup;
+use flashsale_service::{Enqueued, ReservationQueue};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+fn server_url() -> String {
+    std::env::var("FLASHSALE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// A stream of the test's own. Dropping it deletes the stream (and its consumer).
+struct TestStream {
+    name: String,
+}
+
+impl Drop for TestStream {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which cannot block on async work: a thread with a
+        // runtime of its own does the cleanup.
+        let name = self.name.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            runtime.block_on(async move {
+                let deleted = async {
+                    let client = async_nats::connect(server_url()).await?;
+                    async_nats::jetstream::new(client)
+                        .delete_stream(&name)
+                        .await?;
+                    Ok::<_, async_nats::Error>(())
+                };
+                if let Err(e) = deleted.await {
+                    eprintln!("could not delete test stream {name}: {e}");
+                }
+            });
+        });
+        cleanup.join().ok();
+    }
+}
+
+async fn fresh_queue(setup: QueueSetup) -> (JetStreamQueue, TestStream) {
+    let name = format!("FSTEST_{}", Uuid::new_v4().simple());
+    let config = JetStreamQueueConfig {
+        stream: name.clone(),
+        capacity_reservations: setup.capacity,
+        ack_deadline_ms: u64::try_from(setup.ack_deadline.as_millis()).expect("deadline fits"),
+        ..JetStreamQueueConfig::default()
+    };
+    let queue = JetStreamQueue::connect(&server_url(), config)
+        .await
+        .unwrap_or_else(|e| panic!("{e} (set FLASHSALE_TEST_NATS_URL)"));
+    (queue, TestStream { name })
+}
+
+mod jetstream_queue {
+    use super::*;
+
+    flashsale_service::reservation_queue_conformance!(|setup: QueueSetup| async move {
+        let (queue, stream) = fresh_queue(setup).await;
+        (Arc::new(queue) as Arc<dyn ReservationQueue>, stream)
+    });
+}
+
+fn reservation(who: &str) -> Reservation {
+    Reservation::new(
+        OrderId(Uuid::now_v7()),
+        SaleId(Uuid::now_v7()),
+        BuyerId::parse(who).expect("buyer"),
+        time::OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time"),
+        600,
+    )
+}
+
+#[tokio::test]
+async fn connect_error_names_the_backend_and_the_url() {
+    let error = JetStreamQueue::connect("nats://127.0.0.1:1", JetStreamQueueConfig::default())
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(
+        error
+            .to_string()
+            .starts_with("cannot connect to NATS at nats://127.0.0.1:1: "),
+        "{error}"
+    );
+}
+
+/// A second node on the same stream sees what the first queued, and a refused publish at
+/// capacity leaves no trace: after room is made, the same reservation is stored for real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_stream_and_full_stores_nothing() {
+    let (first, stream) = fresh_queue(QueueSetup {
+        capacity: 2,
+        ..QueueSetup::default()
+    })
+    .await;
+    let second = JetStreamQueue::connect(
+        &server_url(),
+        JetStreamQueueConfig {
+            stream: stream.name.clone(),
+            capacity_reservations: 2,
+            ack_deadline_ms: 60_000,
+            ..JetStreamQueueConfig::default()
+        },
+    )
+    .await
+    .expect("second node");
+    let (a, b, c) = (reservation("a"), reservation("b"), reservation("c"));
+    assert_eq!(
+        first.enqueue(a.clone()).await.expect("enqueue"),
+        Enqueued::Durable
+    );
+    assert_eq!(
+        second.enqueue(b.clone()).await.expect("enqueue"),
+        Enqueued::Durable
+    );
+    assert_eq!(
+        first.enqueue(c.clone()).await.expect("enqueue"),
+        Enqueued::Full
+    );
+    assert_eq!(
+        second.find(a.order_id).await.expect("find"),
+        Some(a.clone())
+    );
+
+    let taken = second
+        .take_batch(1, Duration::from_millis(500))
+        .await
+        .expect("take");
+    assert_eq!(taken.len(), 1);
+    second.ack(&[taken[0].order_id]).await.expect("ack");
+    assert_eq!(
+        first.enqueue(c.clone()).await.expect("enqueue"),
+        Enqueued::Durable
+    );
+    assert_eq!(
+        first.find(c.order_id).await.expect("find"),
+        Some(c),
+        "the earlier refusal did not poison the id"
+    );
+}
+
+/// Not a benchmark, a sanity figure printed with `--nocapture`: concurrent publishes waiting
+/// for their acks, then draining in batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_and_drain_throughput_is_reported() {
+    const TASKS: usize = 64;
+    const PER_TASK: usize = 150;
+    let (queue, _stream) = fresh_queue(QueueSetup::default()).await;
+    let queue = Arc::new(queue);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                for n in 0..PER_TASK {
+                    let r = reservation(&format!("b{task}-{n}"));
+                    assert_eq!(queue.enqueue(r).await.expect("enqueue"), Enqueued::Durable);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let enqueued = started.elapsed();
+    let total = TASKS * PER_TASK;
+    assert_eq!(queue.depth(), total);
+    let started = Instant::now();
+    let mut drained = 0;
+    while drained < total {
+        let batch = queue
+            .take_batch(500, Duration::from_millis(500))
+            .await
+            .expect("take");
+        assert!(!batch.is_empty(), "drained {drained} of {total}");
+        let ids: Vec<OrderId> = batch.iter().map(|r| r.order_id).collect();
+        queue.ack(&ids).await.expect("ack");
+        drained += ids.len();
+    }
+    let drain = started.elapsed();
+    assert_eq!(queue.depth(), 0);
+    eprintln!(
+        "nats: {total} publishes from {TASKS} tasks: {:.0}/s ({enqueued:?}); drained with acks: {:.0}/s ({drain:?})",
+        total as f64 / enqueued.as_secs_f64(),
+        total as f64 / drain.as_secs_f64()
+    );
+}
