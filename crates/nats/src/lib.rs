@@ -38,6 +38,7 @@ use async_nats::jetstream::stream::{
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use flashsale_core::{OrderId, Reservation};
+use flashsale_service::ports::redact_password;
 use flashsale_service::{BackendError, BackendResult, Enqueued, ReservationQueue};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -567,22 +568,6 @@ fn decode(payload: &[u8]) -> BackendResult<Reservation> {
     serde_json::from_slice(payload).map_err(|e| {
         BackendError::determinate(BACKEND, format!("unreadable stored reservation: {e}"))
     })
-}
-
-/// The URL with any password replaced, for messages and logs.
-pub fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 #[cfg(test)]

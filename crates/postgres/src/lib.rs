@@ -18,6 +18,7 @@ use flashsale_core::{
     BuyerId, Order, OrderId, OrderStatus, PayDecision, PaymentId, Reservation, Sale, SaleId,
     SaleSpec, Timestamp,
 };
+use flashsale_service::ports::redact_password;
 use flashsale_service::{
     BackendError, BackendResult, Holding, OrderCounts, OrderStore, PayOutcome,
 };
@@ -547,22 +548,6 @@ fn commit_error(what: &str, e: sqlx::Error) -> BackendError {
         BackendError::determinate(BACKEND, format!("{what}: commit refused: {e}"))
     } else {
         BackendError::indeterminate(BACKEND, format!("{what}: commit failed: {e}"))
-    }
-}
-
-/// The URL with any password replaced, for messages and logs.
-pub fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
 

@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use flashsale_core::{
     BuyerId, OrderId, ReservationState, ReserveOutcome, ReturnOutcome, SaleId, SaleLedger,
 };
+use flashsale_service::ports::redact_password;
 use flashsale_service::{BackendError, BackendResult, Holding, StockLedger};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
@@ -539,22 +540,6 @@ fn redis_error(what: &str, e: &RedisError, writes: bool) -> BackendError {
         BackendError::determinate(BACKEND, message)
     } else {
         BackendError::indeterminate(BACKEND, message)
-    }
-}
-
-/// The URL with any password replaced, for messages and logs.
-pub fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
 

@@ -208,3 +208,42 @@ pub trait OrderStore: Send + Sync {
     /// Orders of a sale, newest first, at most `max` (for the admin view and the checker).
     async fn recent_orders(&self, sale: SaleId, max: usize) -> BackendResult<Vec<Order>>;
 }
+
+/// `url` with any password replaced by `***`, for error messages and logs that name a
+/// backend's address (`redis://:s3cret@cache:6379` → `redis://:***@cache:6379`).
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_password;
+
+    #[test]
+    fn passwords_never_show_in_backend_urls() {
+        let cases = [
+            ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+            (
+                "postgres://app:pw@db:5432/orders?sslmode=disable",
+                "postgres://app:***@db:5432/orders?sslmode=disable",
+            ),
+            ("nats://user@127.0.0.1:4222", "nats://user@127.0.0.1:4222"),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("not a url", "not a url"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redact_password(url), expected, "{url}");
+        }
+    }
+}
