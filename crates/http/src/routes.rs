@@ -246,8 +246,9 @@ async fn sale_status(
 
 #[derive(Serialize, ToSchema)]
 struct OrderBody {
+    /// The order id (the same id the 202 named `order_id`).
     #[schema(format = Uuid)]
-    order_id: String,
+    id: String,
     #[schema(format = Uuid)]
     sale_id: String,
     #[schema(value_type = crate::openapi::OrderViewStatusSchema)]
@@ -260,7 +261,7 @@ struct OrderBody {
 impl From<OrderView> for OrderBody {
     fn from(view: OrderView) -> Self {
         Self {
-            order_id: view.id.to_string(),
+            id: view.id.to_string(),
             sale_id: view.sale_id.to_string(),
             status: view.status,
             expires_at: view.expires_at,
