@@ -171,7 +171,7 @@ async fn a_filling_queue_sheds_load_with_503_before_taking_stock() {
     let (sale, path) = app.live_sale(100, 1).await;
     let mut accepted = 0;
     let mut shed = 0;
-    let (mut first_shed, mut last_accepted) = (None, 0);
+    let mut first_shed = None;
     for n in 0..60 {
         let response = app
             .http
@@ -184,7 +184,6 @@ async fn a_filling_queue_sheds_load_with_503_before_taking_stock() {
         match response.status() {
             StatusCode::ACCEPTED => {
                 accepted += 1;
-                last_accepted = n;
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 assert_eq!(response.headers()["retry-after"], "1");
@@ -205,10 +204,10 @@ async fn a_filling_queue_sheds_load_with_503_before_taking_stock() {
         first_shed >= 5,
         "shed at {first_shed}, before the queue was half full"
     );
-    assert!(
-        first_shed < last_accepted,
-        "shedding began only once the queue was full"
-    );
+    // Which buys are shed depends on order-id hashes, and sale ids are random, so whether a
+    // refusal lands before the queue fills varies by run (~4 % of runs fill it first); the
+    // growing share is checked with fixed ids in `filters::tests::shedding_grows_with_queue_fill`.
+
     let view = app.sale(&sale).await;
     assert_eq!(layer(&view, "shed"), shed);
     assert_eq!(
