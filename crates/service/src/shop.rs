@@ -429,15 +429,14 @@ impl Shop {
             self.metrics.not_live.increment(1);
             return Ok(BuyOutcome::NotLive);
         }
-        let order_id = OrderId::derive(sale_id, buyer, key);
         let Some(window) = &self.window else {
-            return self.attempt(&slot, buyer, order_id, now).await;
+            return self.attempt(&slot, buyer, key, now).await;
         };
         // Concurrent repeats by one buyer wait for the one attempt in flight and share its
         // answer; later repeats within the window get it from memory. Errors are not kept.
         let entry = window
             .entry((sale_id, buyer.clone()))
-            .or_try_insert_with(self.attempt(&slot, buyer, order_id, now))
+            .or_try_insert_with(self.attempt(&slot, buyer, key, now))
             .await
             .map_err(|error| (*error).clone())?;
         if !entry.is_fresh() {
@@ -447,16 +446,18 @@ impl Shop {
         Ok(entry.into_value())
     }
 
-    /// One real attempt, behind the window cache.
+    /// One real attempt, behind the window cache. The order id is derived here, not before the
+    /// window: most of a spike is answered by the window and never needs it.
     async fn attempt(
         &self,
         slot: &SaleSlot,
         buyer: &BuyerId,
-        order_id: OrderId,
+        key: &IdempotencyKey,
         now: Timestamp,
     ) -> Result<BuyOutcome, ServiceError> {
         let (stats, metrics) = (&slot.shared.stats, &self.metrics);
         let sale_id = slot.sale.id;
+        let order_id = OrderId::derive(sale_id, buyer, key);
         if slot.sold_out.load(Ordering::Relaxed) {
             if slot.shared.was_accepted(order_id) {
                 return Ok(BuyOutcome::Accepted {
