@@ -38,10 +38,19 @@ $B $R --stock 10000000 --buyers "$BUYERS" --connections "$CONNS" --double-click-
 stop
 
 # P5: open loop at half the P1 maximum, then a 10x spike for 1 s on top of that base rate.
-MAX=$(python3 -c 'import json,sys;print(int(json.load(open(sys.argv[1]))["ratios"]["ours_requests_per_sec"]))' "$OUT/p1.json")
+# --rate counts arriving *buyers* per second (each may click more than once), so the maximum is
+# P1's buyers per second: the median over flashsale's rounds of buyers / round duration.
+MAX=$(python3 - "$OUT/p1.json" <<'PY'
+import json, statistics, sys
+report = json.load(open(sys.argv[1]))
+ours = [r for r in report["rounds"] if r["kind"] == "flashsale"]
+print(int(statistics.median(report["buyers"] / r["duration_s"] for r in ours)))
+PY
+)
 HALF=$((MAX / 2))
+echo "P5 base rate: $HALF buyers/s (half of P1's $MAX buyers/s)"
 serve
-$B $R --stock 100 --buyers $((HALF * 8)) --rate "$HALF" --connections 1024 --json "$OUT/p5-half.json" --report "$OUT/p5-half" | tee "$OUT/p5-half.txt"
+$B $R --stock 100 --buyers $((HALF * 8)) --rate "$HALF" --connections 256 --json "$OUT/p5-half.json" --report "$OUT/p5-half" | tee "$OUT/p5-half.txt"
 $B --rounds 1 --stock 100 --buyers $((HALF * 15)) --rate "$HALF" --spike-factor 10 --spike-secs 1 --connections 4000 \
    --json "$OUT/p5-spike.json" --report "$OUT/p5-spike" | tee "$OUT/p5-spike.txt"
 echo "server peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER/status)" | tee -a "$OUT/p5-spike.txt"

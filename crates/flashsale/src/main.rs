@@ -6,6 +6,10 @@ use flashsale::config::{Config, FlagOverrides, LogFormat};
 use flashsale::{app, demo};
 use std::path::PathBuf;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "flashsale",

@@ -432,6 +432,17 @@ impl Shop {
         let Some(window) = &self.window else {
             return self.attempt(&slot, buyer, key, now).await;
         };
+        if slot.sold_out.load(Ordering::Relaxed) {
+            // After the sell-out nobody new can win. Most of a spike arrives now: answer it
+            // without inserting into the window (an insert costs more than this whole answer),
+            // but a buyer already in the window still gets the answer kept there.
+            if let Some(kept) = window.get(&(sale_id, buyer.clone())).await {
+                bump(&stats.window_hits);
+                self.metrics.window_hit.increment(1);
+                return Ok(kept);
+            }
+            return Ok(self.answer_sold_out(&slot, buyer, key));
+        }
         // Concurrent repeats by one buyer wait for the one attempt in flight and share its
         // answer; later repeats within the window get it from memory. Errors are not kept.
         let entry = window
@@ -446,6 +457,21 @@ impl Shop {
         Ok(entry.into_value())
     }
 
+    /// The answer once the sale's sold-out flag is up, without a ledger call: a replay of an
+    /// order this node accepted is still that order; anything else is sold out.
+    fn answer_sold_out(&self, slot: &SaleSlot, buyer: &BuyerId, key: &IdempotencyKey) -> BuyOutcome {
+        let order_id = OrderId::derive(slot.sale.id, buyer, key);
+        if slot.shared.was_accepted(order_id) {
+            return BuyOutcome::Accepted {
+                order_id,
+                replay: true,
+            };
+        }
+        bump(&slot.shared.stats.sold_out_short_circuit);
+        self.metrics.sold_out_short_circuit.increment(1);
+        BuyOutcome::SoldOut
+    }
+
     /// One real attempt, behind the window cache. The order id is derived here, not before the
     /// window: most of a spike is answered by the window and never needs it.
     async fn attempt(
@@ -457,18 +483,10 @@ impl Shop {
     ) -> Result<BuyOutcome, ServiceError> {
         let (stats, metrics) = (&slot.shared.stats, &self.metrics);
         let sale_id = slot.sale.id;
-        let order_id = OrderId::derive(sale_id, buyer, key);
         if slot.sold_out.load(Ordering::Relaxed) {
-            if slot.shared.was_accepted(order_id) {
-                return Ok(BuyOutcome::Accepted {
-                    order_id,
-                    replay: true,
-                });
-            }
-            bump(&stats.sold_out_short_circuit);
-            metrics.sold_out_short_circuit.increment(1);
-            return Ok(BuyOutcome::SoldOut);
+            return Ok(self.answer_sold_out(slot, buyer, key));
         }
+        let order_id = OrderId::derive(sale_id, buyer, key);
         if let Err(retry_after_secs) = self.limiters.check_buyer(buyer) {
             bump(&stats.buyer_rate_limited);
             metrics.buyer_rate_limited.increment(1);
