@@ -7,6 +7,7 @@
 mod support;
 
 mod admin;
+mod bad_input;
 mod bench;
 mod buying;
 mod config;
@@ -14,3 +15,4 @@ mod crash;
 mod layers;
 mod lifecycle;
 mod openapi;
+mod security;
