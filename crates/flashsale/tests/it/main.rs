@@ -14,3 +14,4 @@ mod crash;
 mod layers;
 mod lifecycle;
 mod openapi;
+mod scaled;
