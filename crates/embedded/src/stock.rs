@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use flashsale_core::{BuyerId, OrderId, ReserveOutcome, ReturnOutcome, SaleId, SaleLedger};
-use flashsale_service::{BackendError, BackendResult, Holding, StockLedger};
+use flashsale_service::{BackendError, BackendResult, Holding, OpenMode, Opened, StockLedger};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -51,7 +51,8 @@ impl StockLedger for InProcessStock {
         stock_total: u32,
         per_buyer_limit: u32,
         holdings: Vec<Holding>,
-    ) -> BackendResult<()> {
+        mode: OpenMode,
+    ) -> BackendResult<Opened> {
         // Built outside the lock: restoring a big sale must not stall buyers of another one.
         let ledger = SaleLedger::restore(
             stock_total,
@@ -59,8 +60,12 @@ impl StockLedger for InProcessStock {
             holdings.into_iter().map(|h| (h.order_id, h.buyer, h.live)),
         )
         .map_err(|e| BackendError::determinate(BACKEND, format!("sale {sale}: {e}")))?;
-        self.sales()?.insert(sale, ledger);
-        Ok(())
+        let mut sales = self.sales()?;
+        if mode == OpenMode::IfAbsent && sales.contains_key(&sale) {
+            return Ok(Opened::AlreadyOpen);
+        }
+        sales.insert(sale, ledger);
+        Ok(Opened::Installed)
     }
 
     async fn reserve(

@@ -1,13 +1,18 @@
 //! Wiring: builds the backends the configuration names, opens the shop, and serves HTTP until
 //! told to stop. Used by `main` and, in-process, by the end-to-end tests.
 
-use crate::config::Config;
+use crate::config::{Config, Deployment};
 use anyhow::{Context, Result};
 use flashsale_core::tokens::BuyerTokens;
 use flashsale_embedded::{InProcessStock, RedbQueue, RedbQueueConfig, SqliteStore};
 use flashsale_http::{AppState, ConnectionLimits, RequestLimits};
+use flashsale_nats::{JetStreamQueue, JetStreamQueueConfig};
+use flashsale_postgres::{PgStore, PgStoreConfig};
+use flashsale_redis::{RedisStock, RedisStockConfig};
+use flashsale_service::ports::redact_password;
 use flashsale_service::{
-    Backends, Clock, FilterConfig, ReaperConfig, Shop, ShopConfig, SystemClock, WriterConfig,
+    Backends, Clock, ClusterConfig, FilterConfig, ReaperConfig, Shop, ShopConfig, SystemClock,
+    WriterConfig,
 };
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
@@ -18,7 +23,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// File names inside the data directory.
-pub const ORDER_STORE_FILE: &str = "orders.sqlite";
 pub const QUEUE_FILE: &str = "queue.redb";
 pub const BUY_PATH_SECRET_FILE: &str = "buy_path.secret";
 
@@ -40,13 +44,108 @@ impl RunningApp {
 }
 
 /// Opens the embedded order store (creating it and running migrations if needed).
-pub async fn open_store(data_dir: &Path) -> Result<SqliteStore> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let path = data_dir.join(ORDER_STORE_FILE);
+pub async fn open_sqlite_store(path: &Path) -> Result<SqliteStore> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    }
     SqliteStore::open(&path.to_string_lossy())
         .await
         .with_context(|| format!("cannot open the order store {}", path.display()))
+}
+
+/// `flashsale migrate`: creates or upgrades the configured order store's schema. Returns where.
+pub async fn migrate(config: &Config) -> Result<String> {
+    match config.deployment()? {
+        Deployment::Embedded { orders_file } => {
+            open_sqlite_store(&orders_file).await?;
+            Ok(orders_file.display().to_string())
+        }
+        Deployment::Shared { postgres_url, .. } => {
+            let store = PgStore::connect_with(&postgres_url, pg_config(config))
+                .await
+                .context("order store (backends.orders)")?;
+            store.close().await;
+            Ok(redact_password(&postgres_url))
+        }
+    }
+}
+
+fn pg_config(config: &Config) -> PgStoreConfig {
+    PgStoreConfig {
+        connections_max: config.postgres.connections_max,
+        connect_timeout_ms: config.postgres.connect_timeout_ms,
+        insert_rows_per_statement_max: config.postgres.insert_rows_per_statement_max,
+    }
+}
+
+/// The stock ledger, queue and order store the configuration names. A backend that cannot be
+/// reached is an error naming it (`backends.*`) and why.
+async fn open_backends(config: &Config, clock: Arc<dyn Clock>) -> Result<Backends> {
+    match config.deployment()? {
+        Deployment::Embedded { orders_file } => {
+            let store = open_sqlite_store(&orders_file).await?;
+            let queue_path = config.data_dir.join(QUEUE_FILE);
+            let queue = RedbQueue::open(
+                &queue_path,
+                RedbQueueConfig {
+                    capacity_reservations: config.queue.capacity_reservations,
+                    commit_batch_max: config.queue.commit_batch_max,
+                    commit_requests_waiting_max: config.queue.commit_requests_waiting_max,
+                    ack_deadline_ms: config.queue.ack_deadline_ms,
+                },
+            )
+            .with_context(|| format!("cannot open the durable queue {}", queue_path.display()))?;
+            Ok(Backends {
+                stock: Arc::new(InProcessStock::new()),
+                queue: Arc::new(queue),
+                store: Arc::new(store),
+                clock,
+            })
+        }
+        Deployment::Shared {
+            redis_url,
+            nats_url,
+            postgres_url,
+        } => {
+            let stock = RedisStock::connect(
+                &redis_url,
+                RedisStockConfig {
+                    key_prefix: config.redis.key_prefix.clone(),
+                    response_timeout_ms: config.redis.response_timeout_ms,
+                    connect_timeout_ms: config.redis.connect_timeout_ms,
+                },
+            )
+            .await
+            .context("stock backend (backends.stock)")?;
+            let n = &config.nats;
+            let queue = JetStreamQueue::connect(
+                &nats_url,
+                JetStreamQueueConfig {
+                    stream: n.stream.clone(),
+                    consumer: n.consumer.clone(),
+                    capacity_reservations: config.queue.capacity_reservations,
+                    ack_deadline_ms: config.queue.ack_deadline_ms,
+                    replicas: n.replicas,
+                    duplicate_window_ms: n.duplicate_window_ms,
+                    depth_refresh_ms: n.depth_refresh_ms,
+                    request_timeout_ms: n.request_timeout_ms,
+                    connect_timeout_ms: n.connect_timeout_ms,
+                },
+            )
+            .await
+            .context("queue backend (backends.queue)")?;
+            let store = PgStore::connect_with(&postgres_url, pg_config(config))
+                .await
+                .context("order store (backends.orders)")?;
+            Ok(Backends {
+                stock: Arc::new(stock),
+                queue: Arc::new(queue),
+                store: Arc::new(store),
+                clock,
+            })
+        }
+    }
 }
 
 /// Starts a server on `config` with the system clock.
@@ -66,30 +165,23 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             config.data_dir.display()
         )
     })?;
-    let buy_path_secret = match &config.buy_path_secret {
-        Some(secret) => secret.clone(),
-        None => load_or_create_secret(&config.data_dir.join(BUY_PATH_SECRET_FILE))?,
+    let deployment = config.deployment()?;
+    let buy_path_secret = match (&config.buy_path_secret, &deployment) {
+        (Some(secret), _) => secret.clone(),
+        (None, Deployment::Embedded { .. }) => {
+            load_or_create_secret(&config.data_dir.join(BUY_PATH_SECRET_FILE))?
+        }
+        // Every node must hand out and accept the same buy paths.
+        (None, Deployment::Shared { .. }) => anyhow::bail!(
+            "buy_path_secret is not set: nodes on shared backends need the same one; export \
+             FLASHSALE_BUY_PATH_SECRET=<at least 32 bytes> on every node"
+        ),
     };
-
-    let store = open_store(&config.data_dir).await?;
-    let queue_path = config.data_dir.join(QUEUE_FILE);
-    let queue = RedbQueue::open(
-        &queue_path,
-        RedbQueueConfig {
-            capacity_reservations: config.queue.capacity_reservations,
-            commit_batch_max: config.queue.commit_batch_max,
-            commit_requests_waiting_max: config.queue.commit_requests_waiting_max,
-            ack_deadline_ms: config.queue.ack_deadline_ms,
-        },
-    )
-    .with_context(|| format!("cannot open the durable queue {}", queue_path.display()))?;
-
-    let backends = Backends {
-        stock: Arc::new(InProcessStock::new()),
-        queue: Arc::new(queue),
-        store: Arc::new(store),
-        clock,
-    };
+    let cluster = matches!(deployment, Deployment::Shared { .. }).then(|| ClusterConfig {
+        sale_sync_ms: config.cluster.sale_sync_ms,
+        rebuild_fence_ms: config.cluster.rebuild_fence_ms,
+    });
+    let backends = open_backends(config, clock).await?;
     let shop_config = ShopConfig {
         buy_path_secret: buy_path_secret.expose_secret().as_bytes().to_vec(),
         writers: WriterConfig {
@@ -104,6 +196,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         },
         filters: filter_config(config),
         drain_timeout_ms: config.shutdown.drain_timeout_ms,
+        cluster,
     };
     let shop = Shop::open(backends, shop_config)
         .await

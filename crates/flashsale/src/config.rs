@@ -7,7 +7,11 @@ use figment::value::{Dict, Value};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use flashsale_service::ports::redact_password;
 use std::path::{Path, PathBuf};
+
+/// The SQLite order store's file name inside the data directory (`backends.orders = "sqlite"`).
+pub const ORDER_STORE_FILE: &str = "orders.sqlite";
 
 /// The defaults, compiled in so the binary runs with no file at all.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../../config/default.toml");
@@ -27,12 +31,74 @@ pub struct Config {
     pub admin_token: Option<SecretString>,
     pub buyer_jwt_secret: Option<SecretString>,
     pub buy_path_secret: Option<SecretString>,
+    pub backends: BackendsSection,
+    pub redis: RedisSection,
+    pub nats: NatsSection,
+    pub postgres: PostgresSection,
+    pub cluster: ClusterSection,
     pub http: HttpSection,
     pub filters: FiltersSection,
     pub queue: QueueSection,
     pub writers: WritersSection,
     pub reaper: ReaperSection,
     pub shutdown: ShutdownSection,
+}
+
+/// Which engine holds each kind of state: the embedded default, or URLs of shared engines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendsSection {
+    pub stock: String,
+    pub queue: String,
+    pub orders: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    pub key_prefix: String,
+    pub response_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSection {
+    pub stream: String,
+    pub consumer: String,
+    pub replicas: usize,
+    pub duplicate_window_ms: u64,
+    pub depth_refresh_ms: u64,
+    pub request_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    pub connections_max: u32,
+    pub connect_timeout_ms: u64,
+    pub insert_rows_per_statement_max: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub sale_sync_ms: u64,
+    pub rebuild_fence_ms: u64,
+}
+
+/// Where state lives, decided from `backends.*` once at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deployment {
+    /// One node: stock in memory, the redb queue and the SQLite order store on local disk.
+    Embedded { orders_file: PathBuf },
+    /// Stateless nodes sharing Redis (stock), NATS JetStream (queue), PostgreSQL (orders).
+    Shared {
+        redis_url: String,
+        nats_url: String,
+        postgres_url: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -110,6 +176,25 @@ pub struct FlagOverrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dev_login: Option<bool>,
+    #[serde(skip_serializing_if = "BackendFlags::is_empty")]
+    pub backends: BackendFlags,
+}
+
+/// `--stock`, `--queue`, `--orders`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackendFlags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stock: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orders: Option<String>,
+}
+
+impl BackendFlags {
+    fn is_empty(&self) -> bool {
+        self.stock.is_none() && self.queue.is_none() && self.orders.is_none()
+    }
 }
 
 /// A configuration problem, naming the key and how to fix it.
@@ -170,11 +255,34 @@ impl Config {
             ("writers.idle_wait_ms", self.writers.idle_wait_ms),
             ("reaper.interval_ms", self.reaper.interval_ms),
             ("reaper.batch_max", self.reaper.batch_max as u64),
+            ("redis.response_timeout_ms", self.redis.response_timeout_ms),
+            ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
+            ("nats.replicas", self.nats.replicas as u64),
+            ("nats.duplicate_window_ms", self.nats.duplicate_window_ms),
+            ("nats.depth_refresh_ms", self.nats.depth_refresh_ms),
+            ("nats.request_timeout_ms", self.nats.request_timeout_ms),
+            ("nats.connect_timeout_ms", self.nats.connect_timeout_ms),
+            ("postgres.connections_max", u64::from(self.postgres.connections_max)),
+            ("postgres.connect_timeout_ms", self.postgres.connect_timeout_ms),
+            (
+                "postgres.insert_rows_per_statement_max",
+                self.postgres.insert_rows_per_statement_max as u64,
+            ),
+            ("cluster.sale_sync_ms", self.cluster.sale_sync_ms),
         ];
         for (key, value) in positive {
             if value == 0 {
                 return Err(ConfigError(format!("{key} must be greater than 0")));
             }
+        }
+        if let Deployment::Shared { .. } = self.deployment()?
+            && self.cluster.rebuild_fence_ms <= self.nats.request_timeout_ms
+        {
+            return Err(ConfigError(
+                "cluster.rebuild_fence_ms must be greater than nats.request_timeout_ms: a lost \
+                 stock ledger may only be rebuilt once every in-flight publish has finished"
+                    .into(),
+            ));
         }
         if self.filters.shed_queue_fill_percent_start > 100 {
             return Err(ConfigError(
@@ -243,6 +351,60 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where state lives. Either everything is embedded or everything is shared: a node with
+    /// stock in memory next to a shared queue or order store would rebuild the whole stock
+    /// from them on every node, and a shared stock next to local files would lose track of
+    /// orders on other nodes; both could oversell.
+    pub fn deployment(&self) -> Result<Deployment, ConfigError> {
+        let b = &self.backends;
+        let stock = match b.stock.as_str() {
+            "memory" => None,
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => Some(url),
+            other => {
+                return Err(ConfigError(format!(
+                    "backends.stock = {other:?}: use \"memory\" (embedded) or a redis:// URL (--stock, FLASHSALE_BACKENDS__STOCK)"
+                )));
+            }
+        };
+        let queue = match b.queue.as_str() {
+            "embedded" => None,
+            url if url.starts_with("nats://") || url.starts_with("tls://") => Some(url),
+            other => {
+                return Err(ConfigError(format!(
+                    "backends.queue = {other:?}: use \"embedded\" or a nats:// URL (--queue, FLASHSALE_BACKENDS__QUEUE)"
+                )));
+            }
+        };
+        let orders = match b.orders.as_str() {
+            "sqlite" => Err(self.data_dir.join(ORDER_STORE_FILE)),
+            url if url.starts_with("sqlite://") && url.len() > "sqlite://".len() => {
+                Err(PathBuf::from(&url["sqlite://".len()..]))
+            }
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(url),
+            other => {
+                return Err(ConfigError(format!(
+                    "backends.orders = {other:?}: use \"sqlite\", sqlite://PATH or a postgres:// URL (--orders, FLASHSALE_BACKENDS__ORDERS)"
+                )));
+            }
+        };
+        match (stock, queue, orders) {
+            (None, None, Err(orders_file)) => Ok(Deployment::Embedded { orders_file }),
+            (Some(redis), Some(nats), Ok(postgres)) => Ok(Deployment::Shared {
+                redis_url: redis.to_owned(),
+                nats_url: nats.to_owned(),
+                postgres_url: postgres.to_owned(),
+            }),
+            _ => Err(ConfigError(format!(
+                "backends: stock = {:?}, queue = {:?}, orders = {:?} mixes embedded and shared \
+                 backends, which could oversell; use all embedded (memory, embedded, sqlite) or \
+                 all shared (--stock redis://…, --queue nats://…, --orders postgres://…)",
+                redact_password(&b.stock),
+                redact_password(&b.queue),
+                redact_password(&b.orders)
+            ))),
+        }
     }
 
     /// The admin token, or an error saying how to set it.

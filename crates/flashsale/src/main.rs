@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use flashsale::config::{Config, FlagOverrides, LogFormat};
+use flashsale::config::{BackendFlags, Config, FlagOverrides, LogFormat};
 use flashsale::{app, demo};
 use std::path::PathBuf;
 
@@ -41,6 +41,15 @@ struct CommonArgs {
     /// Directory for the embedded backends' files.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Stock and buyer limits: "memory" (embedded) or redis://HOST:PORT.
+    #[arg(long, value_name = "memory|URL")]
+    stock: Option<String>,
+    /// The durable queue: "embedded" or nats://HOST:PORT (JetStream).
+    #[arg(long, value_name = "embedded|URL")]
+    queue: Option<String>,
+    /// Sales and orders: "sqlite", sqlite://PATH, or postgres://USER@HOST:PORT/DB.
+    #[arg(long, value_name = "sqlite|URL")]
+    orders: Option<String>,
 }
 
 #[derive(Args)]
@@ -60,6 +69,11 @@ fn load(common: &CommonArgs, listen: Option<String>, dev_login: bool) -> Result<
         listen,
         data_dir: common.data_dir.clone(),
         dev_login: dev_login.then_some(true),
+        backends: BackendFlags {
+            stock: common.stock.clone(),
+            queue: common.queue.clone(),
+            orders: common.orders.clone(),
+        },
     };
     Ok(Config::load(
         common.config.as_deref(),
@@ -135,9 +149,9 @@ async fn main() -> std::process::ExitCode {
         Command::Migrate(common) => match load(&common, None, false) {
             Ok(config) => {
                 init_logs(config.log_format);
-                app::open_store(&config.data_dir).await.map(|_| {
-                    println!("order store in {} is up to date", config.data_dir.display());
-                })
+                app::migrate(&config)
+                    .await
+                    .map(|place| println!("order store {place} is up to date"))
             }
             Err(error) => Err(error),
         },

@@ -26,7 +26,7 @@ use flashsale_core::{
     BuyerId, OrderId, ReservationState, ReserveOutcome, ReturnOutcome, SaleId, SaleLedger,
 };
 use flashsale_service::ports::redact_password;
-use flashsale_service::{BackendError, BackendResult, Holding, StockLedger};
+use flashsale_service::{BackendError, BackendResult, Holding, OpenMode, Opened, StockLedger};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use serde::{Deserialize, Serialize};
@@ -99,9 +99,15 @@ release(string.sub(state, 2))
 return 'returned'
 ";
 
-/// Swaps a staged ledger in, replacing the live one. KEYS: meta, res, buyers, then the three
-/// staged keys in the same order.
+/// Swaps a staged ledger in, replacing the live one, or (ARGV[1] = 'if_absent') only when there
+/// is none: the check and the swap are one step, so two nodes recovering at once cannot replace
+/// a ledger another node already sells from. KEYS: meta, res, buyers, then the three staged
+/// keys in the same order.
 const SWAP_IN_LUA: &str = r"
+if ARGV[1] == 'if_absent' and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('UNLINK', KEYS[4], KEYS[5], KEYS[6])
+  return 'present'
+end
 if redis.call('EXISTS', KEYS[4]) == 0 then return 'staging_missing' end
 redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
 for i = 1, 3 do
@@ -341,7 +347,8 @@ impl StockLedger for RedisStock {
         stock_total: u32,
         per_buyer_limit: u32,
         holdings: Vec<Holding>,
-    ) -> BackendResult<()> {
+        mode: OpenMode,
+    ) -> BackendResult<Opened> {
         // The rules of a rebuild (an order listed twice counts once, live if either says so;
         // refuse more live holdings than stock) are core's: check with it before touching Redis.
         let ledger = SaleLedger::restore(
@@ -374,6 +381,10 @@ impl StockLedger for RedisStock {
             .collect();
 
         let keys = self.keys(sale);
+        let mode_arg = match mode {
+            OpenMode::Replace => "replace",
+            OpenMode::IfAbsent => "if_absent",
+        };
         let staging = keys.staging(staging_nonce());
         self.stage(
             &staging,
@@ -396,12 +407,13 @@ impl StockLedger for RedisStock {
                     &staging.res,
                     &staging.buyers,
                 ],
-                &[],
+                &[mode_arg],
                 true,
             )
             .await?;
         match answer.as_str() {
-            "ok" => Ok(()),
+            "ok" => Ok(Opened::Installed),
+            "present" => Ok(Opened::AlreadyOpen),
             "staging_missing" => Err(BackendError::determinate(
                 BACKEND,
                 format!("sale {sale}: the staged ledger expired before it was swapped in"),

@@ -24,6 +24,7 @@
 //! not fail on precision no contract promises.
 
 use crate::ports::{
+    OpenMode, Opened,
     Enqueued, Holding, OrderCounts, OrderStore, PayOutcome, ReservationQueue, StockLedger,
 };
 use flashsale_core::{
@@ -124,7 +125,7 @@ pub mod stock {
     /// Stock runs out and the per-buyer limit holds; `available` follows every reservation.
     pub async fn stock_reserve_respects_stock_and_limit(ledger: Arc<dyn StockLedger>) {
         let sale = new_sale_id();
-        ledger.open_sale(sale, 3, 2, vec![]).await.expect("open");
+        ledger.open_sale(sale, 3, 2, vec![], OpenMode::Replace).await.expect("open");
         let (a, b, c) = (buyer("a"), buyer("b"), buyer("c"));
         assert_eq!(ledger.available(sale).await.expect("available"), 3);
         assert_eq!(
@@ -174,7 +175,7 @@ pub mod stock {
     /// One unit, many buyers: exactly one wins and stock never goes below zero.
     pub async fn stock_never_below_zero(ledger: Arc<dyn StockLedger>) {
         let sale = new_sale_id();
-        ledger.open_sale(sale, 1, 1, vec![]).await.expect("open");
+        ledger.open_sale(sale, 1, 1, vec![], OpenMode::Replace).await.expect("open");
         let mut reserved = 0;
         for n in 0..10 {
             match ledger
@@ -195,7 +196,7 @@ pub mod stock {
     /// sale sold out: a retry never reads as "sold out".
     pub async fn stock_duplicate_order_id(ledger: Arc<dyn StockLedger>) {
         let sale = new_sale_id();
-        ledger.open_sale(sale, 2, 2, vec![]).await.expect("open");
+        ledger.open_sale(sale, 2, 2, vec![], OpenMode::Replace).await.expect("open");
         let a = buyer("a");
         let first = new_order_id();
         assert_eq!(
@@ -241,7 +242,7 @@ pub mod stock {
     /// a no-op for anything not pending.
     pub async fn stock_confirm_and_cancel_pending(ledger: Arc<dyn StockLedger>) {
         let sale = new_sale_id();
-        ledger.open_sale(sale, 2, 1, vec![]).await.expect("open");
+        ledger.open_sale(sale, 2, 1, vec![], OpenMode::Replace).await.expect("open");
         let a = buyer("a");
         let order = new_order_id();
         assert_eq!(
@@ -285,7 +286,7 @@ pub mod stock {
     /// `return_unit` gives a durable reservation's unit back exactly once.
     pub async fn stock_return_unit_exactly_once(ledger: Arc<dyn StockLedger>) {
         let sale = new_sale_id();
-        ledger.open_sale(sale, 1, 1, vec![]).await.expect("open");
+        ledger.open_sale(sale, 1, 1, vec![], OpenMode::Replace).await.expect("open");
         let a = buyer("a");
         let order = new_order_id();
         assert_eq!(
@@ -340,7 +341,7 @@ pub mod stock {
         let sale = new_sale_id();
         let orders: Vec<OrderId> = (0..100).map(|_| new_order_id()).collect();
         ledger
-            .open_sale(sale, 100, 100, vec![])
+            .open_sale(sale, 100, 100, vec![], OpenMode::Replace)
             .await
             .expect("open");
         for &order in &orders {
@@ -407,7 +408,7 @@ pub mod stock {
                 live: true,
             },
         ];
-        ledger.open_sale(sale, 5, 1, holdings).await.expect("open");
+        ledger.open_sale(sale, 5, 1, holdings, OpenMode::Replace).await.expect("open");
         assert_eq!(ledger.available(sale).await.expect("available"), 3);
         assert_eq!(
             ledger
@@ -449,10 +450,17 @@ pub mod stock {
         assert_eq!(ledger.available(sale).await.expect("available"), 2);
     }
 
-    /// `open_sale` replaces an earlier ledger of the same sale.
-    pub async fn stock_open_sale_replaces_earlier_ledger(ledger: Arc<dyn StockLedger>) {
+    /// `IfAbsent` keeps a live ledger as it is (a node joining a running sale must not forget
+    /// the other nodes' reservations) and installs one where none exists.
+    pub async fn stock_open_sale_if_absent_keeps_live_ledger(ledger: Arc<dyn StockLedger>) {
         let sale = new_sale_id();
-        ledger.open_sale(sale, 2, 1, vec![]).await.expect("open");
+        assert_eq!(
+            ledger
+                .open_sale(sale, 2, 1, vec![], OpenMode::IfAbsent)
+                .await
+                .expect("open"),
+            Opened::Installed
+        );
         let order = new_order_id();
         assert_eq!(
             ledger
@@ -461,7 +469,44 @@ pub mod stock {
                 .expect("reserve"),
             ReserveOutcome::Reserved
         );
-        ledger.open_sale(sale, 4, 1, vec![]).await.expect("reopen");
+        assert_eq!(
+            ledger
+                .open_sale(sale, 5, 3, vec![], OpenMode::IfAbsent)
+                .await
+                .expect("open again"),
+            Opened::AlreadyOpen
+        );
+        assert_eq!(ledger.available(sale).await.expect("available"), 1);
+        assert_eq!(
+            ledger
+                .reserve(sale, order, &buyer("a"))
+                .await
+                .expect("reserve"),
+            ReserveOutcome::Duplicate(ReservationState::Pending)
+        );
+        assert_eq!(
+            ledger
+                .reserve(sale, new_order_id(), &buyer("a"))
+                .await
+                .expect("reserve"),
+            ReserveOutcome::LimitReached,
+            "the limit of the kept ledger (1) still holds"
+        );
+    }
+
+    /// `open_sale` replaces an earlier ledger of the same sale.
+    pub async fn stock_open_sale_replaces_earlier_ledger(ledger: Arc<dyn StockLedger>) {
+        let sale = new_sale_id();
+        ledger.open_sale(sale, 2, 1, vec![], OpenMode::Replace).await.expect("open");
+        let order = new_order_id();
+        assert_eq!(
+            ledger
+                .reserve(sale, order, &buyer("a"))
+                .await
+                .expect("reserve"),
+            ReserveOutcome::Reserved
+        );
+        ledger.open_sale(sale, 4, 1, vec![], OpenMode::Replace).await.expect("reopen");
         assert_eq!(ledger.available(sale).await.expect("available"), 4);
         assert_eq!(
             ledger
@@ -485,7 +530,7 @@ pub mod stock {
                 .collect()
         };
         let fresh = new_sale_id();
-        assert!(ledger.open_sale(fresh, 2, 5, over(3)).await.is_err());
+        assert!(ledger.open_sale(fresh, 2, 5, over(3), OpenMode::Replace).await.is_err());
         assert!(
             ledger
                 .reserve(fresh, new_order_id(), &buyer("a"))
@@ -495,7 +540,7 @@ pub mod stock {
         );
 
         let sale = new_sale_id();
-        ledger.open_sale(sale, 3, 1, vec![]).await.expect("open");
+        ledger.open_sale(sale, 3, 1, vec![], OpenMode::Replace).await.expect("open");
         let held = new_order_id();
         assert_eq!(
             ledger
@@ -505,7 +550,7 @@ pub mod stock {
             ReserveOutcome::Reserved
         );
         ledger.confirm(sale, held).await.expect("confirm");
-        assert!(ledger.open_sale(sale, 2, 1, over(3)).await.is_err());
+        assert!(ledger.open_sale(sale, 2, 1, over(3), OpenMode::Replace).await.is_err());
         assert_eq!(
             ledger.available(sale).await.expect("available"),
             2,
@@ -539,7 +584,7 @@ pub mod stock {
         const LIMIT: u32 = 2;
         let sale = new_sale_id();
         ledger
-            .open_sale(sale, STOCK, LIMIT, vec![])
+            .open_sale(sale, STOCK, LIMIT, vec![], OpenMode::Replace)
             .await
             .expect("open");
         let tasks: Vec<_> = (0..TASKS)
@@ -609,6 +654,7 @@ macro_rules! stock_ledger_conformance {
                 stock_concurrent_returns_exactly_once,
                 stock_open_sale_restores_holdings,
                 stock_open_sale_replaces_earlier_ledger,
+                stock_open_sale_if_absent_keeps_live_ledger,
                 stock_open_sale_over_stock_fails_changing_nothing,
                 stock_unknown_sale_is_determinate_error,
                 stock_concurrent_reserves_never_oversell,

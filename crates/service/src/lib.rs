@@ -11,15 +11,16 @@ pub mod ports;
 
 pub use clock::{ManualClock, SystemClock};
 pub use ports::{
-    BackendError, BackendResult, Clock, Enqueued, Holding, OrderCounts, OrderStore, PayOutcome,
-    ReservationQueue, StockLedger,
+    BackendError, BackendResult, Clock, Enqueued, Holding, OpenMode, Opened, OrderCounts,
+    OrderStore, PayOutcome, ReservationQueue, StockLedger,
 };
 pub mod shop;
 pub mod writers;
 
 pub use filters::{FilterConfig, LayerCounts};
 pub use shop::{
-    AdminError, Backends, BuyOutcome, OrderView, OrderViewStatus, PayAnswer, ReaperConfig,
+    AdminError, Backends, BuyOutcome, ClusterConfig, OrderView, OrderViewStatus, PayAnswer,
+    ReaperConfig,
     SaleCounters, SaleStatus, SaleView, ServiceError, Shop, ShopConfig,
 };
 pub use writers::{WriterConfig, WriterPool};

@@ -55,6 +55,25 @@ pub struct Holding {
     pub live: bool,
 }
 
+/// How `StockLedger::open_sale` treats a ledger that already exists for the sale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Replace it: an edit of the stock rules before the start, when nobody can hold a unit.
+    Replace,
+    /// Keep it and change nothing. Recovery and new sales use this: on a shared backend other
+    /// nodes may already be selling from the ledger, and replacing it would forget their
+    /// pending reservations (and could oversell).
+    IfAbsent,
+}
+
+/// What `open_sale` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    Installed,
+    /// `IfAbsent` found a ledger and left it as it was.
+    AlreadyOpen,
+}
+
 /// Stock and per-buyer limits: the reservation layer.
 ///
 /// Every operation on one sale is atomic with respect to every other, across all nodes that
@@ -62,15 +81,17 @@ pub struct Holding {
 #[async_trait]
 pub trait StockLedger: Send + Sync {
     /// Installs a sale's ledger with `stock_total` units and `per_buyer_limit`, restoring the
-    /// given holdings (orders already in the store or the queue). Replaces any earlier ledger
-    /// of that sale. Fails, changing nothing, if the live holdings exceed the stock.
+    /// given holdings (orders already in the store or the queue). An earlier ledger of that
+    /// sale is replaced or kept as `mode` says; the check and the install are one atomic step.
+    /// Fails, changing nothing, if the live holdings exceed the stock.
     async fn open_sale(
         &self,
         sale: SaleId,
         stock_total: u32,
         per_buyer_limit: u32,
         holdings: Vec<Holding>,
-    ) -> BackendResult<()>;
+        mode: OpenMode,
+    ) -> BackendResult<Opened>;
 
     /// Takes one unit for `order` on behalf of `buyer` (see `SaleLedger::reserve` for the
     /// order of checks). `Reserved` leaves the reservation pending until `confirm` or

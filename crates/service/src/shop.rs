@@ -7,8 +7,8 @@ use crate::filters::{
     FilterConfig, LayerCounts, LayerMetrics, LayerStats, Limiters, SaleGate, WindowKey, should_shed,
 };
 use crate::ports::{
-    BackendError, Clock, Enqueued, Holding, OrderCounts, OrderStore, PayOutcome, ReservationQueue,
-    StockLedger,
+    BackendError, Clock, Enqueued, Holding, OpenMode, Opened, OrderCounts, OrderStore, PayOutcome,
+    ReservationQueue, StockLedger,
 };
 use crate::writers::{WriterConfig, WriterPool};
 use flashsale_core::sale::ChangeError;
@@ -21,7 +21,7 @@ use flashsale_core::{
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +53,21 @@ pub struct ShopConfig {
     pub filters: FilterConfig,
     /// Longest graceful shutdown waits for the queue to drain.
     pub drain_timeout_ms: u64,
+    /// Set when the backends are shared by several nodes (Redis, NATS, PostgreSQL); `None` for
+    /// the embedded, single-node default.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a node keeps in step with the others on shared backends.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// How often this node re-reads the sales from the order store (admin changes made on
+    /// another node) and checks each live sale's stock ledger.
+    pub sale_sync_ms: u64,
+    /// How long to wait, after finding a sale's ledger missing (Redis restarted empty), before
+    /// rebuilding it from the store and the queue. Longer than any in-flight enqueue can take,
+    /// so every reservation acknowledged before the loss is in the queue by then.
+    pub rebuild_fence_ms: u64,
 }
 
 /// The ports a shop runs on.
@@ -300,48 +315,78 @@ impl Shop {
         shop.recover().await?;
         shop.writers.set_count(shop.config.writers.count).await;
         tokio::spawn(run_reaper(shop.clone()));
+        if let Some(cluster) = shop.config.cluster.clone() {
+            tokio::spawn(run_sync(Arc::downgrade(&shop), cluster));
+        }
         shop.ready.store(true, Ordering::Release);
         Ok(shop)
     }
 
     async fn recover(&self) -> Result<(), ServiceError> {
         let sales = self.backends.store.list_sales().await?;
-        let mut queued: HashMap<SaleId, Vec<Holding>> = HashMap::new();
-        for r in self.backends.queue.all_queued().await? {
-            queued.entry(r.sale_id).or_default().push(Holding {
-                order_id: r.order_id,
-                buyer: r.buyer,
-                live: true,
-            });
-        }
+        let ids: Vec<SaleId> = sales.iter().map(|s| s.id).collect();
+        let mut holdings = self.durable_holdings(&ids).await?;
         for sale in sales {
-            let mut holdings = self.backends.store.holdings(sale.id).await?;
-            holdings.extend(queued.remove(&sale.id).unwrap_or_default());
+            let holdings = holdings.remove(&sale.id).unwrap_or_default();
             let known: Vec<OrderId> = holdings.iter().map(|h| h.order_id).collect();
-            self.open_ledger(&sale, holdings).await?;
+            // IfAbsent: on shared backends other nodes may be selling from this ledger now.
+            self.open_ledger(&sale, holdings, OpenMode::IfAbsent)
+                .await?;
             if let Some(slot) = self.slot(sale.id) {
                 slot.shared.remember_accepted(known);
             }
         }
-        if !queued.is_empty() {
+        if !holdings.is_empty() {
             return Err(ServiceError::Corrupt(format!(
                 "the queue holds reservations for {} unknown sale(s)",
-                queued.len()
+                holdings.len()
             )));
         }
         Ok(())
     }
 
-    async fn open_ledger(&self, sale: &Sale, holdings: Vec<Holding>) -> Result<(), ServiceError> {
+    /// Every durable holding of these sales: orders in the store plus reservations still in
+    /// the queue (the rest of the queue's sales stay in the map, so the caller can tell). The
+    /// queue is read first: a reservation a writer moves in between is then found in the
+    /// store, never missed.
+    async fn durable_holdings(
+        &self,
+        sales: &[SaleId],
+    ) -> Result<HashMap<SaleId, Vec<Holding>>, ServiceError> {
+        let mut holdings: HashMap<SaleId, Vec<Holding>> = HashMap::new();
+        for r in self.backends.queue.all_queued().await? {
+            holdings.entry(r.sale_id).or_default().push(Holding {
+                order_id: r.order_id,
+                buyer: r.buyer,
+                live: true,
+            });
+        }
+        for &sale in sales {
+            let stored = self.backends.store.holdings(sale).await?;
+            holdings.entry(sale).or_default().extend(stored);
+        }
+        Ok(holdings)
+    }
+
+    async fn open_ledger(
+        &self,
+        sale: &Sale,
+        holdings: Vec<Holding>,
+        mode: OpenMode,
+    ) -> Result<(), ServiceError> {
         let stock = &self.backends.stock;
-        stock
+        let opened = stock
             .open_sale(
                 sale.id,
                 sale.spec.stock,
                 sale.spec.per_buyer_limit,
                 holdings,
+                mode,
             )
             .await?;
+        if opened == Opened::AlreadyOpen {
+            tracing::debug!(sale_id = %sale.id, "stock ledger already open; adopted it");
+        }
         let available = stock.available(sale.id).await?;
         self.install(sale.clone(), available == 0);
         Ok(())
@@ -651,7 +696,8 @@ impl Shop {
         let _admin = self.admin.lock().await;
         let sale = Sale::new(SaleId::new_v7(self.now()), spec)?;
         self.backends.store.create_sale(&sale).await?;
-        self.open_ledger(&sale, Vec::new()).await?;
+        self.open_ledger(&sale, Vec::new(), OpenMode::IfAbsent)
+            .await?;
         self.view_of(&sale).await
     }
 
@@ -685,7 +731,8 @@ impl Shop {
             // Only possible before the start, when no order exists; the holdings are read
             // anyway so a mistake here can never drop one.
             let holdings = self.backends.store.holdings(id).await?;
-            self.open_ledger(&changed, holdings).await?;
+            self.open_ledger(&changed, holdings, OpenMode::Replace)
+                .await?;
         } else {
             self.install(changed.clone(), slot.sold_out.load(Ordering::Relaxed));
         }
@@ -802,6 +849,82 @@ impl Shop {
         }
     }
 
+    // ----- keeping in step with other nodes (shared backends) -----
+
+    /// One sync pass: installs sales created or changed on other nodes, lowers this node's
+    /// sold-out flag where units came back through another node, and rebuilds the ledgers of
+    /// live sales that the stock backend lost (after the fence; see `ClusterConfig`).
+    pub async fn sync_once(&self, cluster: &ClusterConfig) -> Result<(), ServiceError> {
+        let now = self.now();
+        let sales = {
+            // Under the admin lock, so a change made on this node meanwhile is never
+            // overwritten by the older version read here.
+            let _admin = self.admin.lock().await;
+            let sales = self.backends.store.list_sales().await?;
+            for sale in &sales {
+                let current = self.slot(sale.id);
+                if current.is_none_or(|slot| slot.sale.version < sale.version) {
+                    let sold_out = current.is_some_and(|slot| slot.sold_out.load(Ordering::Relaxed));
+                    self.install(sale.clone(), sold_out);
+                }
+            }
+            sales
+        };
+        let mut lost = Vec::new();
+        for sale in sales {
+            let sold_out = self
+                .slot(sale.id)
+                .is_some_and(|slot| slot.sold_out.load(Ordering::Relaxed));
+            if sale.phase(now, true) == Phase::Ended {
+                continue;
+            }
+            match self.backends.stock.available(sale.id).await {
+                Ok(available) => {
+                    if available > 0
+                        && sold_out
+                        && let Some(slot) = self.slot(sale.id)
+                    {
+                        slot.sold_out.store(false, Ordering::Relaxed);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(sale_id = %sale.id, %error, "stock ledger unavailable; buys of this sale get 503 until it is back");
+                    lost.push(sale);
+                }
+            }
+        }
+        if lost.is_empty() {
+            return Ok(());
+        }
+        // Every reserve of a lost ledger fails ("unknown sale"), so nothing new is taken while
+        // we wait; what was acknowledged before the loss reaches the queue within the fence.
+        tokio::time::sleep(Duration::from_millis(cluster.rebuild_fence_ms)).await;
+        let ids: Vec<SaleId> = lost.iter().map(|s| s.id).collect();
+        let mut holdings = self.durable_holdings(&ids).await?;
+        for sale in lost {
+            let holdings = holdings.remove(&sale.id).unwrap_or_default();
+            let opened = self
+                .backends
+                .stock
+                .open_sale(
+                    sale.id,
+                    sale.spec.stock,
+                    sale.spec.per_buyer_limit,
+                    holdings,
+                    OpenMode::IfAbsent,
+                )
+                .await?;
+            if opened == Opened::Installed {
+                tracing::warn!(sale_id = %sale.id, "rebuilt the lost stock ledger from the order store and the queue");
+            }
+            let available = self.backends.stock.available(sale.id).await?;
+            if let Some(slot) = self.slot(sale.id) {
+                slot.sold_out.store(available == 0, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
     // ----- shutdown -----
 
     /// Graceful shutdown: stop the reaper, let the writers drain the queue (bounded by the
@@ -838,6 +961,24 @@ fn view(order: &Order) -> OrderView {
 
 /// How often the reaper's loop also forgets idle rate-limiter keys.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Runs `sync_once` every `sale_sync_ms` until the shop shuts down or is dropped.
+async fn run_sync(shop: Weak<Shop>, cluster: ClusterConfig) {
+    let interval = Duration::from_millis(cluster.sale_sync_ms.max(10));
+    loop {
+        let Some(cancelled) = shop.upgrade().map(|s| s.shutdown.clone()) else {
+            return;
+        };
+        tokio::select! {
+            _ = cancelled.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let Some(strong) = shop.upgrade() else { return };
+        if let Err(error) = strong.sync_once(&cluster).await {
+            tracing::warn!(%error, "sale sync failed; will retry");
+        }
+    }
+}
 
 async fn run_reaper(shop: Arc<Shop>) {
     let interval = Duration::from_millis(shop.config.reaper.interval_ms.max(10));

@@ -68,6 +68,7 @@ async fn the_verdict_passes_on_the_real_server() {
         listen: Some("127.0.0.1:0".into()),
         data_dir: Some(dir.path().join("data")),
         dev_login: None,
+        ..Default::default()
     };
     // The system clock: the bench waits for go-live and the payment window in real time.
     let config = Config::load(None, test_env(&[]), &flags).unwrap();

@@ -96,3 +96,85 @@ fn secrets_are_read_from_the_environment_and_never_printed() {
     let error = bare.require_admin_token().unwrap_err().to_string();
     assert!(error.contains("FLASHSALE_ADMIN_TOKEN"), "{error}");
 }
+
+#[test]
+fn backends_are_chosen_by_url_from_flags_environment_or_file() {
+    use flashsale::config::{BackendFlags, Deployment};
+    let config = load(&[], FlagOverrides::default()).unwrap();
+    assert!(matches!(
+        config.deployment().unwrap(),
+        Deployment::Embedded { orders_file } if orders_file.ends_with("orders.sqlite")
+    ));
+
+    let shared = Deployment::Shared {
+        redis_url: "redis://10.0.0.5:6379".into(),
+        nats_url: "nats://10.0.0.6:4222".into(),
+        postgres_url: "postgres://fs@10.0.0.7:5432/fs".into(),
+    };
+    let flags = FlagOverrides {
+        backends: BackendFlags {
+            stock: Some("redis://10.0.0.5:6379".into()),
+            queue: Some("nats://10.0.0.6:4222".into()),
+            orders: Some("postgres://fs@10.0.0.7:5432/fs".into()),
+        },
+        ..Default::default()
+    };
+    assert_eq!(load(&[], flags).unwrap().deployment().unwrap(), shared);
+    let env = [
+        ("FLASHSALE_BACKENDS__STOCK", "redis://10.0.0.5:6379"),
+        ("FLASHSALE_BACKENDS__QUEUE", "nats://10.0.0.6:4222"),
+        ("FLASHSALE_BACKENDS__ORDERS", "postgres://fs@10.0.0.7:5432/fs"),
+    ];
+    assert_eq!(
+        load(&env, FlagOverrides::default())
+            .unwrap()
+            .deployment()
+            .unwrap(),
+        shared
+    );
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "[backends]\norders = \"sqlite:///tmp/x/orders.db\"\n").unwrap();
+    let config = Config::load(Some(file.path()), test_env(&[]), &FlagOverrides::default()).unwrap();
+    assert_eq!(
+        config.deployment().unwrap(),
+        Deployment::Embedded {
+            orders_file: "/tmp/x/orders.db".into()
+        }
+    );
+}
+
+#[test]
+fn mixed_or_unknown_backends_are_refused_naming_the_fix() {
+    let error = load(
+        &[("FLASHSALE_BACKENDS__STOCK", "memcached://10.0.0.5")],
+        FlagOverrides::default(),
+    )
+    .unwrap_err();
+    assert!(error.contains("backends.stock") && error.contains("redis://"), "{error}");
+
+    // Stock in memory next to a shared order store would oversell on a second node.
+    let error = load(
+        &[(
+            "FLASHSALE_BACKENDS__ORDERS",
+            "postgres://fs:hunter2@10.0.0.7/fs",
+        )],
+        FlagOverrides::default(),
+    )
+    .unwrap_err();
+    assert!(error.contains("mixes embedded and shared"), "{error}");
+    assert!(!error.contains("hunter2"), "passwords never show: {error}");
+
+    // A lost ledger may be rebuilt only after every in-flight publish has finished.
+    let error = load(
+        &[
+            ("FLASHSALE_BACKENDS__STOCK", "redis://10.0.0.5:6379"),
+            ("FLASHSALE_BACKENDS__QUEUE", "nats://10.0.0.6:4222"),
+            ("FLASHSALE_BACKENDS__ORDERS", "postgres://fs@10.0.0.7/fs"),
+            ("FLASHSALE_CLUSTER__REBUILD_FENCE_MS", "1000"),
+        ],
+        FlagOverrides::default(),
+    )
+    .unwrap_err();
+    assert!(error.contains("cluster.rebuild_fence_ms"), "{error}");
+}

@@ -15,4 +15,5 @@ mod crash;
 mod layers;
 mod lifecycle;
 mod openapi;
+mod scaled;
 mod security;

@@ -52,15 +52,22 @@ impl TestApp {
     }
 
     pub async fn spawn_with(extra_env: &[(&str, &str)]) -> Self {
+        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+        Self::spawn_on_clock(extra_env, clock).await
+    }
+
+    /// A server on the given clock: several nodes of one test share it, as real nodes share
+    /// (near enough) one time.
+    pub async fn spawn_on_clock(extra_env: &[(&str, &str)], clock: Arc<ManualClock>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let flags = FlagOverrides {
             listen: Some("127.0.0.1:0".into()),
             // A directory that does not exist yet, as on a first start.
             data_dir: Some(dir.path().join("data")),
             dev_login: Some(true),
+            ..Default::default()
         };
         let config = Config::load(None, test_env(extra_env), &flags).expect("test config");
-        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
         let mut app = Self {
             base: String::new(),
             http: reqwest::Client::builder()

@@ -1,0 +1,495 @@
+//! Scaled out (issue 5), against the real servers on this machine: several nodes, each a
+//! server on its own port, sharing one Redis, one NATS JetStream and one PostgreSQL through a
+//! key prefix, a stream and a database of the test's own (all removed at the end). The tests
+//! that stop a server start their own Redis instance; the shared ones are never touched beyond
+//! the test's own keys, stream and database.
+
+use crate::support::{TestApp, error_code};
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use flashsale_service::ManualClock;
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+fn redis_url() -> String {
+    env_or("FLASHSALE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+}
+
+fn nats_url() -> String {
+    env_or("FLASHSALE_TEST_NATS_URL", "nats://127.0.0.1:4222")
+}
+
+fn postgres_server() -> String {
+    env_or(
+        "FLASHSALE_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432",
+    )
+}
+
+/// The test's own slice of the shared engines. Dropping it removes the database, the stream
+/// and the keys.
+pub struct SharedBackends {
+    database: String,
+    stream: String,
+    prefix: String,
+    redis_url: String,
+    env: Vec<(String, String)>,
+}
+
+impl SharedBackends {
+    pub async fn create() -> Self {
+        Self::create_on(&redis_url()).await
+    }
+
+    /// On the shared NATS and PostgreSQL, with stock in the Redis at `redis_url`.
+    pub async fn create_on(redis_url: &str) -> Self {
+        let id = Uuid::new_v4().simple().to_string();
+        let database = format!("flashsale_test_{id}");
+        let admin_url = format!("{}/postgres", postgres_server());
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to PostgreSQL at {admin_url}: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.ok();
+        let stream = format!("FSTEST_{id}");
+        let prefix = format!("test-{id}");
+        let env = vec![
+            ("FLASHSALE_BACKENDS__STOCK", redis_url.to_owned()),
+            ("FLASHSALE_BACKENDS__QUEUE", nats_url()),
+            (
+                "FLASHSALE_BACKENDS__ORDERS",
+                format!("{}/{database}", postgres_server()),
+            ),
+            ("FLASHSALE_REDIS__KEY_PREFIX", prefix.clone()),
+            // Fail fast while a server is down, so the test sees 503s, not a hang.
+            ("FLASHSALE_REDIS__RESPONSE_TIMEOUT_MS", "500".to_owned()),
+            ("FLASHSALE_REDIS__CONNECT_TIMEOUT_MS", "500".to_owned()),
+            ("FLASHSALE_NATS__STREAM", stream.clone()),
+            ("FLASHSALE_NATS__REQUEST_TIMEOUT_MS", "1000".to_owned()),
+            ("FLASHSALE_NATS__DEPTH_REFRESH_MS", "100".to_owned()),
+            ("FLASHSALE_POSTGRES__CONNECTIONS_MAX", "4".to_owned()),
+            ("FLASHSALE_CLUSTER__SALE_SYNC_MS", "100".to_owned()),
+            ("FLASHSALE_CLUSTER__REBUILD_FENCE_MS", "1500".to_owned()),
+            (
+                "FLASHSALE_BUY_PATH_SECRET",
+                "test-buy-path-secret-0123456789abcdef0123".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Self {
+            database,
+            stream,
+            prefix,
+            redis_url: redis_url.to_owned(),
+            env,
+        }
+    }
+
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// Starts a node on these backends and the given (shared) clock.
+    pub async fn node(&self, clock: &Arc<ManualClock>) -> TestApp {
+        TestApp::spawn_on_clock(&self.env(), clock.clone()).await
+    }
+}
+
+impl Drop for SharedBackends {
+    fn drop(&mut self) {
+        let (database, stream) = (self.database.clone(), self.stream.clone());
+        let (pattern, redis_url) = (format!("{{fs:{}:*", self.prefix), self.redis_url.clone());
+        // Drop cannot await inside the test's runtime: a thread with its own does the cleanup.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                if let Ok(mut admin) =
+                    PgConnection::connect(&format!("{}/postgres", postgres_server())).await
+                {
+                    let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(drop))
+                        .execute(&mut admin)
+                        .await
+                    {
+                        eprintln!("could not drop test database {database}: {e}");
+                    }
+                }
+                if let Ok(client) = async_nats::connect(nats_url()).await
+                    && let Err(e) = async_nats::jetstream::new(client)
+                        .delete_stream(&stream)
+                        .await
+                {
+                    eprintln!("could not delete test stream {stream}: {e}");
+                }
+            });
+            use redis::Commands as _;
+            let keys = || -> redis::RedisResult<()> {
+                let mut connection = redis::Client::open(redis_url)?.get_connection()?;
+                let keys: Vec<String> = connection
+                    .scan_match::<_, String>(&pattern)?
+                    .collect::<redis::RedisResult<_>>()?;
+                for chunk in keys.chunks(500) {
+                    redis::cmd("DEL").arg(chunk).query::<()>(&mut connection)?;
+                }
+                Ok(())
+            };
+            // The test's own Redis may be gone already; its keys went with it.
+            keys().ok();
+        });
+        cleanup.join().ok();
+    }
+}
+
+/// Polls `node` until the sale is live there (another node started it; the sync brings it).
+async fn wait_live_on(node: &TestApp, sale: &str) -> String {
+    for _ in 0..200 {
+        let status = node.status(sale).await;
+        if let Some(path) = status["buy_path"].as_str() {
+            return path.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("sale {sale} never went live on {}", node.base);
+}
+
+/// Every order of a sale, through the admin API of `node`.
+async fn all_orders(node: &TestApp, sale: &str) -> Vec<Value> {
+    let (status, body) = node
+        .admin(
+            reqwest::Method::GET,
+            &format!("/api/admin/sales/{sale}/orders?limit=10000"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body.as_array().unwrap().clone()
+}
+
+/// Waits until the writers have moved every accepted reservation into PostgreSQL.
+async fn wait_orders(node: &TestApp, sale: &str, expected: usize) -> Vec<Value> {
+    for _ in 0..400 {
+        let orders = all_orders(node, sale).await;
+        if orders.len() >= expected {
+            return orders;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the orders of sale {sale} never reached {expected}");
+}
+
+const NODES: usize = 3;
+const STOCK: usize = 1_000;
+const BUYERS: usize = 5_000;
+const BUYS: usize = 20_000;
+const CONCURRENT_BUYS: usize = 64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_sell_exactly_the_stock() {
+    let shared = SharedBackends::create().await;
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let mut nodes = Vec::new();
+    for _ in 0..NODES {
+        nodes.push(shared.node(&clock).await);
+    }
+    let nodes = Arc::new(nodes);
+    // Created and started on node 0; the others learn of it from PostgreSQL.
+    let (sale, path) = nodes[0].live_sale(STOCK as u32, 1).await;
+    for node in &nodes[1..] {
+        assert_eq!(wait_live_on(node, &sale).await, path, "one buy path on every node");
+    }
+
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (0..BUYERS)
+            .map(|b| nodes[0].buyer(&format!("buyer-{b}")))
+            .collect(),
+    );
+    // Each buyer clicks 4 times with a new key each time, on different nodes.
+    let answers: Vec<(usize, StatusCode, Value)> = futures_util::stream::iter(0..BUYS)
+        .map(|i| {
+            let (nodes, tokens, path) = (nodes.clone(), tokens.clone(), path.clone());
+            async move {
+                let buyer = i % BUYERS;
+                let node = &nodes[(i / BUYERS + buyer) % NODES];
+                let (status, body) = node
+                    .buy(&path, &tokens[buyer], &format!("key-{i}"))
+                    .await;
+                (buyer, status, body)
+            }
+        })
+        .buffer_unordered(CONCURRENT_BUYS)
+        .collect()
+        .await;
+
+    let mut accepted: HashMap<String, usize> = HashMap::new();
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    for (buyer, status, body) in &answers {
+        let code = match *status {
+            StatusCode::ACCEPTED => {
+                let order = body["order_id"].as_str().unwrap().to_owned();
+                if let Some(other) = accepted.insert(order.clone(), *buyer) {
+                    assert_eq!(other, *buyer, "one order id, two buyers");
+                }
+                "accepted".to_owned()
+            }
+            _ => error_code(body).to_owned(),
+        };
+        *outcomes.entry(code).or_default() += 1;
+    }
+    for code in outcomes.keys() {
+        assert!(
+            ["accepted", "sold_out", "limit_reached", "rate_limited"].contains(&code.as_str()),
+            "unexpected answer {code}: {outcomes:?}"
+        );
+    }
+    assert_eq!(accepted.len(), STOCK, "exactly the stock was accepted: {outcomes:?}");
+
+    let orders = wait_orders(&nodes[1], &sale, STOCK).await;
+    assert_eq!(orders.len(), STOCK, "every 202 became exactly one order");
+    let written: HashSet<&str> = orders.iter().map(|o| o["order_id"].as_str().unwrap()).collect();
+    assert_eq!(written.len(), STOCK, "no order written twice");
+    for order in accepted.keys() {
+        assert!(written.contains(order.as_str()), "202 for {order} but no order");
+    }
+    let buyers: HashSet<&str> = orders.iter().map(|o| o["buyer"].as_str().unwrap()).collect();
+    assert_eq!(buyers.len(), STOCK, "no buyer over the limit of 1");
+
+    // A node that joins the running sale adopts the ledger instead of resetting it.
+    let late = shared.node(&clock).await;
+    wait_live_on(&late, &sale).await;
+    for node in nodes.iter().chain([&late]) {
+        let counters = node.sale(&sale).await["counters"].clone();
+        assert_eq!(counters["available"], 0, "{counters}");
+        assert_eq!(counters["pending_payment"], STOCK, "{counters}");
+    }
+    let (status, body) = late
+        .buy(&path, &late.buyer("latecomer"), "late-key")
+        .await;
+    assert_eq!(status, StatusCode::GONE, "{body}");
+}
+
+#[tokio::test]
+async fn admin_changes_on_one_node_reach_the_others() {
+    let shared = SharedBackends::create().await;
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let (a, b) = (shared.node(&clock).await, shared.node(&clock).await);
+    let sale = a.create_sale(5, 1, time::Duration::hours(1)).await;
+    // Created on a: b lists it within the sync interval.
+    let mut seen = false;
+    for _ in 0..100 {
+        if b.status(&sale).await["phase"] == "upcoming" {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(seen, "b never learned of the sale");
+    // Stopped on b: a stops selling too.
+    let (_, path) = {
+        let (status, body) = b
+            .admin(
+                reqwest::Method::POST,
+                &format!("/api/admin/sales/{sale}/start"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (sale.clone(), wait_live_on(&a, &sale).await)
+    };
+    let (status, body) = a.buy(&path, &a.buyer("alice"), "k1").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = b
+        .admin(
+            reqwest::Method::POST,
+            &format!("/api/admin/sales/{sale}/stop"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut stopped = false;
+    for _ in 0..100 {
+        if a.status(&sale).await["phase"] == "ended" {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(stopped, "a never learned the sale was stopped");
+}
+
+/// A Redis server of the test's own on a free port, with nothing on disk (like the shared
+/// one), that the test can kill and start again empty.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Self {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = std::process::Command::new(redis_server())
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server: {e}"));
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} never came up", self.port);
+    }
+
+    /// SIGKILL: Redis forgets everything, as after a crash of a Redis that keeps nothing.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn redis_server() -> String {
+    for candidate in ["/usr/bin/redis-server", "/usr/sbin/redis-server"] {
+        if Path::new(candidate).exists() {
+            return candidate.to_owned();
+        }
+    }
+    "redis-server".to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarting_empty_gets_503_then_the_ledger_is_rebuilt() {
+    let mut redis = OwnRedis::start();
+    let shared = SharedBackends::create_on(&redis.url()).await;
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let (a, b) = (shared.node(&clock).await, shared.node(&clock).await);
+    let (sale, path) = a.live_sale(10, 1).await;
+    wait_live_on(&b, &sale).await;
+    let mut accepted = HashSet::new();
+    for i in 0..4 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (status, body) = node
+            .buy(&path, &node.buyer(&format!("early-{i}")), "k")
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        accepted.insert(body["order_id"].as_str().unwrap().to_owned());
+    }
+
+    redis.kill();
+    let (status, body) = a.buy(&path, &a.buyer("while-down"), "k").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    redis.restart();
+    // Back but empty: still 503, never a sale from a ledger that is not there.
+    let (status, body) = b.buy(&path, &b.buyer("while-empty"), "k").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    // After the fence a node rebuilds the ledger from PostgreSQL and the queue.
+    let mut rebuilt = false;
+    for _ in 0..200 {
+        let counters = a.sale(&sale).await["counters"].clone();
+        if counters["available"] == 6 {
+            rebuilt = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rebuilt, "the ledger was never rebuilt with the 4 orders held");
+    // The 4 early buyers still hold their unit (the limit survived the loss)...
+    let (status, body) = b.buy(&path, &b.buyer("early-1"), "k2").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(error_code(&body), "limit_reached");
+    // ...and exactly the 6 units left sell, on both nodes, then it is sold out.
+    for i in 0..12 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (status, body) = node
+            .buy(&path, &node.buyer(&format!("late-{i}")), "k")
+            .await;
+        if status == StatusCode::ACCEPTED {
+            accepted.insert(body["order_id"].as_str().unwrap().to_owned());
+        } else {
+            assert_eq!(status, StatusCode::GONE, "{body}");
+        }
+    }
+    assert_eq!(accepted.len(), 10, "exactly the stock, across the loss");
+    let orders = wait_orders(&a, &sale, 10).await;
+    assert_eq!(orders.len(), 10);
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_reach_a_backend_names_it_and_exits_non_zero() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--stock", "redis://127.0.0.1:1"])
+        .args(["--queue", &nats_url()])
+        .args(["--orders", &format!("{}/postgres", postgres_server())])
+        .env("FLASHSALE_ADMIN_TOKEN", crate::support::ADMIN_TOKEN)
+        .env("FLASHSALE_BUYER_JWT_SECRET", crate::support::BUYER_SECRET)
+        .env(
+            "FLASHSALE_BUY_PATH_SECRET",
+            "test-buy-path-secret-0123456789abcdef0123",
+        )
+        .env("FLASHSALE_REDIS__CONNECT_TIMEOUT_MS", "300")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("stock backend (backends.stock)")
+            && stderr.contains("cannot connect to Redis at redis://127.0.0.1:1"),
+        "{stderr}"
+    );
+}
