@@ -210,6 +210,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         RequestLimits {
             body_bytes_max: config.http.body_bytes_max,
             request_timeout_ms: config.http.request_timeout_ms,
+            body_read_timeout_ms: config.http.body_read_timeout_ms,
         },
         config.filters.status_cache_ms,
     );

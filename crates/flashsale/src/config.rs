@@ -4,10 +4,10 @@
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Value};
+use flashsale_service::ports::redact_password;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use flashsale_service::ports::redact_password;
 use std::path::{Path, PathBuf};
 
 /// The SQLite order store's file name inside the data directory (`backends.orders = "sqlite"`).
@@ -117,6 +117,7 @@ pub struct HttpSection {
     pub headers_count_max: usize,
     pub body_bytes_max: usize,
     pub request_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
 }
 
@@ -241,6 +242,7 @@ impl Config {
             ("http.headers_count_max", self.http.headers_count_max as u64),
             ("http.body_bytes_max", self.http.body_bytes_max as u64),
             ("http.request_timeout_ms", self.http.request_timeout_ms),
+            ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
             (
                 "queue.capacity_reservations",
                 self.queue.capacity_reservations as u64,
@@ -262,8 +264,14 @@ impl Config {
             ("nats.depth_refresh_ms", self.nats.depth_refresh_ms),
             ("nats.request_timeout_ms", self.nats.request_timeout_ms),
             ("nats.connect_timeout_ms", self.nats.connect_timeout_ms),
-            ("postgres.connections_max", u64::from(self.postgres.connections_max)),
-            ("postgres.connect_timeout_ms", self.postgres.connect_timeout_ms),
+            (
+                "postgres.connections_max",
+                u64::from(self.postgres.connections_max),
+            ),
+            (
+                "postgres.connect_timeout_ms",
+                self.postgres.connect_timeout_ms,
+            ),
             (
                 "postgres.insert_rows_per_statement_max",
                 self.postgres.insert_rows_per_statement_max as u64,

@@ -2,10 +2,10 @@
 //! error body is `{"error": {"code", "message"}}`. Internals are logged once and never sent.
 
 use axum::http::{HeaderValue, StatusCode, header};
-use serde::Serialize;
-use std::borrow::Cow;
 use axum::response::{IntoResponse, Response};
 use flashsale_service::{AdminError, ServiceError};
+use serde::Serialize;
+use std::borrow::Cow;
 
 /// Seconds a client is told to wait before retrying an overloaded or in-progress request.
 pub const RETRY_AFTER_SECS: u32 = 1;
@@ -21,6 +21,8 @@ pub enum ApiError {
     InvalidRequest(String),
     UnsupportedMediaType,
     PayloadTooLarge,
+    /// The client did not send its body in time.
+    BodyTimeout,
     NotLive,
     SoldOut,
     LimitReached,
@@ -60,7 +62,11 @@ impl ApiError {
             ),
             Unauthorized(why) => (StatusCode::UNAUTHORIZED, "unauthorized", (*why).into()),
             Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", (*why).into()),
-            InvalidRequest(why) => (StatusCode::BAD_REQUEST, "invalid_request", why.clone().into()),
+            InvalidRequest(why) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                why.clone().into(),
+            ),
             UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -70,6 +76,11 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "the request body is larger than allowed".into(),
+            ),
+            BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time".into(),
             ),
             NotLive => (
                 StatusCode::CONFLICT,
@@ -107,7 +118,11 @@ impl ApiError {
                 "already_paid",
                 "the order was paid with another payment id".into(),
             ),
-            SaleNotEditable(why) => (StatusCode::CONFLICT, "sale_not_editable", why.clone().into()),
+            SaleNotEditable(why) => (
+                StatusCode::CONFLICT,
+                "sale_not_editable",
+                why.clone().into(),
+            ),
             Conflict => (
                 StatusCode::CONFLICT,
                 "conflict",
@@ -187,7 +202,9 @@ pub fn error_body(code: &str, message: &str) -> String {
     let envelope = ErrorEnvelope {
         error: ErrorDetail { code, message },
     };
-    serde_json::to_string(&envelope).unwrap_or_else(|_| String::from(r#"{"error":{"code":"internal","message":"an internal error occurred"}}"#))
+    serde_json::to_string(&envelope).unwrap_or_else(|_| {
+        String::from(r#"{"error":{"code":"internal","message":"an internal error occurred"}}"#)
+    })
 }
 
 impl IntoResponse for ApiError {

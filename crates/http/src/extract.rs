@@ -13,18 +13,23 @@ use flashsale_core::{BuyerId, IdempotencyKey, OrderId, SaleId};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 /// A JSON body whose rejections use the error table (types deny unknown fields themselves).
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        // A client that declares a body and then stalls would otherwise hold the request
+        // until the overall timeout, and get a 5xx for its own doing.
+        let wait = Duration::from_millis(state.limits.body_read_timeout_ms);
+        match tokio::time::timeout(wait, axum::Json::<T>::from_request(req, state)).await {
+            Err(_) => Err(ApiError::BodyTimeout),
+            Ok(Ok(axum::Json(value))) => Ok(ApiJson(value)),
+            Ok(Err(rejection)) => Err(json_rejection(rejection)),
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct RequestLimits {
     pub body_bytes_max: usize,
     /// Longest time one request may take before it is answered with 503 `timeout`.
     pub request_timeout_ms: u64,
+    /// Longest time a client may take to send a request body once its headers are in; past it
+    /// the answer is 408 (the client's doing, so not a 5xx).
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for RequestLimits {
@@ -34,6 +37,7 @@ impl Default for RequestLimits {
         Self {
             body_bytes_max: 4096,
             request_timeout_ms: 10_000,
+            body_read_timeout_ms: 5_000,
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use flashsale_core::{BuyerId, OrderId, ReserveOutcome, SaleId};
 use flashsale_redis::{RedisStock, RedisStockConfig};
-use flashsale_service::StockLedger;
+use flashsale_service::{OpenMode, StockLedger};
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
@@ -100,7 +100,10 @@ async fn a_sale_survives_in_redis_not_in_the_process() {
     .await
     .expect("connect");
     let sale = SaleId(Uuid::now_v7());
-    first.open_sale(sale, 1, 1, vec![]).await.expect("open");
+    first
+        .open_sale(sale, 1, 1, vec![], OpenMode::IfAbsent)
+        .await
+        .expect("open");
     let alice = BuyerId::parse("alice").expect("buyer");
     assert_eq!(
         first
@@ -133,7 +136,10 @@ async fn reserve_throughput_is_reported() {
     let stock = Arc::new(stock);
     let sale = SaleId(Uuid::now_v7());
     let total = (TASKS * CALLS_PER_TASK) as u32;
-    stock.open_sale(sale, total, 1, vec![]).await.expect("open");
+    stock
+        .open_sale(sale, total, 1, vec![], OpenMode::IfAbsent)
+        .await
+        .expect("open");
     let started = Instant::now();
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {

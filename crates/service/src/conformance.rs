@@ -24,8 +24,8 @@
 //! not fail on precision no contract promises.
 
 use crate::ports::{
-    OpenMode, Opened,
-    Enqueued, Holding, OrderCounts, OrderStore, PayOutcome, ReservationQueue, StockLedger,
+    Enqueued, Holding, OpenMode, Opened, OrderCounts, OrderStore, PayOutcome, ReservationQueue,
+    StockLedger,
 };
 use flashsale_core::{
     BuyerId, Order, OrderId, OrderStatus, PaymentId, Reservation, ReservationState, ReserveOutcome,
@@ -125,7 +125,10 @@ pub mod stock {
     /// Stock runs out and the per-buyer limit holds; `available` follows every reservation.
     pub async fn stock_reserve_respects_stock_and_limit(ledger: Arc<dyn StockLedger>) {
         let sale = new_sale_id();
-        ledger.open_sale(sale, 3, 2, vec![], OpenMode::Replace).await.expect("open");
+        ledger
+            .open_sale(sale, 3, 2, vec![], OpenMode::Replace)
+            .await
+            .expect("open");
         let (a, b, c) = (buyer("a"), buyer("b"), buyer("c"));
         assert_eq!(ledger.available(sale).await.expect("available"), 3);
         assert_eq!(
@@ -175,7 +178,10 @@ pub mod stock {
     /// One unit, many buyers: exactly one wins and stock never goes below zero.
     pub async fn stock_never_below_zero(ledger: Arc<dyn StockLedger>) {
         let sale = new_sale_id();
-        ledger.open_sale(sale, 1, 1, vec![], OpenMode::Replace).await.expect("open");
+        ledger
+            .open_sale(sale, 1, 1, vec![], OpenMode::Replace)
+            .await
+            .expect("open");
         let mut reserved = 0;
         for n in 0..10 {
             match ledger
@@ -196,7 +202,10 @@ pub mod stock {
     /// sale sold out: a retry never reads as "sold out".
     pub async fn stock_duplicate_order_id(ledger: Arc<dyn StockLedger>) {
         let sale = new_sale_id();
-        ledger.open_sale(sale, 2, 2, vec![], OpenMode::Replace).await.expect("open");
+        ledger
+            .open_sale(sale, 2, 2, vec![], OpenMode::Replace)
+            .await
+            .expect("open");
         let a = buyer("a");
         let first = new_order_id();
         assert_eq!(
@@ -242,7 +251,10 @@ pub mod stock {
     /// a no-op for anything not pending.
     pub async fn stock_confirm_and_cancel_pending(ledger: Arc<dyn StockLedger>) {
         let sale = new_sale_id();
-        ledger.open_sale(sale, 2, 1, vec![], OpenMode::Replace).await.expect("open");
+        ledger
+            .open_sale(sale, 2, 1, vec![], OpenMode::Replace)
+            .await
+            .expect("open");
         let a = buyer("a");
         let order = new_order_id();
         assert_eq!(
@@ -286,7 +298,10 @@ pub mod stock {
     /// `return_unit` gives a durable reservation's unit back exactly once.
     pub async fn stock_return_unit_exactly_once(ledger: Arc<dyn StockLedger>) {
         let sale = new_sale_id();
-        ledger.open_sale(sale, 1, 1, vec![], OpenMode::Replace).await.expect("open");
+        ledger
+            .open_sale(sale, 1, 1, vec![], OpenMode::Replace)
+            .await
+            .expect("open");
         let a = buyer("a");
         let order = new_order_id();
         assert_eq!(
@@ -408,7 +423,10 @@ pub mod stock {
                 live: true,
             },
         ];
-        ledger.open_sale(sale, 5, 1, holdings, OpenMode::Replace).await.expect("open");
+        ledger
+            .open_sale(sale, 5, 1, holdings, OpenMode::Replace)
+            .await
+            .expect("open");
         assert_eq!(ledger.available(sale).await.expect("available"), 3);
         assert_eq!(
             ledger
@@ -497,7 +515,10 @@ pub mod stock {
     /// `open_sale` replaces an earlier ledger of the same sale.
     pub async fn stock_open_sale_replaces_earlier_ledger(ledger: Arc<dyn StockLedger>) {
         let sale = new_sale_id();
-        ledger.open_sale(sale, 2, 1, vec![], OpenMode::Replace).await.expect("open");
+        ledger
+            .open_sale(sale, 2, 1, vec![], OpenMode::Replace)
+            .await
+            .expect("open");
         let order = new_order_id();
         assert_eq!(
             ledger
@@ -506,7 +527,10 @@ pub mod stock {
                 .expect("reserve"),
             ReserveOutcome::Reserved
         );
-        ledger.open_sale(sale, 4, 1, vec![], OpenMode::Replace).await.expect("reopen");
+        ledger
+            .open_sale(sale, 4, 1, vec![], OpenMode::Replace)
+            .await
+            .expect("reopen");
         assert_eq!(ledger.available(sale).await.expect("available"), 4);
         assert_eq!(
             ledger
@@ -530,7 +554,12 @@ pub mod stock {
                 .collect()
         };
         let fresh = new_sale_id();
-        assert!(ledger.open_sale(fresh, 2, 5, over(3), OpenMode::Replace).await.is_err());
+        assert!(
+            ledger
+                .open_sale(fresh, 2, 5, over(3), OpenMode::Replace)
+                .await
+                .is_err()
+        );
         assert!(
             ledger
                 .reserve(fresh, new_order_id(), &buyer("a"))
@@ -540,7 +569,10 @@ pub mod stock {
         );
 
         let sale = new_sale_id();
-        ledger.open_sale(sale, 3, 1, vec![], OpenMode::Replace).await.expect("open");
+        ledger
+            .open_sale(sale, 3, 1, vec![], OpenMode::Replace)
+            .await
+            .expect("open");
         let held = new_order_id();
         assert_eq!(
             ledger
@@ -550,7 +582,12 @@ pub mod stock {
             ReserveOutcome::Reserved
         );
         ledger.confirm(sale, held).await.expect("confirm");
-        assert!(ledger.open_sale(sale, 2, 1, over(3), OpenMode::Replace).await.is_err());
+        assert!(
+            ledger
+                .open_sale(sale, 2, 1, over(3), OpenMode::Replace)
+                .await
+                .is_err()
+        );
         assert_eq!(
             ledger.available(sale).await.expect("available"),
             2,

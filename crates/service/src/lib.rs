@@ -20,7 +20,6 @@ pub mod writers;
 pub use filters::{FilterConfig, LayerCounts};
 pub use shop::{
     AdminError, Backends, BuyOutcome, ClusterConfig, OrderView, OrderViewStatus, PayAnswer,
-    ReaperConfig,
-    SaleCounters, SaleStatus, SaleView, ServiceError, Shop, ShopConfig,
+    ReaperConfig, SaleCounters, SaleStatus, SaleView, ServiceError, Shop, ShopConfig,
 };
 pub use writers::{WriterConfig, WriterPool};

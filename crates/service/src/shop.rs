@@ -504,7 +504,12 @@ impl Shop {
 
     /// The answer once the sale's sold-out flag is up, without a ledger call: a replay of an
     /// order this node accepted is still that order; anything else is sold out.
-    fn answer_sold_out(&self, slot: &SaleSlot, buyer: &BuyerId, key: &IdempotencyKey) -> BuyOutcome {
+    fn answer_sold_out(
+        &self,
+        slot: &SaleSlot,
+        buyer: &BuyerId,
+        key: &IdempotencyKey,
+    ) -> BuyOutcome {
         let order_id = OrderId::derive(slot.sale.id, buyer, key);
         if slot.shared.was_accepted(order_id) {
             return BuyOutcome::Accepted {
@@ -863,8 +868,12 @@ impl Shop {
             let sales = self.backends.store.list_sales().await?;
             for sale in &sales {
                 let current = self.slot(sale.id);
-                if current.is_none_or(|slot| slot.sale.version < sale.version) {
-                    let sold_out = current.is_some_and(|slot| slot.sold_out.load(Ordering::Relaxed));
+                if current
+                    .as_ref()
+                    .is_none_or(|slot| slot.sale.version < sale.version)
+                {
+                    let sold_out =
+                        current.is_some_and(|slot| slot.sold_out.load(Ordering::Relaxed));
                     self.install(sale.clone(), sold_out);
                 }
             }

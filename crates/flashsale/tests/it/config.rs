@@ -123,7 +123,10 @@ fn backends_are_chosen_by_url_from_flags_environment_or_file() {
     let env = [
         ("FLASHSALE_BACKENDS__STOCK", "redis://10.0.0.5:6379"),
         ("FLASHSALE_BACKENDS__QUEUE", "nats://10.0.0.6:4222"),
-        ("FLASHSALE_BACKENDS__ORDERS", "postgres://fs@10.0.0.7:5432/fs"),
+        (
+            "FLASHSALE_BACKENDS__ORDERS",
+            "postgres://fs@10.0.0.7:5432/fs",
+        ),
     ];
     assert_eq!(
         load(&env, FlagOverrides::default())
@@ -134,7 +137,11 @@ fn backends_are_chosen_by_url_from_flags_environment_or_file() {
     );
 
     let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), "[backends]\norders = \"sqlite:///tmp/x/orders.db\"\n").unwrap();
+    std::fs::write(
+        file.path(),
+        "[backends]\norders = \"sqlite:///tmp/x/orders.db\"\n",
+    )
+    .unwrap();
     let config = Config::load(Some(file.path()), test_env(&[]), &FlagOverrides::default()).unwrap();
     assert_eq!(
         config.deployment().unwrap(),
@@ -151,7 +158,10 @@ fn mixed_or_unknown_backends_are_refused_naming_the_fix() {
         FlagOverrides::default(),
     )
     .unwrap_err();
-    assert!(error.contains("backends.stock") && error.contains("redis://"), "{error}");
+    assert!(
+        error.contains("backends.stock") && error.contains("redis://"),
+        "{error}"
+    );
 
     // Stock in memory next to a shared order store would oversell on a second node.
     let error = load(

@@ -172,7 +172,11 @@ async fn wait_live_on(node: &TestApp, sale: &str) -> String {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("sale {sale} never went live on {}", node.base);
+    panic!(
+        "sale {sale} never went live on {}: {}",
+        node.base,
+        node.status(sale).await
+    );
 }
 
 /// Every order of a sale, through the admin API of `node`.
@@ -218,7 +222,11 @@ async fn three_nodes_sell_exactly_the_stock() {
     // Created and started on node 0; the others learn of it from PostgreSQL.
     let (sale, path) = nodes[0].live_sale(STOCK as u32, 1).await;
     for node in &nodes[1..] {
-        assert_eq!(wait_live_on(node, &sale).await, path, "one buy path on every node");
+        assert_eq!(
+            wait_live_on(node, &sale).await,
+            path,
+            "one buy path on every node"
+        );
     }
 
     let tokens: Arc<Vec<String>> = Arc::new(
@@ -233,9 +241,7 @@ async fn three_nodes_sell_exactly_the_stock() {
             async move {
                 let buyer = i % BUYERS;
                 let node = &nodes[(i / BUYERS + buyer) % NODES];
-                let (status, body) = node
-                    .buy(&path, &tokens[buyer], &format!("key-{i}"))
-                    .await;
+                let (status, body) = node.buy(&path, &tokens[buyer], &format!("key-{i}")).await;
                 (buyer, status, body)
             }
         })
@@ -264,29 +270,40 @@ async fn three_nodes_sell_exactly_the_stock() {
             "unexpected answer {code}: {outcomes:?}"
         );
     }
-    assert_eq!(accepted.len(), STOCK, "exactly the stock was accepted: {outcomes:?}");
+    assert_eq!(
+        accepted.len(),
+        STOCK,
+        "exactly the stock was accepted: {outcomes:?}"
+    );
 
     let orders = wait_orders(&nodes[1], &sale, STOCK).await;
     assert_eq!(orders.len(), STOCK, "every 202 became exactly one order");
-    let written: HashSet<&str> = orders.iter().map(|o| o["order_id"].as_str().unwrap()).collect();
+    let written: HashSet<&str> = orders
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap())
+        .collect();
     assert_eq!(written.len(), STOCK, "no order written twice");
     for order in accepted.keys() {
-        assert!(written.contains(order.as_str()), "202 for {order} but no order");
+        assert!(
+            written.contains(order.as_str()),
+            "202 for {order} but no order"
+        );
     }
-    let buyers: HashSet<&str> = orders.iter().map(|o| o["buyer"].as_str().unwrap()).collect();
+    let buyers: HashSet<&str> = orders
+        .iter()
+        .map(|o| o["buyer"].as_str().unwrap())
+        .collect();
     assert_eq!(buyers.len(), STOCK, "no buyer over the limit of 1");
 
     // A node that joins the running sale adopts the ledger instead of resetting it.
     let late = shared.node(&clock).await;
-    wait_live_on(&late, &sale).await;
+    assert_eq!(late.status(&sale).await["phase"], "sold_out");
     for node in nodes.iter().chain([&late]) {
         let counters = node.sale(&sale).await["counters"].clone();
         assert_eq!(counters["available"], 0, "{counters}");
         assert_eq!(counters["pending_payment"], STOCK, "{counters}");
     }
-    let (status, body) = late
-        .buy(&path, &late.buyer("latecomer"), "late-key")
-        .await;
+    let (status, body) = late.buy(&path, &late.buyer("latecomer"), "late-key").await;
     assert_eq!(status, StatusCode::GONE, "{body}");
 }
 
@@ -439,14 +456,24 @@ async fn redis_restarting_empty_gets_503_then_the_ledger_is_rebuilt() {
     // After the fence a node rebuilds the ledger from PostgreSQL and the queue.
     let mut rebuilt = false;
     for _ in 0..200 {
-        let counters = a.sale(&sale).await["counters"].clone();
-        if counters["available"] == 6 {
+        // The admin view answers 503 too while the ledger is missing.
+        let (status, view) = a
+            .admin(
+                reqwest::Method::GET,
+                &format!("/api/admin/sales/{sale}"),
+                None,
+            )
+            .await;
+        if status == StatusCode::OK && view["counters"]["available"] == 6 {
             rebuilt = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(rebuilt, "the ledger was never rebuilt with the 4 orders held");
+    assert!(
+        rebuilt,
+        "the ledger was never rebuilt with the 4 orders held"
+    );
     // The 4 early buyers still hold their unit (the limit survived the loss)...
     let (status, body) = b.buy(&path, &b.buyer("early-1"), "k2").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");

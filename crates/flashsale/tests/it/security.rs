@@ -93,37 +93,93 @@ async fn every_route_answers_each_identity_as_it_should() {
     let routes: Vec<(Method, String, Option<Value>, Expect)> = vec![
         (Method::GET, "/healthz".into(), None, Expect::Public(200)),
         (Method::GET, "/readyz".into(), None, Expect::Public(200)),
-        (Method::GET, "/api/openapi.json".into(), None, Expect::Public(200)),
+        (
+            Method::GET,
+            "/api/openapi.json".into(),
+            None,
+            Expect::Public(200),
+        ),
         (Method::GET, "/metrics".into(), None, Expect::Public(200)),
-        (Method::GET, format!("/sales/{sale}"), None, Expect::Public(200)),
-        (Method::GET, format!("/api/sales/{sale}/status"), None, Expect::Public(200)),
+        (
+            Method::GET,
+            format!("/sales/{sale}"),
+            None,
+            Expect::Public(200),
+        ),
+        (
+            Method::GET,
+            format!("/api/sales/{sale}/status"),
+            None,
+            Expect::Public(200),
+        ),
         (Method::POST, path.clone(), None, Expect::AnyBuyer(202)),
-        (Method::GET, format!("/api/orders/{order_a}"), None, Expect::OwnerA(200)),
+        (
+            Method::GET,
+            format!("/api/orders/{order_a}"),
+            None,
+            Expect::OwnerA(200),
+        ),
         (
             Method::POST,
             format!("/api/orders/{order_a}/pay"),
             Some(json!({"payment_id": "pay-a"})),
             Expect::OwnerA(200),
         ),
-        (Method::GET, "/api/admin/sales".into(), None, Expect::AdminOnly(200)),
-        (Method::POST, "/api/admin/sales".into(), Some(new_sale), Expect::AdminOnly(201)),
-        (Method::GET, format!("/api/admin/sales/{sale}"), None, Expect::AdminOnly(200)),
+        (
+            Method::GET,
+            "/api/admin/sales".into(),
+            None,
+            Expect::AdminOnly(200),
+        ),
+        (
+            Method::POST,
+            "/api/admin/sales".into(),
+            Some(new_sale),
+            Expect::AdminOnly(201),
+        ),
+        (
+            Method::GET,
+            format!("/api/admin/sales/{sale}"),
+            None,
+            Expect::AdminOnly(200),
+        ),
         (
             Method::PATCH,
             format!("/api/admin/sales/{sale}"),
             Some(json!({"name": "Renamed"})),
+            // Live sales cannot be edited: the admin gets the business answer, others 401.
+            Expect::AdminOnly(409),
+        ),
+        (
+            Method::GET,
+            format!("/api/admin/sales/{sale}/orders"),
+            None,
             Expect::AdminOnly(200),
         ),
-        (Method::GET, format!("/api/admin/sales/{sale}/orders"), None, Expect::AdminOnly(200)),
-        (Method::POST, format!("/api/admin/sales/{sale}/start"), None, Expect::AdminOnly(409)),
-        (Method::GET, "/api/admin/writers".into(), None, Expect::AdminOnly(200)),
+        (
+            Method::POST,
+            format!("/api/admin/sales/{sale}/start"),
+            None,
+            Expect::AdminOnly(409),
+        ),
+        (
+            Method::GET,
+            "/api/admin/writers".into(),
+            None,
+            Expect::AdminOnly(200),
+        ),
         (
             Method::PUT,
             "/api/admin/writers".into(),
             Some(json!({"count": 2})),
             Expect::AdminOnly(200),
         ),
-        (Method::POST, format!("/api/admin/sales/{sale}/stop"), None, Expect::AdminOnly(200)),
+        (
+            Method::POST,
+            format!("/api/admin/sales/{sale}/stop"),
+            None,
+            Expect::AdminOnly(200),
+        ),
     ];
     let mut mismatches = String::new();
     let mut checked = 0;
@@ -200,7 +256,12 @@ async fn secrets_never_appear_in_logs() {
         .port();
     let buy_path_secret = "log-test-buy-path-secret-0123456789abcdef";
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashsale"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("FLASHSALE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("FLASHSALE_BUYER_JWT_SECRET", BUYER_SECRET)
@@ -224,14 +285,24 @@ async fn secrets_never_appear_in_logs() {
     assert!(up, "the server never came up");
     let tokens = BuyerTokens::new(BUYER_SECRET.as_bytes());
     let now = time::OffsetDateTime::now_utc();
-    let buyer = tokens.issue(&BuyerId::parse("alice").unwrap(), now, now + time::Duration::hours(1));
+    let buyer = tokens.issue(
+        &BuyerId::parse("alice").unwrap(),
+        now,
+        now + time::Duration::hours(1),
+    );
     let wrong_admin = format!("{ADMIN_TOKEN}-but-wrong");
     for (path, token) in [
         ("/api/admin/sales", ADMIN_TOKEN),
         ("/api/admin/sales", wrong_admin.as_str()),
         ("/api/admin/sales", buyer.as_str()),
-        ("/api/orders/00000000-0000-0000-0000-000000000000", buyer.as_str()),
-        ("/api/orders/00000000-0000-0000-0000-000000000000", ADMIN_TOKEN),
+        (
+            "/api/orders/00000000-0000-0000-0000-000000000000",
+            buyer.as_str(),
+        ),
+        (
+            "/api/orders/00000000-0000-0000-0000-000000000000",
+            ADMIN_TOKEN,
+        ),
     ] {
         http.get(format!("{base}{path}"))
             .bearer_auth(token)
@@ -260,7 +331,10 @@ async fn secrets_never_appear_in_logs() {
     })
     .await
     .expect("the server stops on SIGTERM");
-    assert!(output.contains("flashsale serving"), "debug logs were captured: {output}");
+    assert!(
+        output.contains("flashsale serving"),
+        "debug logs were captured: {output}"
+    );
     for secret in [ADMIN_TOKEN, BUYER_SECRET, buy_path_secret, buyer.as_str()] {
         assert!(!output.contains(secret), "a secret appeared in the logs");
     }
