@@ -236,25 +236,44 @@ struct SaleSlot {
 #[derive(Default)]
 struct SaleShared {
     stats: LayerStats,
-    /// Order ids accepted here (or restored at start), so a retry of an accepted request is
+    /// Orders accepted here (or restored at start), so a retry of an accepted request is
     /// answered 202 even after the sold-out flag stops calls to the ledger. Bounded by the
     /// units sold.
-    accepted: Mutex<HashSet<OrderId>>,
+    accepted: Mutex<Accepted>,
+}
+
+#[derive(Default)]
+struct Accepted {
+    orders: HashSet<OrderId>,
+    /// Their buyers: after the sell-out most requests come from buyers who never won, and
+    /// looking up the buyer spares them deriving an order id (a SHA-256) to look up.
+    buyers: HashSet<BuyerId>,
 }
 
 impl SaleShared {
-    fn was_accepted(&self, order: OrderId) -> bool {
-        self.accepted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&order)
+    /// The order id of this request if it is one this node accepted.
+    fn accepted_order(
+        &self,
+        sale: SaleId,
+        buyer: &BuyerId,
+        key: &IdempotencyKey,
+    ) -> Option<OrderId> {
+        let accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        if !accepted.buyers.contains(buyer) {
+            return None;
+        }
+        let order = OrderId::derive(sale, buyer, key);
+        accepted.orders.contains(&order).then_some(order)
     }
 
-    fn remember_accepted(&self, orders: impl IntoIterator<Item = OrderId>) {
-        self.accepted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(orders);
+    fn remember_accepted<'a>(&self, orders: impl IntoIterator<Item = (OrderId, &'a BuyerId)>) {
+        let mut accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        for (order, buyer) in orders {
+            accepted.orders.insert(order);
+            if !accepted.buyers.contains(buyer) {
+                accepted.buyers.insert(buyer.clone());
+            }
+        }
     }
 }
 
@@ -328,12 +347,16 @@ impl Shop {
         let mut holdings = self.durable_holdings(&ids).await?;
         for sale in sales {
             let holdings = holdings.remove(&sale.id).unwrap_or_default();
-            let known: Vec<OrderId> = holdings.iter().map(|h| h.order_id).collect();
+            let known: Vec<(OrderId, BuyerId)> = holdings
+                .iter()
+                .map(|h| (h.order_id, h.buyer.clone()))
+                .collect();
             // IfAbsent: on shared backends other nodes may be selling from this ledger now.
             self.open_ledger(&sale, holdings, OpenMode::IfAbsent)
                 .await?;
             if let Some(slot) = self.slot(sale.id) {
-                slot.shared.remember_accepted(known);
+                slot.shared
+                    .remember_accepted(known.iter().map(|(order, buyer)| (*order, buyer)));
             }
         }
         if !holdings.is_empty() {
@@ -510,8 +533,7 @@ impl Shop {
         buyer: &BuyerId,
         key: &IdempotencyKey,
     ) -> BuyOutcome {
-        let order_id = OrderId::derive(slot.sale.id, buyer, key);
-        if slot.shared.was_accepted(order_id) {
+        if let Some(order_id) = slot.shared.accepted_order(slot.sale.id, buyer, key) {
             return BuyOutcome::Accepted {
                 order_id,
                 replay: true,
@@ -599,7 +621,7 @@ impl Shop {
                     // pending only makes retries of this request answer "in progress".
                     tracing::warn!(%error, %order_id, "could not mark a durable reservation confirmed");
                 }
-                slot.shared.remember_accepted([order_id]);
+                slot.shared.remember_accepted([(order_id, buyer)]);
                 bump(&stats.queued);
                 metrics.queued.increment(1);
                 Ok(BuyOutcome::Accepted {
