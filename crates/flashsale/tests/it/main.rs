@@ -15,5 +15,6 @@ mod crash;
 mod layers;
 mod lifecycle;
 mod openapi;
+mod pages;
 mod scaled;
 mod security;
