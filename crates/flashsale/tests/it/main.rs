@@ -9,6 +9,7 @@ mod support;
 mod admin;
 mod bad_input;
 mod bench;
+mod browser;
 mod buying;
 mod config;
 mod crash;
