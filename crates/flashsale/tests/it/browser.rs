@@ -66,6 +66,7 @@ async fn sale_page_and_dashboard_work_in_headless_chromium() {
         listen: Some("127.0.0.1:0".into()),
         data_dir: Some(dir.path().join("data")),
         dev_login: Some(true),
+        ..Default::default()
     };
     // The status micro-cache as in production: the pages must cope with its slightly old time.
     let env = test_env(&[("FLASHSALE_FILTERS__STATUS_CACHE_MS", "100")]);

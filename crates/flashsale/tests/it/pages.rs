@@ -84,24 +84,23 @@ async fn the_event_stream_is_for_admins_and_known_sales() {
     let app = TestApp::spawn().await;
     let sale = app.create_sale(5, 1, time::Duration::hours(1)).await;
     let path = format!("/api/admin/sales/{sale}/events");
-    let (status, body) = read(app.http.get(app.url(&path)).send().await.unwrap()).await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::UNAUTHORIZED, "unauthorized")
-    );
-    let (status, body) = read(
-        app.http
-            .get(app.url(&path))
-            .bearer_auth("not-the-admin-token-at-all")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::UNAUTHORIZED, "unauthorized")
-    );
+    // Nobody, a wrong token, and a buyer's valid token: none of them is the admin token.
+    for bearer in [
+        None,
+        Some("not-the-admin-token-at-all".to_owned()),
+        Some(app.buyer("alice")),
+    ] {
+        let mut request = app.http.get(app.url(&path));
+        if let Some(token) = &bearer {
+            request = request.bearer_auth(token);
+        }
+        let (status, body) = read(request.send().await.unwrap()).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            "{bearer:?}"
+        );
+    }
     let (status, body) = app
         .admin(
             reqwest::Method::GET,
