@@ -51,6 +51,9 @@ pub async fn create_sale_and_greet(app: &RunningApp, config: &Config) -> Result<
     println!("  Sale page (goes live in {DEMO_GO_LIVE_DELAY_SECS} s):");
     println!("    {base}/sales/{}", view.sale.id);
     println!();
+    println!("  Admin dashboard (sign in with the admin token):");
+    println!("    {base}/admin");
+    println!();
     println!("  Admin token:");
     println!("    {admin}");
     println!("    curl -H 'Authorization: Bearer {admin}' {base}/api/admin/sales");

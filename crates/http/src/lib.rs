@@ -1,7 +1,8 @@
-//! The HTTP edge of flashsale: routes, extractors, the error table, the sale page and the
-//! bounded accept loop. This is the only crate that knows HTTP.
+//! The HTTP edge of flashsale: routes, extractors, the error table, the sale page, the admin
+//! dashboard with its event stream, and the bounded accept loop. This is the only crate that knows HTTP.
 
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
@@ -53,6 +54,7 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     histograms: metrics::RouteHistograms,
     read_cache: read_cache::ReadCache,
+    event_streams: events::EventStreams,
 }
 
 impl AppState {
@@ -76,6 +78,7 @@ impl AppState {
             metrics: handle,
             histograms: metrics::RouteHistograms::register(),
             read_cache: read_cache::ReadCache::new(status_cache_ms),
+            event_streams: events::EventStreams::default(),
         }
     }
 }

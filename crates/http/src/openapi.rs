@@ -52,6 +52,8 @@ const OPENAPI_MAX_AGE_SECS: u32 = 60;
         routes::recent_orders,
         routes::get_writers,
         routes::put_writers,
+        routes::dashboard,
+        crate::events::sale_events,
     ),
     components(schemas(ErrorBody, ErrorDetail, HealthBody)),
     modifiers(&SecuritySchemes),

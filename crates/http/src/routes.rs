@@ -40,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/openapi.json", get(crate::openapi::openapi_json))
         .route("/sales/{id}", get(sale_page))
+        .route("/admin", get(dashboard))
         .route("/api/sales/{id}/status", get(sale_status))
         .route("/api/sales/{id}/buy/{token}", post(buy))
         .route("/api/orders/{id}", get(get_order))
@@ -50,6 +51,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/admin/sales/{id}/stop", post(stop_sale))
         .route("/api/admin/sales/{id}/orders", get(recent_orders))
         .route("/api/admin/writers", get(get_writers).put(put_writers))
+        .route(
+            "/api/admin/sales/{id}/events",
+            get(crate::events::sale_events),
+        )
         .route("/metrics", get(crate::metrics::render))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -197,6 +202,30 @@ async fn sale_page(
         .read_cache
         .page(sale.id, sale.version, || pages::render(&sale).into());
     Ok(pages::sale_page(&sale, body, &headers))
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin",
+    tag = "admin",
+    description = "The admin dashboard: one static page that asks for the admin token and then \
+                   uses the admin API and the sale event stream.",
+    params(
+        ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer."),
+    ),
+    responses(
+        (status = 200, description = "The dashboard page (HTML with its script).",
+            content_type = "text/html", body = String,
+            headers(("ETag" = String), ("Cache-Control" = String, description = "`no-cache`"))),
+        (status = 304, description = "Not modified: `If-None-Match` matches the current ETag.",
+            headers(("ETag" = String), ("Cache-Control" = String))),
+        (status = 503, description = "`timeout`: the request took too long.", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+        (status = 500, description = "`internal`: a bug; the details were logged.", body = ErrorBody),
+    )
+)]
+async fn dashboard(headers: HeaderMap) -> Response {
+    pages::dashboard_page(&headers)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -691,7 +720,7 @@ async fn stop_sale(
 }
 
 #[derive(Serialize, ToSchema)]
-struct AdminOrderBody {
+pub(crate) struct AdminOrderBody {
     #[schema(format = Uuid)]
     order_id: String,
     buyer: BuyerId,
@@ -702,6 +731,18 @@ struct AdminOrderBody {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     expires_at: Timestamp,
+}
+
+impl From<flashsale_core::Order> for AdminOrderBody {
+    fn from(order: flashsale_core::Order) -> Self {
+        Self {
+            order_id: order.id.to_string(),
+            buyer: order.buyer,
+            status: order.status,
+            reserved_at: order.reserved_at,
+            expires_at: order.expires_at,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -742,16 +783,7 @@ async fn recent_orders(
         return Err(invalid());
     }
     let orders = state.shop.recent_orders(sale_id(&id)?, limit).await?;
-    let body: Vec<AdminOrderBody> = orders
-        .into_iter()
-        .map(|o| AdminOrderBody {
-            order_id: o.id.to_string(),
-            buyer: o.buyer,
-            status: o.status,
-            reserved_at: o.reserved_at,
-            expires_at: o.expires_at,
-        })
-        .collect();
+    let body: Vec<AdminOrderBody> = orders.into_iter().map(AdminOrderBody::from).collect();
     Ok(no_store(Json(body)))
 }
 

@@ -79,12 +79,15 @@ pub async fn serve(
         let limits = limits.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            // The peer address rides on each request for the per-client limiter.
+            // The peer address rides on each request for the per-client limiter, and the
+            // shutdown signal for responses that stream (they end when it fires).
+            let signal = crate::events::ShutdownSignal(shutdown.clone());
             let app = app.map_request(
                 move |mut request: axum::http::Request<hyper::body::Incoming>| {
                     request
                         .extensions_mut()
                         .insert(axum::extract::ConnectInfo(peer));
+                    request.extensions_mut().insert(signal.clone());
                     request
                 },
             );
