@@ -211,6 +211,8 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             body_bytes_max: config.http.body_bytes_max,
             request_timeout_ms: config.http.request_timeout_ms,
             body_read_timeout_ms: config.http.body_read_timeout_ms,
+            event_streams_max: config.http.event_streams_max,
+            event_stream_secs_max: config.http.event_stream_secs_max,
         },
         config.filters.status_cache_ms,
     );

@@ -118,6 +118,8 @@ pub struct HttpSection {
     pub body_bytes_max: usize,
     pub request_timeout_ms: u64,
     pub body_read_timeout_ms: u64,
+    pub event_streams_max: usize,
+    pub event_stream_secs_max: u64,
     pub shutdown_grace_ms: u64,
 }
 
@@ -243,6 +245,11 @@ impl Config {
             ("http.body_bytes_max", self.http.body_bytes_max as u64),
             ("http.request_timeout_ms", self.http.request_timeout_ms),
             ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
+            ("http.event_streams_max", self.http.event_streams_max as u64),
+            (
+                "http.event_stream_secs_max",
+                self.http.event_stream_secs_max,
+            ),
             (
                 "queue.capacity_reservations",
                 self.queue.capacity_reservations as u64,

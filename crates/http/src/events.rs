@@ -2,10 +2,10 @@
 //! made once a second from the server's own counters (the sale's counters, what each
 //! filtering layer did and how fast, the writers and the queue, the newest orders).
 //!
-//! Bounded like everything else: at most `EVENT_STREAMS_MAX` streams at once (the next one is
+//! Bounded like everything else: at most `http.event_streams_max` streams at once (the next one is
 //! answered 503 `overloaded`), the admin token on every stream (sent in the `Authorization`
 //! header: the dashboard reads the stream with `fetch`, so the token never goes into a URL),
-//! at most `EVENT_STREAM_SECS_MAX` per stream (the client reconnects), and every stream ends
+//! at most `http.event_stream_secs_max` per stream (the client reconnects), and every stream ends
 //! at once when the server begins to shut down, so open dashboards never hold up a graceful
 //! stop.
 
@@ -29,12 +29,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-/// Event streams open at once on this node (each costs a store query a second).
-pub const EVENT_STREAMS_MAX: usize = 4;
 /// Time between two events.
 const EVENT_INTERVAL_MS: u64 = 1000;
-/// Longest life of one stream; the dashboard then opens a new one.
-const EVENT_STREAM_SECS_MAX: u64 = 3600;
 /// Newest orders carried by an event.
 const EVENT_ORDERS_MAX: usize = 10;
 /// Events buffered for a slow reader before the feed waits for it.
@@ -52,10 +48,10 @@ pub struct EventStreams {
     permits: Arc<Semaphore>,
 }
 
-impl Default for EventStreams {
-    fn default() -> Self {
+impl EventStreams {
+    pub fn new(streams_max: usize) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(EVENT_STREAMS_MAX)),
+            permits: Arc::new(Semaphore::new(streams_max)),
         }
     }
 }
@@ -154,7 +150,7 @@ async fn feed(
     _permit: OwnedSemaphorePermit,
     shutdown: CancellationToken,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(EVENT_STREAM_SECS_MAX);
+    let deadline = Instant::now() + Duration::from_secs(state.limits.event_stream_secs_max);
     let mut ticks = tokio::time::interval(Duration::from_millis(EVENT_INTERVAL_MS));
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut previous: Option<(Instant, LayerCounts, SaleCounters)> = None;

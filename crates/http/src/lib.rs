@@ -31,6 +31,10 @@ pub struct RequestLimits {
     /// Longest time a client may take to send a request body once its headers are in; past it
     /// the answer is 408 (the client's doing, so not a 5xx).
     pub body_read_timeout_ms: u64,
+    /// Admin event streams open at once on this node (each costs a store query a second).
+    pub event_streams_max: usize,
+    /// Longest life of one event stream; the dashboard then opens a new one.
+    pub event_stream_secs_max: u64,
 }
 
 impl Default for RequestLimits {
@@ -39,6 +43,8 @@ impl Default for RequestLimits {
             body_bytes_max: 4096,
             request_timeout_ms: 10_000,
             body_read_timeout_ms: 5_000,
+            event_streams_max: 4,
+            event_stream_secs_max: 3600,
         }
     }
 }
@@ -69,6 +75,7 @@ impl AppState {
         status_cache_ms: u64,
     ) -> Self {
         let handle = metrics::install();
+        let event_streams = events::EventStreams::new(limits.event_streams_max);
         Self {
             shop,
             buyer_tokens,
@@ -78,7 +85,7 @@ impl AppState {
             metrics: handle,
             histograms: metrics::RouteHistograms::register(),
             read_cache: read_cache::ReadCache::new(status_cache_ms),
-            event_streams: events::EventStreams::default(),
+            event_streams,
         }
     }
 }

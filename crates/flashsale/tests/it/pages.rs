@@ -7,8 +7,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-/// The server's cap on open event streams (`flashsale_http::events::EVENT_STREAMS_MAX`).
-const STREAMS_MAX: usize = flashsale_http::events::EVENT_STREAMS_MAX;
+/// The server's default cap on open event streams (`http.event_streams_max`).
+const STREAMS_MAX: usize = 4;
 
 /// Reads server-sent events from a streaming response.
 struct EventReader {
