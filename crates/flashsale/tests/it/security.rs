@@ -100,6 +100,8 @@ async fn every_route_answers_each_identity_as_it_should() {
             Expect::Public(200),
         ),
         (Method::GET, "/metrics".into(), None, Expect::Public(200)),
+        // The dashboard page is static and public; everything it shows comes from admin routes.
+        (Method::GET, "/admin".into(), None, Expect::Public(200)),
         (
             Method::GET,
             format!("/sales/{sale}"),
@@ -210,8 +212,27 @@ async fn every_route_answers_each_identity_as_it_should() {
             }
         }
     }
+    // The dashboard's event stream (admin only) streams for up to an hour, so its admin answer
+    // is checked by its status line alone; everyone else gets 401 at once.
+    let events = format!("/api/admin/sales/{sale}/events");
+    for who in EVERYONE {
+        let mut request = app.http.get(app.url(&events));
+        if let Some(token) = bearer(who) {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let wanted = Expect::AdminOnly(200).status_for(who);
+        if response.status().as_u16() != wanted {
+            let _ = writeln!(
+                mismatches,
+                "GET {events} as {who:?}: {}, wanted {wanted}",
+                response.status()
+            );
+        }
+        checked += 1;
+    }
     assert!(mismatches.is_empty(), "{mismatches}");
-    assert_eq!(checked, routes.len() * EVERYONE.len());
+    assert_eq!(checked, (routes.len() + 1) * EVERYONE.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
