@@ -7,8 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-5}; SECS=${2:-5}; CONNS=${3:-64}
 TARGET=${CARGO_TARGET_DIR:-target}
-cargo build --release -p flashsale --bin flashsale --example hello >/dev/null
-BIN=$TARGET/release/flashsale; HELLO=$TARGET/release/examples/hello
+# BIN and HELLO may name prebuilt binaries (e.g. to compare two builds); otherwise build them.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p flashsale --bin flashsale --example hello >/dev/null
+fi
+BIN=${BIN:-$TARGET/release/flashsale}; HELLO=${HELLO:-$TARGET/release/examples/hello}
 WORK=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
 export FLASHSALE_ADMIN_TOKEN=bench-admin-token-0123456789
 export FLASHSALE_BUYER_JWT_SECRET=bench-buyer-secret-0123456789abcdef01234

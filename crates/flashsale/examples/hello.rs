@@ -6,11 +6,6 @@
 
 use tokio_util::sync::CancellationToken;
 
-// The same allocator as the flashsale binary, so the ratio compares the work, not malloc.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::args()

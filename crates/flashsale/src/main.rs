@@ -6,10 +6,6 @@ use flashsale::config::{BackendFlags, Config, FlagOverrides, LogFormat};
 use flashsale::{app, demo};
 use std::path::PathBuf;
 
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "flashsale",
