@@ -10,8 +10,11 @@ cd "$(dirname "$0")/../.."
 SECS=${1:-20}; OUT=${2:-callgrind-out}
 TARGET=${CARGO_TARGET_DIR:-target}
 PORT=${PORT:-28180}; PEER_PORT=${PEER_PORT:-28190}
-cargo build --release -p flashsale --bin flashsale --example hello >/dev/null
-BIN=$TARGET/release/flashsale; HELLO=$TARGET/release/examples/hello
+# BIN and HELLO may name prebuilt binaries; otherwise build them.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p flashsale --bin flashsale --example hello >/dev/null
+fi
+BIN=${BIN:-$TARGET/release/flashsale}; HELLO=${HELLO:-$TARGET/release/examples/hello}
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
 export FLASHSALE_ADMIN_TOKEN=bench-admin-token-0123456789
@@ -53,7 +56,7 @@ SOLD=$(mk_sale 1 1); SOLD_PATH=$(path_of "$SOLD")
 TOKENS="$WORK/tokens" BUY_PATH="$SOLD_PATH" wrk -t1 -c1 -d2s -s bench/quick/buy.lua "$BASE" >/dev/null # sells the one unit
 BIG=$(mk_sale 10000000 100); BIG_PATH=$(path_of "$BIG")
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PEER_PORT) 2>/dev/null && break; sleep 0.2; done
-echo "name requests instructions instructions_per_request"
-measure hello "$HELLO_PID" "http://127.0.0.1:$PEER_PORT" /x
-measure rejection "$SERVER_PID" "$BASE" "$SOLD_PATH"
-measure accepted "$SERVER_PID" "$BASE" "$BIG_PATH"
+echo "name requests instructions instructions_per_request" | tee "$OUT/summary.txt"
+measure hello "$HELLO_PID" "http://127.0.0.1:$PEER_PORT" /x | tee -a "$OUT/summary.txt"
+measure rejection "$SERVER_PID" "$BASE" "$SOLD_PATH" | tee -a "$OUT/summary.txt"
+measure accepted "$SERVER_PID" "$BASE" "$BIG_PATH" | tee -a "$OUT/summary.txt"
