@@ -121,10 +121,10 @@ fn check_keyed<K: std::hash::Hash + Eq + Clone>(
     let Some(limiter) = limiter else {
         return Ok(());
     };
+    // The limiter's own clock: building a new one (`DefaultClock::default()`) calibrates a
+    // quanta clock, which made every refusal cost microseconds (criterion: 7.8 µs vs 28 ns).
     limiter.check_key(key).map_err(|not_until| {
-        retry_after_secs(not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        )))
+        retry_after_secs(not_until.wait_time_from(governor::clock::Clock::now(limiter.clock())))
     })
 }
 
@@ -148,9 +148,7 @@ impl SaleGate {
             return Ok(());
         };
         bucket.check().map_err(|not_until| {
-            retry_after_secs(not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            )))
+            retry_after_secs(not_until.wait_time_from(governor::clock::Clock::now(bucket.clock())))
         })
     }
 }
