@@ -360,80 +360,117 @@ async fn admin_changes_on_one_node_reach_the_others() {
     assert!(stopped, "a never learned the sale was stopped");
 }
 
-/// A Redis server of the test's own on a free port, with nothing on disk (like the shared
-/// one), that the test can kill and start again empty.
-struct OwnRedis {
+/// A server process of the test's own (Redis or NATS) on a free port with a temp dir, that the
+/// test can stop and start again on the same port and directory. Never the shared servers.
+struct OwnServer {
+    kind: ServerKind,
     port: u16,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
 }
 
-impl OwnRedis {
-    fn start() -> Self {
+#[derive(Clone, Copy)]
+enum ServerKind {
+    /// Nothing on disk, like the shared one: a restart comes back empty.
+    Redis,
+    /// JetStream with its store in the temp dir: a restart keeps the stream.
+    Nats,
+}
+
+impl OwnServer {
+    fn start(kind: ServerKind) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut redis = Self {
+        let mut server = Self {
+            kind,
             port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
         };
-        redis.restart();
-        redis
+        server.restart();
+        server
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.kind {
+            ServerKind::Redis => format!("redis://127.0.0.1:{}", self.port),
+            ServerKind::Nats => format!("nats://127.0.0.1:{}", self.port),
+        }
     }
 
     fn restart(&mut self) {
-        let child = std::process::Command::new(redis_server())
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
+        let port = self.port.to_string();
+        let mut command = match self.kind {
+            ServerKind::Redis => {
+                let mut command = std::process::Command::new(installed("redis-server"));
+                command
+                    .args(["--bind", "127.0.0.1", "--port", &port])
+                    .args(["--save", "", "--appendonly", "no", "--dir"]);
+                command
+            }
+            ServerKind::Nats => {
+                let mut command = std::process::Command::new(installed("nats-server"));
+                command.args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"]);
+                command
+            }
+        };
+        let child = command
             .arg(self.dir.path())
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.url()));
         self.child = Some(child);
-        for _ in 0..100 {
+        for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} never came up", self.port);
+        panic!("{} never came up", self.url());
     }
 
-    /// SIGKILL: Redis forgets everything, as after a crash of a Redis that keeps nothing.
+    /// SIGKILL: a crash. Redis forgets everything (it keeps nothing on disk).
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().ok();
             child.wait().ok();
         }
     }
+
+    /// SIGTERM: a clean stop, as an operator's restart would do (JetStream flushes its store).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .ok();
+            child.wait().ok();
+        }
+    }
 }
 
-impl Drop for OwnRedis {
+impl Drop for OwnServer {
     fn drop(&mut self) {
         self.kill();
     }
 }
 
-fn redis_server() -> String {
-    for candidate in ["/usr/bin/redis-server", "/usr/sbin/redis-server"] {
-        if Path::new(candidate).exists() {
-            return candidate.to_owned();
-        }
-    }
-    "redis-server".to_owned()
+/// The path of an installed server binary (Debian puts them in sbin or bin).
+fn installed(name: &str) -> String {
+    ["/usr/sbin", "/usr/bin"]
+        .into_iter()
+        .map(|dir| format!("{dir}/{name}"))
+        .find(|path| Path::new(path).exists())
+        .unwrap_or_else(|| name.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarting_empty_gets_503_then_the_ledger_is_rebuilt() {
-    let mut redis = OwnRedis::start();
+    let mut redis = OwnServer::start(ServerKind::Redis);
     let shared = SharedBackends::create_on(&redis.url(), &nats_url()).await;
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let (a, b) = (shared.node(&clock).await, shared.node(&clock).await);
@@ -525,88 +562,10 @@ async fn a_node_that_cannot_reach_a_backend_names_it_and_exits_non_zero() {
     );
 }
 
-/// A NATS server of the test's own, with JetStream in a temp dir, that the test can stop and
-/// start again on the same port and store.
-struct OwnNats {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<std::process::Child>,
-}
-
-impl OwnNats {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut nats = Self {
-            port,
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        nats.restart();
-        nats
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or("nats-server");
-        let child = std::process::Command::new(binary)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start nats-server: {e}"));
-        self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("nats-server on port {} never came up", self.port);
-    }
-
-    /// A clean stop (SIGTERM): JetStream flushes its store, as an operator's restart would.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            std::process::Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .ok();
-            child.wait().ok();
-        }
-    }
-}
-
-impl Drop for OwnNats {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().ok();
-            child.wait().ok();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_stopping_fails_buys_fast_and_the_invariants_hold_after_it_returns() {
     const STOCK: usize = 10;
-    let mut nats = OwnNats::start();
+    let mut nats = OwnServer::start(ServerKind::Nats);
     let shared = SharedBackends::create_on(&redis_url(), &nats.url()).await;
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let node = shared.node(&clock).await;
