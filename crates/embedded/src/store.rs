@@ -8,8 +8,9 @@
 use async_trait::async_trait;
 use flashsale_core::{
     BuyerId, Order, OrderId, OrderStatus, PayDecision, PaymentId, Reservation, Sale, SaleId,
-    SaleSpec, Timestamp,
+    Timestamp,
 };
+use flashsale_service::stored::{OrderColumns, SaleColumns, Stored, to_ms};
 use flashsale_service::{
     BackendError, BackendResult, Holding, OrderCounts, OrderStore, PayOutcome,
 };
@@ -22,6 +23,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 const BACKEND: &str = "sqlite order store";
+/// Decodes what this store wrote (shared rules, this store's name in errors).
+const STORED: Stored = Stored::new(BACKEND);
 
 /// How long a connection waits for a lock held by another process (a backup, the sqlite3
 /// shell) before failing.
@@ -129,7 +132,7 @@ impl OrderStore for SqliteStore {
         )
         .bind(sale.id.to_string())
         .bind(&s.name)
-        .bind(to_i64(s.price_cents, "price_cents")?)
+        .bind(STORED.fit::<_, i64>(s.price_cents, "price_cents")?)
         .bind(i64::from(s.stock))
         .bind(to_ms(s.starts_at))
         .bind(to_ms(s.ends_at))
@@ -152,7 +155,7 @@ impl OrderStore for SqliteStore {
              per_buyer_limit = ?, payment_window_secs = ?, version = ? WHERE id = ? AND version = ?",
         )
         .bind(&s.name)
-        .bind(to_i64(s.price_cents, "price_cents")?)
+        .bind(STORED.fit::<_, i64>(s.price_cents, "price_cents")?)
         .bind(i64::from(s.stock))
         .bind(to_ms(s.starts_at))
         .bind(to_ms(s.ends_at))
@@ -322,13 +325,13 @@ impl OrderStore for SqliteStore {
             let n: i64 = row
                 .try_get("n")
                 .map_err(|e| read_error("counting orders", e))?;
-            let n = u64::try_from(n).map_err(|_| corrupt(format!("negative count {n}")))?;
+            let n = u64::try_from(n).map_err(|_| STORED.corrupt(format!("negative count {n}")))?;
             match OrderStatus::parse(&status) {
                 Some(OrderStatus::PendingPayment) => counts.pending_payment = n,
                 Some(OrderStatus::Paid) => counts.paid = n,
                 Some(OrderStatus::Expired) => counts.expired = n,
                 Some(OrderStatus::Cancelled) => counts.cancelled = n,
-                None => return Err(corrupt(format!("unknown order status {status:?}"))),
+                None => return Err(STORED.corrupt(format!("unknown order status {status:?}"))),
             }
         }
         Ok(counts)
@@ -342,10 +345,10 @@ impl OrderStore for SqliteStore {
             .map_err(|e| read_error("reading holdings", e))?;
         rows.iter()
             .map(|row| {
-                let status = parse_status(&text(row, "status")?)?;
+                let status = STORED.status(&text(row, "status")?)?;
                 Ok(Holding {
-                    order_id: parse_order_id(&text(row, "id")?)?,
-                    buyer: parse_buyer(&text(row, "buyer")?)?,
+                    order_id: STORED.order_id(&text(row, "id")?)?,
+                    buyer: STORED.buyer(&text(row, "buyer")?)?,
                     live: status.is_live(),
                 })
             })
@@ -366,45 +369,36 @@ impl OrderStore for SqliteStore {
     }
 }
 
-/// Reads the columns every order query selects: id, sale_id, buyer, status, reserved_at_ms,
-/// expires_at_ms, payment_id.
 fn order_from_row(row: &SqliteRow) -> BackendResult<Order> {
-    let payment_id: Option<String> = row
-        .try_get("payment_id")
-        .map_err(|e| read_error("reading an order", e))?;
-    Ok(Order {
-        id: parse_order_id(&text(row, "id")?)?,
-        sale_id: parse_sale_id(&text(row, "sale_id")?)?,
-        buyer: parse_buyer(&text(row, "buyer")?)?,
-        status: parse_status(&text(row, "status")?)?,
-        reserved_at: from_ms(integer(row, "reserved_at_ms")?)?,
-        expires_at: from_ms(integer(row, "expires_at_ms")?)?,
-        payment_id: payment_id
-            .map(|p| PaymentId::parse(&p).map_err(|e| corrupt(format!("payment id {p:?}: {e}"))))
-            .transpose()?,
-    })
+    OrderColumns {
+        id: text(row, "id")?,
+        sale_id: text(row, "sale_id")?,
+        buyer: text(row, "buyer")?,
+        status: text(row, "status")?,
+        reserved_at_ms: integer(row, "reserved_at_ms")?,
+        expires_at_ms: integer(row, "expires_at_ms")?,
+        payment_id: row
+            .try_get("payment_id")
+            .map_err(|e| read_error("reading an order", e))?,
+    }
+    .decode(&STORED)
 }
 
+/// Reads the columns of `sale_columns!`.
 fn sale_from_row(row: &SqliteRow) -> BackendResult<Sale> {
-    let number = |column: &str| -> BackendResult<u32> {
-        let value = integer(row, column)?;
-        u32::try_from(value).map_err(|_| corrupt(format!("{column} {value} out of range")))
-    };
-    let price = integer(row, "price_cents")?;
-    Ok(Sale {
-        id: parse_sale_id(&text(row, "id")?)?,
-        spec: SaleSpec {
-            name: text(row, "name")?,
-            price_cents: u64::try_from(price)
-                .map_err(|_| corrupt(format!("price_cents {price} out of range")))?,
-            stock: number("stock")?,
-            starts_at: from_ms(integer(row, "starts_at_ms")?)?,
-            ends_at: from_ms(integer(row, "ends_at_ms")?)?,
-            per_buyer_limit: number("per_buyer_limit")?,
-            payment_window_secs: number("payment_window_secs")?,
-        },
+    let number = |column: &str| integer(row, column);
+    SaleColumns {
+        id: text(row, "id")?,
+        name: text(row, "name")?,
+        price_cents: integer(row, "price_cents")?,
+        stock: number("stock")?,
+        starts_at_ms: integer(row, "starts_at_ms")?,
+        ends_at_ms: integer(row, "ends_at_ms")?,
+        per_buyer_limit: number("per_buyer_limit")?,
+        payment_window_secs: number("payment_window_secs")?,
         version: number("version")?,
-    })
+    }
+    .decode(&STORED)
 }
 
 fn text(row: &SqliteRow, column: &str) -> BackendResult<String> {
@@ -415,43 +409,6 @@ fn text(row: &SqliteRow, column: &str) -> BackendResult<String> {
 fn integer(row: &SqliteRow, column: &str) -> BackendResult<i64> {
     row.try_get(column)
         .map_err(|e| read_error("reading a row", e))
-}
-
-fn parse_order_id(text: &str) -> BackendResult<OrderId> {
-    OrderId::parse(text).map_err(|e| corrupt(format!("order id {text:?}: {e}")))
-}
-
-fn parse_sale_id(text: &str) -> BackendResult<SaleId> {
-    SaleId::parse(text).map_err(|e| corrupt(format!("sale id {text:?}: {e}")))
-}
-
-fn parse_buyer(text: &str) -> BackendResult<BuyerId> {
-    BuyerId::parse(text).map_err(|e| corrupt(format!("buyer {text:?}: {e}")))
-}
-
-fn parse_status(text: &str) -> BackendResult<OrderStatus> {
-    OrderStatus::parse(text).ok_or_else(|| corrupt(format!("unknown order status {text:?}")))
-}
-
-/// Unix milliseconds. Sale specs refuse years outside 1970..=9999, and reservations are made
-/// at the current time, so this never saturates in practice.
-fn to_ms(at: Timestamp) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-fn from_ms(ms: i64) -> BackendResult<Timestamp> {
-    Timestamp::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map_err(|e| corrupt(format!("timestamp {ms} ms: {e}")))
-}
-
-fn to_i64(value: u64, field: &str) -> BackendResult<i64> {
-    i64::try_from(value)
-        .map_err(|_| BackendError::determinate(BACKEND, format!("{field} {value} does not fit")))
-}
-
-/// A stored row this code cannot have written: say so rather than guess.
-fn corrupt(message: String) -> BackendError {
-    BackendError::determinate(BACKEND, format!("unreadable stored data: {message}"))
 }
 
 fn read_error(what: &str, e: sqlx::Error) -> BackendError {

@@ -16,9 +16,10 @@
 use async_trait::async_trait;
 use flashsale_core::{
     BuyerId, Order, OrderId, OrderStatus, PayDecision, PaymentId, Reservation, Sale, SaleId,
-    SaleSpec, Timestamp,
+    Timestamp,
 };
 use flashsale_service::ports::redact_password;
+use flashsale_service::stored::{OrderColumns, SaleColumns, Stored, to_ms};
 use flashsale_service::{
     BackendError, BackendResult, Holding, OrderCounts, OrderStore, PayOutcome,
 };
@@ -29,6 +30,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 const BACKEND: &str = "postgres order store";
+/// Decodes what this store wrote (shared rules, this store's name in errors).
+const STORED: Stored = Stored::new(BACKEND);
 
 /// A payment re-reads and retries its compare-and-set at most this often. The status moves
 /// out of `pending_payment` at most once, so the second read always decides without a write.
@@ -192,13 +195,13 @@ impl OrderStore for PgStore {
         )
         .bind(sale.id.to_string())
         .bind(&s.name)
-        .bind(to_i64(s.price_cents, "price_cents")?)
-        .bind(to_i32(s.stock, "stock")?)
+        .bind(STORED.fit::<_, i64>(s.price_cents, "price_cents")?)
+        .bind(STORED.fit::<_, i32>(s.stock, "stock")?)
         .bind(to_ms(s.starts_at))
         .bind(to_ms(s.ends_at))
-        .bind(to_i32(s.per_buyer_limit, "per_buyer_limit")?)
-        .bind(to_i32(s.payment_window_secs, "payment_window_secs")?)
-        .bind(to_i32(sale.version, "version")?)
+        .bind(STORED.fit::<_, i32>(s.per_buyer_limit, "per_buyer_limit")?)
+        .bind(STORED.fit::<_, i32>(s.payment_window_secs, "payment_window_secs")?)
+        .bind(STORED.fit::<_, i32>(sale.version, "version")?)
         .execute(&self.pool)
         .await
         .map_err(|e| write_error("creating a sale", e))?;
@@ -216,15 +219,15 @@ impl OrderStore for PgStore {
              WHERE id = $9::uuid AND version = $10",
         )
         .bind(&s.name)
-        .bind(to_i64(s.price_cents, "price_cents")?)
-        .bind(to_i32(s.stock, "stock")?)
+        .bind(STORED.fit::<_, i64>(s.price_cents, "price_cents")?)
+        .bind(STORED.fit::<_, i32>(s.stock, "stock")?)
         .bind(to_ms(s.starts_at))
         .bind(to_ms(s.ends_at))
-        .bind(to_i32(s.per_buyer_limit, "per_buyer_limit")?)
-        .bind(to_i32(s.payment_window_secs, "payment_window_secs")?)
-        .bind(to_i32(sale.version, "version")?)
+        .bind(STORED.fit::<_, i32>(s.per_buyer_limit, "per_buyer_limit")?)
+        .bind(STORED.fit::<_, i32>(s.payment_window_secs, "payment_window_secs")?)
+        .bind(STORED.fit::<_, i32>(sale.version, "version")?)
         .bind(sale.id.to_string())
-        .bind(to_i32(previous_version, "version")?)
+        .bind(STORED.fit::<_, i32>(previous_version, "version")?)
         .execute(&self.pool)
         .await
         .map_err(|e| write_error("updating a sale", e))?;
@@ -373,8 +376,8 @@ impl OrderStore for PgStore {
         for row in rows {
             let status = text(&row, "status")?;
             let n = integer(&row, "n")?;
-            let n = u64::try_from(n).map_err(|_| corrupt(format!("negative count {n}")))?;
-            match parse_status(&status)? {
+            let n = u64::try_from(n).map_err(|_| STORED.corrupt(format!("negative count {n}")))?;
+            match STORED.status(&status)? {
                 OrderStatus::PendingPayment => counts.pending_payment = n,
                 OrderStatus::Paid => counts.paid = n,
                 OrderStatus::Expired => counts.expired = n,
@@ -394,10 +397,10 @@ impl OrderStore for PgStore {
         .map_err(|e| read_error("reading holdings", e))?;
         rows.iter()
             .map(|row| {
-                let status = parse_status(&text(row, "status")?)?;
+                let status = STORED.status(&text(row, "status")?)?;
                 Ok(Holding {
-                    order_id: parse_order_id(&text(row, "id")?)?,
-                    buyer: parse_buyer(&text(row, "buyer")?)?,
+                    order_id: STORED.order_id(&text(row, "id")?)?,
+                    buyer: STORED.buyer(&text(row, "buyer")?)?,
                     live: status.is_live(),
                 })
             })
@@ -419,47 +422,41 @@ impl OrderStore for PgStore {
     }
 }
 
-/// Reads the columns of `order_columns!`.
 fn order_from_row(row: &PgRow) -> BackendResult<Order> {
-    let payment_id: Option<String> = row
-        .try_get("payment_id")
-        .map_err(|e| read_error("reading an order", e))?;
-    Ok(Order {
-        id: parse_order_id(&text(row, "id")?)?,
-        sale_id: parse_sale_id(&text(row, "sale_id")?)?,
-        buyer: parse_buyer(&text(row, "buyer")?)?,
-        status: parse_status(&text(row, "status")?)?,
-        reserved_at: from_ms(integer(row, "reserved_at_ms")?)?,
-        expires_at: from_ms(integer(row, "expires_at_ms")?)?,
-        payment_id: payment_id
-            .map(|p| PaymentId::parse(&p).map_err(|e| corrupt(format!("payment id {p:?}: {e}"))))
-            .transpose()?,
-    })
+    OrderColumns {
+        id: text(row, "id")?,
+        sale_id: text(row, "sale_id")?,
+        buyer: text(row, "buyer")?,
+        status: text(row, "status")?,
+        reserved_at_ms: integer(row, "reserved_at_ms")?,
+        expires_at_ms: integer(row, "expires_at_ms")?,
+        payment_id: row
+            .try_get("payment_id")
+            .map_err(|e| read_error("reading an order", e))?,
+    }
+    .decode(&STORED)
 }
 
 /// Reads the columns of `sale_columns!`.
 fn sale_from_row(row: &PgRow) -> BackendResult<Sale> {
-    let number = |column: &str| -> BackendResult<u32> {
+    let number = |column: &str| -> BackendResult<i64> {
         let value: i32 = row
             .try_get(column)
             .map_err(|e| read_error("reading a sale", e))?;
-        u32::try_from(value).map_err(|_| corrupt(format!("{column} {value} out of range")))
+        Ok(i64::from(value))
     };
-    let price = integer(row, "price_cents")?;
-    Ok(Sale {
-        id: parse_sale_id(&text(row, "id")?)?,
-        spec: SaleSpec {
-            name: text(row, "name")?,
-            price_cents: u64::try_from(price)
-                .map_err(|_| corrupt(format!("price_cents {price} out of range")))?,
-            stock: number("stock")?,
-            starts_at: from_ms(integer(row, "starts_at_ms")?)?,
-            ends_at: from_ms(integer(row, "ends_at_ms")?)?,
-            per_buyer_limit: number("per_buyer_limit")?,
-            payment_window_secs: number("payment_window_secs")?,
-        },
+    SaleColumns {
+        id: text(row, "id")?,
+        name: text(row, "name")?,
+        price_cents: integer(row, "price_cents")?,
+        stock: number("stock")?,
+        starts_at_ms: integer(row, "starts_at_ms")?,
+        ends_at_ms: integer(row, "ends_at_ms")?,
+        per_buyer_limit: number("per_buyer_limit")?,
+        payment_window_secs: number("payment_window_secs")?,
         version: number("version")?,
-    })
+    }
+    .decode(&STORED)
 }
 
 fn text(row: &PgRow, column: &str) -> BackendResult<String> {
@@ -470,48 +467,6 @@ fn text(row: &PgRow, column: &str) -> BackendResult<String> {
 fn integer(row: &PgRow, column: &str) -> BackendResult<i64> {
     row.try_get(column)
         .map_err(|e| read_error("reading a row", e))
-}
-
-fn parse_order_id(text: &str) -> BackendResult<OrderId> {
-    OrderId::parse(text).map_err(|e| corrupt(format!("order id {text:?}: {e}")))
-}
-
-fn parse_sale_id(text: &str) -> BackendResult<SaleId> {
-    SaleId::parse(text).map_err(|e| corrupt(format!("sale id {text:?}: {e}")))
-}
-
-fn parse_buyer(text: &str) -> BackendResult<BuyerId> {
-    BuyerId::parse(text).map_err(|e| corrupt(format!("buyer {text:?}: {e}")))
-}
-
-fn parse_status(text: &str) -> BackendResult<OrderStatus> {
-    OrderStatus::parse(text).ok_or_else(|| corrupt(format!("unknown order status {text:?}")))
-}
-
-/// Unix milliseconds. Sale specs refuse years outside 1970..=9999, and reservations are made
-/// at the current time, so this never saturates in practice.
-fn to_ms(at: Timestamp) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-fn from_ms(ms: i64) -> BackendResult<Timestamp> {
-    Timestamp::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map_err(|e| corrupt(format!("timestamp {ms} ms: {e}")))
-}
-
-fn to_i64(value: u64, field: &str) -> BackendResult<i64> {
-    i64::try_from(value)
-        .map_err(|_| BackendError::determinate(BACKEND, format!("{field} {value} does not fit")))
-}
-
-fn to_i32(value: u32, field: &str) -> BackendResult<i32> {
-    i32::try_from(value)
-        .map_err(|_| BackendError::determinate(BACKEND, format!("{field} {value} does not fit")))
-}
-
-/// A stored row this code cannot have written: say so rather than guess.
-fn corrupt(message: String) -> BackendError {
-    BackendError::determinate(BACKEND, format!("unreadable stored data: {message}"))
 }
 
 /// A read changes nothing, whatever went wrong.

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod conformance;
 pub mod filters;
 pub mod ports;
+pub mod stored;
 
 pub use clock::{ManualClock, SystemClock};
 pub use ports::{
