@@ -15,11 +15,10 @@
 
 use async_trait::async_trait;
 use flashsale_core::{
-    BuyerId, Order, OrderId, OrderStatus, PayDecision, PaymentId, Reservation, Sale, SaleId,
-    Timestamp,
+    BuyerId, Order, OrderId, OrderStatus, PaymentId, Reservation, Sale, SaleId, Timestamp,
 };
 use flashsale_service::ports::redact_password;
-use flashsale_service::stored::{OrderColumns, SaleColumns, Stored, to_ms};
+use flashsale_service::stored::{OrderColumns, SaleColumns, Stored, pay_by_compare_and_set, to_ms};
 use flashsale_service::{
     BackendError, BackendResult, Holding, OrderCounts, OrderStore, PayOutcome,
 };
@@ -32,10 +31,6 @@ use std::time::Duration;
 const BACKEND: &str = "postgres order store";
 /// Decodes what this store wrote (shared rules, this store's name in errors).
 const STORED: Stored = Stored::new(BACKEND);
-
-/// A payment re-reads and retries its compare-and-set at most this often. The status moves
-/// out of `pending_payment` at most once, so the second read always decides without a write.
-const PAY_ATTEMPTS_MAX: usize = 3;
 
 /// The columns every order query selects, in the shape `order_from_row` reads.
 macro_rules! order_columns {
@@ -298,46 +293,21 @@ impl OrderStore for PgStore {
         payment: &PaymentId,
         now: Timestamp,
     ) -> BackendResult<PayOutcome> {
-        for _ in 0..PAY_ATTEMPTS_MAX {
-            let Some(order) = self.read_order(id).await? else {
-                return Ok(PayOutcome::NotFound);
-            };
-            // Someone else's order looks exactly like no order: ids must not be probeable.
-            if &order.buyer != buyer {
-                return Ok(PayOutcome::NotFound);
-            }
-            match order.decide_pay(payment, now) {
-                PayDecision::AlreadyPaid => return Ok(PayOutcome::Paid(order)),
-                PayDecision::PaidByOtherPayment => return Ok(PayOutcome::PaidByOtherPayment),
-                PayDecision::Expired => return Ok(PayOutcome::Expired),
-                PayDecision::Cancelled => return Ok(PayOutcome::Cancelled),
-                PayDecision::Apply => {
-                    // Compare-and-set on the status: a reaper (or another payment) that moved
-                    // it meanwhile wins, and we go round to read what happened.
-                    let result = sqlx::query(
-                        "UPDATE orders SET status = 'paid', payment_id = $1, updated_at_ms = $2 \
-                         WHERE id = $3::uuid AND status = 'pending_payment'",
-                    )
-                    .bind(payment.as_str())
-                    .bind(to_ms(now))
-                    .bind(id.to_string())
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| write_error("paying an order", e))?;
-                    if result.rows_affected() == 1 {
-                        return Ok(PayOutcome::Paid(Order {
-                            status: OrderStatus::Paid,
-                            payment_id: Some(payment.clone()),
-                            ..order
-                        }));
-                    }
-                }
-            }
-        }
-        Err(BackendError::determinate(
-            BACKEND,
-            format!("order {id} kept changing under {PAY_ATTEMPTS_MAX} payment attempts"),
-        ))
+        let read = || self.read_order(id);
+        let mark_paid = move || async move {
+            let result = sqlx::query(
+                "UPDATE orders SET status = 'paid', payment_id = $1, updated_at_ms = $2 \
+                 WHERE id = $3::uuid AND status = 'pending_payment'",
+            )
+            .bind(payment.as_str())
+            .bind(to_ms(now))
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| write_error("paying an order", e))?;
+            Ok(result.rows_affected() == 1)
+        };
+        pay_by_compare_and_set(&STORED, id, buyer, payment, now, read, mark_paid).await
     }
 
     async fn expire_due(&self, now: Timestamp, max: usize) -> BackendResult<Vec<Order>> {

@@ -2,9 +2,9 @@
 //! reads its own row type into the plain columns below; the rules for turning them back into
 //! values, and for refusing a row this code cannot have written, live here once.
 
-use crate::ports::{BackendError, BackendResult};
+use crate::ports::{BackendError, BackendResult, PayOutcome};
 use flashsale_core::{
-    BuyerId, Order, OrderId, OrderStatus, PaymentId, Sale, SaleId, SaleSpec, Timestamp,
+    BuyerId, Order, OrderId, OrderStatus, PayDecision, PaymentId, Sale, SaleId, SaleSpec, Timestamp,
 };
 use std::fmt::Display;
 
@@ -63,6 +63,59 @@ impl Stored {
 /// at the current time, so this never saturates in practice.
 pub fn to_ms(at: Timestamp) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Rounds of read, decide, compare-and-set before a payment gives up. The status moves out of
+/// `pending_payment` at most once, so the second read always decides without a write.
+pub const PAY_ATTEMPTS_MAX: usize = 3;
+
+/// Pays `id` the way every store does: read the order, let `Order::decide_pay` decide, and
+/// apply with the store's compare-and-set from `pending_payment` to `paid` (`mark_paid`,
+/// true when it changed the row). A reaper or another payment that moved the order meanwhile
+/// wins the race, and the next round reads what happened.
+pub async fn pay_by_compare_and_set<Read, MarkPaid>(
+    stored: &Stored,
+    id: OrderId,
+    buyer: &BuyerId,
+    payment: &PaymentId,
+    now: Timestamp,
+    read: impl Fn() -> Read,
+    mark_paid: impl Fn() -> MarkPaid,
+) -> BackendResult<PayOutcome>
+where
+    // Plain closures returning futures, not `AsyncFn`: the stores' `async_trait` methods need
+    // futures that are `Send` for every lifetime, which `AsyncFn` cannot promise yet.
+    Read: Future<Output = BackendResult<Option<Order>>>,
+    MarkPaid: Future<Output = BackendResult<bool>>,
+{
+    for _ in 0..PAY_ATTEMPTS_MAX {
+        let Some(order) = read().await? else {
+            return Ok(PayOutcome::NotFound);
+        };
+        // Someone else's order looks exactly like no order: ids must not be probeable.
+        if &order.buyer != buyer {
+            return Ok(PayOutcome::NotFound);
+        }
+        match order.decide_pay(payment, now) {
+            PayDecision::AlreadyPaid => return Ok(PayOutcome::Paid(order)),
+            PayDecision::PaidByOtherPayment => return Ok(PayOutcome::PaidByOtherPayment),
+            PayDecision::Expired => return Ok(PayOutcome::Expired),
+            PayDecision::Cancelled => return Ok(PayOutcome::Cancelled),
+            PayDecision::Apply => {
+                if mark_paid().await? {
+                    return Ok(PayOutcome::Paid(Order {
+                        status: OrderStatus::Paid,
+                        payment_id: Some(payment.clone()),
+                        ..order
+                    }));
+                }
+            }
+        }
+    }
+    Err(BackendError::determinate(
+        stored.backend,
+        format!("order {id} kept changing under {PAY_ATTEMPTS_MAX} payment attempts"),
+    ))
 }
 
 /// The columns of an order row, as the stores keep them.
