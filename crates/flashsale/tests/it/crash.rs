@@ -26,7 +26,13 @@ async fn start_server(data_dir: &Path) -> Server {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
-    let child = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flashsale"));
+    // The server reads every FLASHSALE_* variable and refuses unknown ones: keep the test's
+    // own knobs (FLASHSALE_KILL_CYCLES, FLASHSALE_TEST_*) away from it.
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLASHSALE_")) {
+        command.env_remove(key);
+    }
+    let child = command
         .args([
             "serve",
             "--listen",
@@ -261,4 +267,169 @@ async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
         "expected `{queued}` in /metrics:\n{metrics}"
     );
     drop(server);
+}
+
+/// Kill cycles in CI; set `FLASHSALE_KILL_CYCLES=100` for the soak the issue asks for.
+const KILL_CYCLES_DEFAULT: usize = 10;
+/// Buyers who may buy in one cycle; the stock is 30 units per cycle, so the sale sells out
+/// near the last cycles and most kills land in a burst that is still selling.
+const CYCLE_BUYERS: usize = 120;
+const CYCLE_STOCK_PER_CYCLE: u64 = 30;
+
+/// Many `kill -9`s in a row, each in the middle of a burst, on one data dir: after every
+/// restart each acknowledged order is there exactly once, the stock is conserved, and nothing
+/// is oversold, also after the sale sells out part-way through the cycles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_kill_dash_nine_during_bursts_loses_nothing() {
+    let cycles = std::env::var("FLASHSALE_KILL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(KILL_CYCLES_DEFAULT);
+    let stock = cycles as u64 * CYCLE_STOCK_PER_CYCLE;
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let tokens = Arc::new(BuyerTokens::new(BUYER_SECRET.as_bytes()));
+    let mut server = start_server(dir.path()).await;
+    let now = OffsetDateTime::now_utc();
+    let sale = admin(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/api/admin/sales", server.base),
+        Some(json!({
+            "name": "Kill cycles", "price_cents": 100, "stock": stock,
+            "starts_at": rfc3339(now + time::Duration::hours(1)),
+            "ends_at": rfc3339(now + time::Duration::hours(2)),
+            "per_buyer_limit": 1, "payment_window_secs": 3600,
+        })),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    admin(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/api/admin/sales/{sale}/start", server.base),
+        None,
+    )
+    .await;
+    let mut accepted: HashMap<usize, String> = HashMap::new();
+    for cycle in 0..cycles {
+        let base = server.base.clone();
+        let status = read(
+            http.get(format!("{base}/api/sales/{sale}/status"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+        .1;
+        // Sold out: no buy path any more, but the cycles go on (recovery of a sold-out sale).
+        let path = status["buy_path"].as_str().map(str::to_owned);
+        let accepted_now: Arc<tokio::sync::Mutex<HashMap<usize, String>>> = Default::default();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let first = cycle * CYCLE_BUYERS;
+        let next = Arc::new(AtomicUsize::new(first));
+        let mut workers = Vec::new();
+        if let Some(path) = &path {
+            for _ in 0..16 {
+                let (http, url, tokens) = (http.clone(), format!("{base}{path}"), tokens.clone());
+                let (accepted_now, answered, next) =
+                    (accepted_now.clone(), answered.clone(), next.clone());
+                workers.push(tokio::spawn(async move {
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= first + CYCLE_BUYERS {
+                            return;
+                        }
+                        let Ok(response) = http
+                            .post(&url)
+                            .bearer_auth(token(&tokens, n))
+                            .header("Idempotency-Key", format!("k{n}"))
+                            .send()
+                            .await
+                        else {
+                            return; // the server is gone
+                        };
+                        let code = response.status();
+                        let Ok(body) = response.json::<Value>().await else {
+                            return;
+                        };
+                        if code == StatusCode::ACCEPTED {
+                            let order = body["order_id"].as_str().unwrap().to_owned();
+                            accepted_now.lock().await.insert(n, order);
+                        }
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+        }
+        // Kill at a different point of each burst.
+        let kill_after = 5 + (cycle * 37) % (CYCLE_BUYERS / 2);
+        for _ in 0..2_000 {
+            if answered.load(Ordering::Relaxed) >= kill_after || path.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        server.child.start_kill().unwrap();
+        server.child.wait().await.unwrap();
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        accepted.extend(accepted_now.lock().await.drain());
+
+        server = start_server(dir.path()).await;
+        let base = server.base.clone();
+        let counters = wait_drained(&http, &base, &sale).await;
+        for (n, order_id) in &accepted {
+            let (code, order) = read(
+                http.get(format!("{base}/api/orders/{order_id}"))
+                    .bearer_auth(token(&tokens, *n))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(
+                (code, order["status"].as_str()),
+                (StatusCode::OK, Some("pending_payment")),
+                "cycle {cycle}: acknowledged order {order_id} of buyer-{n}"
+            );
+        }
+        let live = counters["pending_payment"].as_u64().unwrap();
+        assert!(live >= accepted.len() as u64, "cycle {cycle}: {counters}");
+        assert!(live <= stock, "cycle {cycle}: oversold: {counters}");
+        assert_eq!(
+            counters["available"].as_u64().unwrap() + live,
+            stock,
+            "cycle {cycle}: stock not conserved: {counters}"
+        );
+    }
+    let orders = admin(
+        &http,
+        reqwest::Method::GET,
+        format!("{}/api/admin/sales/{sale}/orders?limit=10000", server.base),
+        None,
+    )
+    .await;
+    let orders = orders.as_array().unwrap();
+    let ids: std::collections::HashSet<&str> = orders
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), orders.len(), "an order written twice");
+    let buyers: std::collections::HashSet<&str> = orders
+        .iter()
+        .map(|o| o["buyer"].as_str().unwrap())
+        .collect();
+    assert_eq!(buyers.len(), orders.len(), "a buyer over the limit of 1");
+    eprintln!(
+        "{cycles} kill -9 cycles: {} acknowledged, {} orders of {stock} units, all accounted for",
+        accepted.len(),
+        orders.len()
+    );
 }
