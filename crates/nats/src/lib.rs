@@ -174,6 +174,10 @@ struct Shared {
     /// Deliveries this process handed out and has not acked or nacked yet, by order id. A std
     /// mutex: a map insert or remove, never held across an `.await`.
     in_hand: Mutex<HashMap<OrderId, jetstream::Message>>,
+    /// Longest a pull may go unanswered beyond its own wait. A pull whose answer is lost (the
+    /// server stopped or the connection was replaced meanwhile) would otherwise hold an order
+    /// writer forever; its messages come back after the ack deadline.
+    pull_timeout: Duration,
 }
 
 impl Shared {
@@ -194,27 +198,49 @@ impl Shared {
 
     /// Up to `max` messages the consumer has now, without waiting.
     async fn fetch_now(&self, max: usize) -> BackendResult<Vec<jetstream::Message>> {
-        let mut batch = self
-            .consumer
-            .fetch()
-            .max_messages(max)
-            .messages()
-            .await
-            .map_err(|e| BackendError::determinate(BACKEND, format!("pulling: {e}")))?;
-        collect(&mut batch).await
+        self.bounded(Duration::ZERO, async {
+            let mut batch = self
+                .consumer
+                .fetch()
+                .max_messages(max)
+                .messages()
+                .await
+                .map_err(|e| BackendError::determinate(BACKEND, format!("pulling: {e}")))?;
+            collect(&mut batch).await
+        })
+        .await
+    }
+
+    /// `pull`, given up after its own `wait` plus `pull_timeout`. Giving up is determinate for
+    /// us: nothing was acknowledged, and whatever the server delivered comes back later.
+    async fn bounded(
+        &self,
+        wait: Duration,
+        pull: impl Future<Output = BackendResult<Vec<jetstream::Message>>>,
+    ) -> BackendResult<Vec<jetstream::Message>> {
+        let limit = wait + self.pull_timeout;
+        tokio::time::timeout(limit, pull).await.unwrap_or_else(|_| {
+            Err(BackendError::determinate(
+                BACKEND,
+                format!("pulling: no answer within {limit:?}"),
+            ))
+        })
     }
 
     /// One message, waiting up to `wait` for it.
     async fn wait_for_one(&self, wait: Duration) -> BackendResult<Vec<jetstream::Message>> {
-        let mut batch = self
-            .consumer
-            .batch()
-            .max_messages(1)
-            .expires(wait)
-            .messages()
-            .await
-            .map_err(|e| BackendError::determinate(BACKEND, format!("pulling: {e}")))?;
-        collect(&mut batch).await
+        self.bounded(wait, async {
+            let mut batch = self
+                .consumer
+                .batch()
+                .max_messages(1)
+                .expires(wait)
+                .messages()
+                .await
+                .map_err(|e| BackendError::determinate(BACKEND, format!("pulling: {e}")))?;
+            collect(&mut batch).await
+        })
+        .await
     }
 }
 
@@ -333,6 +359,7 @@ impl JetStreamQueue {
             capacity: config.capacity_reservations,
             depth: DepthGauge::default(),
             in_hand: Mutex::new(HashMap::new()),
+            pull_timeout: Duration::from_millis(config.request_timeout_ms),
         });
         shared
             .depth
