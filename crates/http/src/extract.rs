@@ -23,6 +23,17 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        // Bodies are read only here, so the limits on them live here too (a buy has no body
+        // and pays nothing for them). A declared length over the limit is refused before
+        // reading: the request would otherwise wait for bytes a hostile client never sends.
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|bytes| bytes > state.limits.body_bytes_max as u64) {
+            return Err(ApiError::PayloadTooLarge);
+        }
         // A client that declares a body and then stalls would otherwise hold the request
         // until the overall timeout, and get a 5xx for its own doing.
         let wait = Duration::from_millis(state.limits.body_read_timeout_ms);

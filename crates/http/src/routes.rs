@@ -64,15 +64,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         api = api.route("/api/dev/buyer-token", post(dev_buyer_token));
     }
     let timeout = Duration::from_millis(state.limits.request_timeout_ms);
-    let body_bytes_max = state.limits.body_bytes_max;
     api.fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(body_bytes_max))
-        .layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                refuse_declared_oversize(body_bytes_max, request, next)
-            },
-        ))
+        .layer(DefaultBodyLimit::max(state.limits.body_bytes_max))
         .layer(
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(|_| {
@@ -90,24 +84,6 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .timeout(timeout),
         )
         .with_state(state)
-}
-
-/// Refuses a body whose declared length is over the limit before anything reads it; otherwise
-/// the request would wait for bytes that, from a hostile client, may never come.
-async fn refuse_declared_oversize(
-    body_bytes_max: usize,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|bytes| bytes > body_bytes_max as u64) {
-        return ApiError::PayloadTooLarge.into_response();
-    }
-    next.run(request).await
 }
 
 /// A path parameter whose rejection is a plain 404.
