@@ -21,7 +21,7 @@ use flashsale_core::{
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
@@ -238,8 +238,9 @@ struct SaleShared {
     stats: LayerStats,
     /// Orders accepted here (or restored at start), so a retry of an accepted request is
     /// answered 202 even after the sold-out flag stops calls to the ledger. Bounded by the
-    /// units sold.
-    accepted: Mutex<Accepted>,
+    /// units sold. Read by every refusal after the sell-out, written once per accept: a
+    /// read-write lock, so the refusals never queue behind each other.
+    accepted: RwLock<Accepted>,
 }
 
 #[derive(Default)]
@@ -258,7 +259,7 @@ impl SaleShared {
         buyer: &BuyerId,
         key: &IdempotencyKey,
     ) -> Option<OrderId> {
-        let accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        let accepted = self.accepted.read().unwrap_or_else(|e| e.into_inner());
         if !accepted.buyers.contains(buyer) {
             return None;
         }
@@ -267,7 +268,7 @@ impl SaleShared {
     }
 
     fn remember_accepted<'a>(&self, orders: impl IntoIterator<Item = (OrderId, &'a BuyerId)>) {
-        let mut accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        let mut accepted = self.accepted.write().unwrap_or_else(|e| e.into_inner());
         for (order, buyer) in orders {
             accepted.orders.insert(order);
             if !accepted.buyers.contains(buyer) {
@@ -505,8 +506,7 @@ impl Shop {
             // without inserting into the window (an insert costs more than this whole answer),
             // but a buyer already in the window still gets the answer kept there.
             if let Some(kept) = window.get(&(sale_id, buyer.clone())).await {
-                bump(&stats.window_hits);
-                self.metrics.window_hit.increment(1);
+                self.count_window_hit(stats);
                 return Ok(kept);
             }
             return Ok(self.answer_sold_out(&slot, buyer, key));
@@ -519,10 +519,14 @@ impl Shop {
             .await
             .map_err(|error| (*error).clone())?;
         if !entry.is_fresh() {
-            bump(&stats.window_hits);
-            self.metrics.window_hit.increment(1);
+            self.count_window_hit(stats);
         }
         Ok(entry.into_value())
+    }
+
+    fn count_window_hit(&self, stats: &LayerStats) {
+        bump(&stats.window_hits);
+        self.metrics.window_hit.increment(1);
     }
 
     /// The answer once the sale's sold-out flag is up, without a ledger call: a replay of an
