@@ -100,23 +100,15 @@ async fn wait_drained(http: &reqwest::Client, base: &str, sale: &str) -> Value {
     panic!("queue never drained");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    let mut server = start_server(dir.path()).await;
-    let base = server.base.clone();
-
+/// Creates a sale of `stock` units (limit 1 per buyer) and starts it now; returns its id.
+async fn live_sale(http: &reqwest::Client, base: &str, name: &str, stock: u64) -> String {
     let now = OffsetDateTime::now_utc();
     let sale = admin(
-        &http,
+        http,
         reqwest::Method::POST,
         format!("{base}/api/admin/sales"),
         Some(json!({
-            "name": "Crash test", "price_cents": 100, "stock": STOCK,
+            "name": name, "price_cents": 100, "stock": stock,
             "starts_at": rfc3339(now + time::Duration::hours(1)),
             "ends_at": rfc3339(now + time::Duration::hours(2)),
             "per_buyer_limit": 1, "payment_window_secs": 3600,
@@ -127,12 +119,63 @@ async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
         .unwrap()
         .to_owned();
     admin(
-        &http,
+        http,
         reqwest::Method::POST,
         format!("{base}/api/admin/sales/{sale}/start"),
         None,
     )
     .await;
+    sale
+}
+
+/// After a restart: every acknowledged order (buyer number → order id) is there and live,
+/// nothing is oversold, and the stock is conserved. Returns the drained counters.
+async fn assert_acknowledged_orders_kept(
+    http: &reqwest::Client,
+    base: &str,
+    sale: &str,
+    tokens: &BuyerTokens,
+    accepted: &HashMap<usize, String>,
+    stock: u64,
+) -> Value {
+    let counters = wait_drained(http, base, sale).await;
+    for (n, order_id) in accepted {
+        let (code, order) = read(
+            http.get(format!("{base}/api/orders/{order_id}"))
+                .bearer_auth(token(tokens, *n))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (code, order["status"].as_str()),
+            (StatusCode::OK, Some("pending_payment")),
+            "acknowledged order {order_id} of buyer-{n}"
+        );
+    }
+    let live = counters["pending_payment"].as_u64().unwrap();
+    assert!(live >= accepted.len() as u64, "{counters}");
+    assert!(live <= stock, "oversold: {counters}");
+    assert_eq!(
+        counters["available"].as_u64().unwrap() + live,
+        stock,
+        "stock not conserved: {counters}"
+    );
+    counters
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut server = start_server(dir.path()).await;
+    let base = server.base.clone();
+
+    let sale = live_sale(&http, &base, "Crash test", STOCK).await;
     let status = read(
         http.get(format!("{base}/api/sales/{sale}/status"))
             .send()
@@ -199,30 +242,9 @@ async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
 
     let server = start_server(dir.path()).await;
     let base = server.base.clone();
-    let counters = wait_drained(&http, &base, &sale).await;
-    for (n, order_id) in &accepted {
-        let (code, order) = read(
-            http.get(format!("{base}/api/orders/{order_id}"))
-                .bearer_auth(token_for(*n))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(
-            (code, order["status"].as_str()),
-            (StatusCode::OK, Some("pending_payment")),
-            "acknowledged order {order_id} of buyer-{n}"
-        );
-    }
+    let counters =
+        assert_acknowledged_orders_kept(&http, &base, &sale, &tokens, &accepted, STOCK).await;
     let live = counters["pending_payment"].as_u64().unwrap();
-    assert!(live >= accepted.len() as u64, "{counters}");
-    assert!(live <= STOCK, "oversold: {counters}");
-    assert_eq!(
-        counters["available"].as_u64().unwrap() + live,
-        STOCK,
-        "stock not conserved: {counters}"
-    );
 
     // Sell the rest to new buyers: exactly the stock is sold in total, never more.
     let status = read(
@@ -293,29 +315,7 @@ async fn repeated_kill_dash_nine_during_bursts_loses_nothing() {
         .unwrap();
     let tokens = Arc::new(BuyerTokens::new(BUYER_SECRET.as_bytes()));
     let mut server = start_server(dir.path()).await;
-    let now = OffsetDateTime::now_utc();
-    let sale = admin(
-        &http,
-        reqwest::Method::POST,
-        format!("{}/api/admin/sales", server.base),
-        Some(json!({
-            "name": "Kill cycles", "price_cents": 100, "stock": stock,
-            "starts_at": rfc3339(now + time::Duration::hours(1)),
-            "ends_at": rfc3339(now + time::Duration::hours(2)),
-            "per_buyer_limit": 1, "payment_window_secs": 3600,
-        })),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    admin(
-        &http,
-        reqwest::Method::POST,
-        format!("{}/api/admin/sales/{sale}/start", server.base),
-        None,
-    )
-    .await;
+    let sale = live_sale(&http, &server.base, "Kill cycles", stock).await;
     let mut accepted: HashMap<usize, String> = HashMap::new();
     for cycle in 0..cycles {
         let base = server.base.clone();
@@ -383,31 +383,8 @@ async fn repeated_kill_dash_nine_during_bursts_loses_nothing() {
         accepted.extend(accepted_now.lock().await.drain());
 
         server = start_server(dir.path()).await;
-        let base = server.base.clone();
-        let counters = wait_drained(&http, &base, &sale).await;
-        for (n, order_id) in &accepted {
-            let (code, order) = read(
-                http.get(format!("{base}/api/orders/{order_id}"))
-                    .bearer_auth(token(&tokens, *n))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
+        assert_acknowledged_orders_kept(&http, &server.base, &sale, &tokens, &accepted, stock)
             .await;
-            assert_eq!(
-                (code, order["status"].as_str()),
-                (StatusCode::OK, Some("pending_payment")),
-                "cycle {cycle}: acknowledged order {order_id} of buyer-{n}"
-            );
-        }
-        let live = counters["pending_payment"].as_u64().unwrap();
-        assert!(live >= accepted.len() as u64, "cycle {cycle}: {counters}");
-        assert!(live <= stock, "cycle {cycle}: oversold: {counters}");
-        assert_eq!(
-            counters["available"].as_u64().unwrap() + live,
-            stock,
-            "cycle {cycle}: stock not conserved: {counters}"
-        );
     }
     let orders = admin(
         &http,
