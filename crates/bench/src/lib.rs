@@ -575,11 +575,17 @@ async fn monitor(
 ) -> Vec<Sample> {
     let mut samples = Vec::new();
     loop {
+        let stopping = stop.is_cancelled();
         if let Ok(c) = api.counters(&sale_id).await {
             samples.push(Sample::of(released.elapsed(), c));
         }
+        // One last sample once stopped: a short crowd can finish within one interval, and the
+        // report must still see the state it ended in (e.g. sold out).
+        if stopping {
+            return samples;
+        }
         tokio::select! {
-            _ = stop.cancelled() => return samples,
+            _ = stop.cancelled() => {}
             _ = tokio::time::sleep(Duration::from_millis(PROGRESS_INTERVAL_MS)) => {}
         }
     }
