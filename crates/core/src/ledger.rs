@@ -36,7 +36,7 @@ pub enum ReturnOutcome {
     Returned,
     /// It was returned before: nothing changed (this is what makes "exactly once" hold).
     AlreadyReturned,
-    /// The ledger does not know the order, or it was never made durable.
+    /// The ledger does not know the order.
     Unknown,
 }
 
@@ -150,14 +150,18 @@ impl SaleLedger {
 
     /// The order expired or was cancelled: its unit goes back on sale, exactly once. The order
     /// id is remembered, so a retry of the original request does not buy again.
+    ///
+    /// A reservation still `Pending` is returned too. Only an order that exists calls for this,
+    /// which proves the reservation was durable; it stays pending when the enqueue answered
+    /// with an unknown outcome, or when the confirm was lost. Refusing it would strand the
+    /// unit until the next rebuild.
     pub fn return_unit(&mut self, order: OrderId) -> ReturnOutcome {
         let Some(entry) = self.reservations.get_mut(&order) else {
             return ReturnOutcome::Unknown;
         };
         match entry.state {
             ReservationState::Returned => ReturnOutcome::AlreadyReturned,
-            ReservationState::Pending => ReturnOutcome::Unknown,
-            ReservationState::Durable => {
+            ReservationState::Pending | ReservationState::Durable => {
                 entry.state = ReservationState::Returned;
                 let buyer = entry.buyer.clone();
                 self.release_unit(&buyer);
@@ -280,14 +284,13 @@ mod tests {
         assert_eq!(l.return_unit(order(1)), ReturnOutcome::Returned);
         assert_eq!(l.return_unit(order(1)), ReturnOutcome::AlreadyReturned);
         assert_eq!(
-            l.return_unit(order(4)),
-            ReturnOutcome::Unknown,
-            "pending cannot be returned"
-        );
-        assert_eq!(
             l.reserve(order(1), &a),
             ReserveOutcome::Duplicate(ReservationState::Returned)
         );
+        assert_eq!(l.available(), 0);
+        // An order whose confirm was lost is still pending; its expiry returns it all the same.
+        assert_eq!(l.return_unit(order(4)), ReturnOutcome::Returned);
+        assert_eq!(l.return_unit(order(99)), ReturnOutcome::Unknown);
         assert_eq!(l.available(), 1);
         // The buyer whose order expired may buy again with a new key.
         assert_eq!(l.reserve(order(5), &a), ReserveOutcome::Reserved);

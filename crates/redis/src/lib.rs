@@ -88,12 +88,12 @@ end
 return 'unchanged'
 ";
 
-/// Durable → returned, unit back, exactly once. KEYS: meta, res, buyers. ARGV: order id.
+/// Durable (or pending: see `SaleLedger::return_unit`) → returned, unit back, exactly once.
+/// KEYS: meta, res, buyers. ARGV: order id.
 const RETURN_UNIT_TAIL_LUA: &str = r"
 if not state then return 'unknown' end
 local letter = string.sub(state, 1, 1)
 if letter == 'R' then return 'already_returned' end
-if letter ~= 'D' then return 'unknown' end
 redis.call('HSET', KEYS[2], ARGV[1], 'R' .. string.sub(state, 2))
 release(string.sub(state, 2))
 return 'returned'

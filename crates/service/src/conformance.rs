@@ -295,8 +295,10 @@ pub mod stock {
         assert_eq!(ledger.available(sale).await.expect("available"), 1);
     }
 
-    /// `return_unit` gives a durable reservation's unit back exactly once.
-    pub async fn stock_return_unit_exactly_once(ledger: Arc<dyn StockLedger>) {
+    /// A reservation left pending (its enqueue answered with an unknown outcome, or its
+    /// confirm was lost) whose order then expired gives its unit back too, exactly once, and a
+    /// late cancel of it changes nothing.
+    pub async fn stock_return_unit_of_unconfirmed_order(ledger: Arc<dyn StockLedger>) {
         let sale = new_sale_id();
         ledger
             .open_sale(sale, 1, 1, vec![], OpenMode::Replace)
@@ -310,8 +312,37 @@ pub mod stock {
         );
         assert_eq!(
             ledger.return_unit(sale, order).await.expect("return"),
-            ReturnOutcome::Unknown,
-            "a pending reservation is not returned"
+            ReturnOutcome::Returned
+        );
+        assert_eq!(
+            ledger.return_unit(sale, order).await.expect("return"),
+            ReturnOutcome::AlreadyReturned
+        );
+        ledger.cancel_pending(sale, order).await.expect("cancel");
+        assert_eq!(ledger.available(sale).await.expect("available"), 1);
+        assert_eq!(
+            ledger
+                .reserve(sale, new_order_id(), &a)
+                .await
+                .expect("reserve"),
+            ReserveOutcome::Reserved,
+            "the buyer's unit came back, so the limit allows another"
+        );
+        assert_eq!(ledger.available(sale).await.expect("available"), 0);
+    }
+
+    /// `return_unit` gives a durable reservation's unit back exactly once.
+    pub async fn stock_return_unit_exactly_once(ledger: Arc<dyn StockLedger>) {
+        let sale = new_sale_id();
+        ledger
+            .open_sale(sale, 1, 1, vec![], OpenMode::Replace)
+            .await
+            .expect("open");
+        let a = buyer("a");
+        let order = new_order_id();
+        assert_eq!(
+            ledger.reserve(sale, order, &a).await.expect("reserve"),
+            ReserveOutcome::Reserved
         );
         assert_eq!(ledger.available(sale).await.expect("available"), 0);
         ledger.confirm(sale, order).await.expect("confirm");
@@ -688,6 +719,7 @@ macro_rules! stock_ledger_conformance {
                 stock_duplicate_order_id,
                 stock_confirm_and_cancel_pending,
                 stock_return_unit_exactly_once,
+                stock_return_unit_of_unconfirmed_order,
                 stock_concurrent_returns_exactly_once,
                 stock_open_sale_restores_holdings,
                 stock_open_sale_replaces_earlier_ledger,
