@@ -16,7 +16,7 @@
 
 use async_trait::async_trait;
 use flashsale_core::{OrderId, Reservation};
-use flashsale_service::{BackendError, BackendResult, Enqueued, ReservationQueue};
+use flashsale_service::{BackendError, BackendResult, Enqueued, ReservationQueue, faults};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -206,6 +206,15 @@ struct CommitFailure {
     message: String,
 }
 
+impl From<BackendError> for CommitFailure {
+    fn from(error: BackendError) -> Self {
+        Self {
+            determinate: error.outcome_known,
+            message: error.message,
+        }
+    }
+}
+
 impl CommitFailure {
     fn into_backend_error(self) -> BackendError {
         if self.determinate {
@@ -369,6 +378,7 @@ impl ReservationQueue for RedbQueue {
         let json = serde_json::to_vec(&reservation).map_err(|e| {
             BackendError::determinate(BACKEND, format!("cannot encode the reservation: {e}"))
         })?;
+        faults::point("redb_queue.enqueue.before_send", faults::Happened::No).await?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Enqueue {
             reservation,
@@ -416,6 +426,7 @@ impl ReservationQueue for RedbQueue {
     }
 
     async fn ack(&self, orders: &[OrderId]) -> BackendResult<()> {
+        faults::point("redb_queue.ack.before", faults::Happened::No).await?;
         let removed: Vec<OrderId> = {
             let mut index = self.shared.index();
             orders
@@ -594,7 +605,21 @@ fn commit_batch(db: &Database, batch: &mut Vec<Command>, shared: &Shared) {
         }
     }
 
-    let result = write(db, &writes, &deletes);
+    // A panic in a commit fails that batch (outcome unknown: it may have reached the disk),
+    // not the committer thread, which every later enqueue needs.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        faults::blocking_point("redb_queue.commit.before", faults::Happened::No)
+            .map_err(CommitFailure::from)?;
+        write(db, &writes, &deletes)?;
+        faults::blocking_point("redb_queue.commit.after", faults::Happened::Yes)
+            .map_err(CommitFailure::from)
+    }))
+    .unwrap_or_else(|panic| {
+        Err(CommitFailure {
+            determinate: false,
+            message: format!("the commit panicked: {}", panic_message(&*panic)),
+        })
+    });
     shared.commits.fetch_add(1, Ordering::Relaxed);
 
     let mut index = shared.index();

@@ -11,7 +11,7 @@ use flashsale_core::{
 };
 use flashsale_service::stored::{OrderColumns, SaleColumns, Stored, pay_by_compare_and_set, to_ms};
 use flashsale_service::{
-    BackendError, BackendResult, Holding, OrderCounts, OrderStore, PayOutcome,
+    BackendError, BackendResult, Holding, OrderCounts, OrderStore, PayOutcome, faults,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -224,9 +224,11 @@ impl OrderStore for SqliteStore {
                 .map_err(|e| write_error("inserting orders", e))?;
             inserted += result.rows_affected();
         }
+        faults::point("sqlite.insert_orders.before_commit", faults::Happened::No).await?;
         tx.commit()
             .await
             .map_err(|e| commit_error("inserting orders", e))?;
+        faults::point("sqlite.insert_orders.after_commit", faults::Happened::Yes).await?;
         Ok(inserted)
     }
 
@@ -253,6 +255,7 @@ impl OrderStore for SqliteStore {
             .execute(&self.writer)
             .await
             .map_err(|e| write_error("paying an order", e))?;
+            faults::point("sqlite.pay.after_update", faults::Happened::Yes).await?;
             Ok(result.rows_affected() == 1)
         };
         pay_by_compare_and_set(&STORED, id, buyer, payment, now, read, mark_paid).await
@@ -262,6 +265,11 @@ impl OrderStore for SqliteStore {
         if max == 0 {
             return Ok(Vec::new());
         }
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .map_err(|e| write_error("beginning an expiry", e))?;
         // One statement: pick the due ones and move them only if still pending, returning
         // exactly the rows this statement changed. With one writer connection reapers run one
         // after the other; the status check keeps it correct even without that.
@@ -274,10 +282,19 @@ impl OrderStore for SqliteStore {
         )
         .bind(to_ms(now))
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *tx)
         .await
         .map_err(|e| write_error("expiring orders", e))?;
-        rows.iter().map(order_from_row).collect()
+        let expired = rows
+            .iter()
+            .map(order_from_row)
+            .collect::<BackendResult<Vec<_>>>()?;
+        faults::point("sqlite.expire_due.before_commit", faults::Happened::No).await?;
+        tx.commit()
+            .await
+            .map_err(|e| commit_error("expiring orders", e))?;
+        faults::point("sqlite.expire_due.after_commit", faults::Happened::Yes).await?;
+        Ok(expired)
     }
 
     async fn order_counts(&self, sale: SaleId) -> BackendResult<OrderCounts> {

@@ -242,6 +242,10 @@ impl From<ServiceError> for ApiError {
                 tracing::error!(%why, "inconsistent state");
                 ApiError::Internal
             }
+            ServiceError::Internal(why) => {
+                tracing::error!(%why, "request failed inside");
+                ApiError::Internal
+            }
         }
     }
 }

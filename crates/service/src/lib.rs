@@ -6,6 +6,7 @@
 pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod faults;
 pub mod filters;
 pub mod ports;
 pub mod stored;

@@ -3,6 +3,7 @@
 //! `Shop` composes the ports. It holds each sale's definition in memory (the status endpoint
 //! and the buy path never read the store) and keeps the stock ledger in step with admin edits.
 
+use crate::faults;
 use crate::filters::{
     FilterConfig, LayerCounts, LayerMetrics, LayerStats, Limiters, SaleGate, WindowKey, should_shed,
 };
@@ -86,6 +87,9 @@ pub enum ServiceError {
     Backend(#[from] BackendError),
     #[error("state is inconsistent: {0}")]
     Corrupt(String),
+    /// A bug: a task panicked. What it held is as after a crash (see RELIABILITY.md).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// The answer to a buy. Business answers, not errors.
@@ -282,6 +286,63 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A unit taken for a reservation that is not durable yet. Dropped while still armed (an
+/// early return, a panic), it gives the unit back from a task of its own; `keep` disarms it
+/// once the enqueue starts, whose outcome decides.
+struct PendingUnit {
+    stock: Arc<dyn StockLedger>,
+    slot: Arc<SaleSlot>,
+    order: OrderId,
+    armed: bool,
+}
+
+impl PendingUnit {
+    fn new(stock: Arc<dyn StockLedger>, slot: Arc<SaleSlot>, order: OrderId) -> Self {
+        Self {
+            stock,
+            slot,
+            order,
+            armed: true,
+        }
+    }
+
+    fn keep(&mut self) {
+        self.armed = false;
+    }
+
+    /// The reservation surely did not become durable: the unit goes back now.
+    async fn give_back(mut self) {
+        self.armed = false;
+        give_back(&*self.stock, &self.slot, self.order).await;
+    }
+}
+
+impl Drop for PendingUnit {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (stock, slot, order) = (self.stock.clone(), self.slot.clone(), self.order);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { give_back(&*stock, &slot, order).await });
+            }
+            Err(_) => {
+                tracing::error!(%order, "no runtime to give a unit back; it stays taken until rebuild")
+            }
+        }
+    }
+}
+
+async fn give_back(stock: &dyn StockLedger, slot: &SaleSlot, order: OrderId) {
+    match stock.cancel_pending(slot.sale.id, order).await {
+        Ok(()) => slot.sold_out.store(false, Ordering::Relaxed),
+        Err(error) => {
+            tracing::error!(%error, %order, "could not give back a unit; it stays taken until rebuild")
+        }
+    }
+}
+
 /// The sale service of one node.
 pub struct Shop {
     backends: Backends,
@@ -295,6 +356,9 @@ pub struct Shop {
     writers: WriterPool,
     shutdown: CancellationToken,
     ready: AtomicBool,
+    /// Raised while a reaper sweep may have expired orders without returning their units;
+    /// the next sweep then looks for such orders first. Raised at start for the same reason.
+    rescan_returns: AtomicBool,
     /// The per-buyer window cache; `None` when its window is 0.
     window: Option<moka::future::Cache<WindowKey, BuyOutcome>>,
     limiters: Limiters,
@@ -331,6 +395,7 @@ impl Shop {
             admin: tokio::sync::Mutex::new(()),
             shutdown: CancellationToken::new(),
             ready: AtomicBool::new(false),
+            rescan_returns: AtomicBool::new(true),
         });
         shop.recover().await?;
         shop.writers.set_count(shop.config.writers.count).await;
@@ -352,6 +417,7 @@ impl Shop {
                 .iter()
                 .map(|h| (h.order_id, h.buyer.clone()))
                 .collect();
+            faults::point("recovery.before_open_ledger", faults::Happened::No).await?;
             // IfAbsent: on shared backends other nodes may be selling from this ledger now.
             self.open_ledger(&sale, holdings, OpenMode::IfAbsent)
                 .await?;
@@ -472,7 +538,7 @@ impl Shop {
     /// make the reservation durable, and only then accept. If it cannot be made durable, the
     /// unit goes back. `client` is the caller's address, for the per-client limiter.
     pub async fn buy(
-        &self,
+        self: &Arc<Self>,
         sale_id: SaleId,
         buy_token: &str,
         buyer: &BuyerId,
@@ -551,8 +617,8 @@ impl Shop {
     /// One real attempt, behind the window cache. The order id is derived here, not before the
     /// window: most of a spike is answered by the window and never needs it.
     async fn attempt(
-        &self,
-        slot: &SaleSlot,
+        self: &Arc<Self>,
+        slot: &Arc<SaleSlot>,
         buyer: &BuyerId,
         key: &IdempotencyKey,
         now: Timestamp,
@@ -580,16 +646,45 @@ impl Shop {
             metrics.shed.increment(1);
             return Ok(BuyOutcome::Overloaded);
         }
-        let stock = &self.backends.stock;
+        // From here the attempt is a task of its own. A caller that goes away (the client hung
+        // up, the request timed out) drops its future, and dropping this part between taking
+        // a unit and hearing from the queue would strand the unit, or leave a durable
+        // reservation unconfirmed.
+        let task = tokio::spawn({
+            let (shop, slot, buyer) = (Arc::clone(self), Arc::clone(slot), buyer.clone());
+            async move { shop.reserve_and_enqueue(slot, order_id, buyer, now).await }
+        });
+        match task.await {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::error!(%error, %order_id, "a buy attempt failed inside");
+                Err(ServiceError::Internal(format!(
+                    "a buy attempt failed inside: {error}"
+                )))
+            }
+        }
+    }
+
+    /// Takes a unit, makes the reservation durable, and answers. See `attempt`.
+    async fn reserve_and_enqueue(
+        &self,
+        slot: Arc<SaleSlot>,
+        order_id: OrderId,
+        buyer: BuyerId,
+        now: Timestamp,
+    ) -> Result<BuyOutcome, ServiceError> {
+        let (stats, metrics) = (&slot.shared.stats, &self.metrics);
+        let sale_id = slot.sale.id;
+        let (stock, queue) = (&self.backends.stock, &self.backends.queue);
+        faults::point("shop.buy.before_reserve", faults::Happened::No).await?;
         bump(&stats.stock_calls);
-        match stock.reserve(sale_id, order_id, buyer).await? {
+        match stock.reserve(sale_id, order_id, &buyer).await? {
             ReserveOutcome::Reserved => {
                 bump(&stats.reserved);
                 metrics.reserved.increment(1);
             }
             ReserveOutcome::Duplicate(ReservationState::Pending) => {
-                metrics.in_progress.increment(1);
-                return Ok(BuyOutcome::InProgress);
+                return self.answer_pending_duplicate(&slot, order_id, &buyer).await;
             }
             ReserveOutcome::Duplicate(_) => {
                 bump(&stats.duplicates);
@@ -611,6 +706,10 @@ impl Shop {
                 return Ok(BuyOutcome::LimitReached);
             }
         }
+        // Until the enqueue starts nothing durable exists, so an early return or a panic gives
+        // the unit back.
+        let mut unit = PendingUnit::new(stock.clone(), slot.clone(), order_id);
+        faults::point("shop.buy.after_reserve", faults::Happened::No).await?;
         let reservation = Reservation::new(
             order_id,
             sale_id,
@@ -618,14 +717,18 @@ impl Shop {
             now,
             slot.sale.spec.payment_window_secs,
         );
+        // From here a panic is an unknown outcome: the unit stays taken (see below).
+        unit.keep();
         match queue.enqueue(reservation).await {
             Ok(Enqueued::Durable) => {
+                faults::point("shop.buy.after_enqueue", faults::Happened::Yes).await?;
                 if let Err(error) = stock.confirm(sale_id, order_id).await {
-                    // The reservation is durable and will become an order; a ledger entry left
-                    // pending only makes retries of this request answer "in progress".
+                    // The reservation is durable and will become an order. A ledger entry left
+                    // pending is still returned on expiry, and a retry of this request finds
+                    // the reservation (`answer_pending_duplicate`).
                     tracing::warn!(%error, %order_id, "could not mark a durable reservation confirmed");
                 }
-                slot.shared.remember_accepted([(order_id, buyer)]);
+                slot.shared.remember_accepted([(order_id, &buyer)]);
                 bump(&stats.queued);
                 metrics.queued.increment(1);
                 Ok(BuyOutcome::Accepted {
@@ -636,37 +739,51 @@ impl Shop {
             Ok(Enqueued::Full) => {
                 bump(&stats.queue_full);
                 metrics.queue_full.increment(1);
-                self.give_back_pending(slot, order_id).await;
+                unit.give_back().await;
                 Ok(BuyOutcome::Overloaded)
             }
             Err(error) if error.outcome_known => {
                 metrics.queue_failed.increment(1);
                 tracing::warn!(%error, "durable queue refused a reservation");
-                self.give_back_pending(slot, order_id).await;
+                unit.give_back().await;
                 Ok(BuyOutcome::Overloaded)
             }
             Err(error) => {
                 metrics.queue_failed.increment(1);
                 // The reservation may be durable after all. Keeping the unit taken can strand
-                // it until the next rebuild, but giving it back could oversell.
+                // it until the next rebuild, but giving it back could oversell. If it is
+                // durable it becomes an order, and that order's expiry returns the unit.
                 tracing::error!(%error, %order_id, "durable queue outcome unknown; unit held");
                 Ok(BuyOutcome::Overloaded)
             }
         }
     }
 
-    async fn give_back_pending(&self, slot: &SaleSlot, order_id: OrderId) {
-        match self
-            .backends
-            .stock
-            .cancel_pending(slot.sale.id, order_id)
-            .await
-        {
-            Ok(()) => slot.sold_out.store(false, Ordering::Relaxed),
-            Err(error) => {
-                tracing::error!(%error, %order_id, "could not give back a unit; it stays taken until rebuild")
-            }
+    /// A retry found its order id pending: the first attempt is in flight, or it ended with
+    /// an unknown outcome. If the reservation is in the queue or the store it is durable
+    /// after all, and the buyer gets the 202 the first attempt could not give.
+    async fn answer_pending_duplicate(
+        &self,
+        slot: &SaleSlot,
+        order_id: OrderId,
+        buyer: &BuyerId,
+    ) -> Result<BuyOutcome, ServiceError> {
+        let durable = self.backends.queue.find(order_id).await?.is_some()
+            || self.backends.store.get_order(order_id).await?.is_some();
+        if !durable {
+            self.metrics.in_progress.increment(1);
+            return Ok(BuyOutcome::InProgress);
         }
+        if let Err(error) = self.backends.stock.confirm(slot.sale.id, order_id).await {
+            tracing::warn!(%error, %order_id, "could not mark a durable reservation confirmed");
+        }
+        slot.shared.remember_accepted([(order_id, buyer)]);
+        bump(&slot.shared.stats.duplicates);
+        self.metrics.duplicate.increment(1);
+        Ok(BuyOutcome::Accepted {
+            order_id,
+            replay: true,
+        })
     }
 
     /// The buyer's own order, or `None` (someone else's order looks the same as none).
@@ -843,41 +960,95 @@ impl Shop {
     /// One reaper sweep: expire every order whose payment window closed, and return each
     /// unit exactly once (the store's compare-and-set picks who expires an order; the
     /// ledger's `return_unit` is idempotent). Returns how many orders expired.
+    ///
+    /// The expiry and the return are two steps on two backends. When a sweep stops between
+    /// them (an error, a panic, a crash of the node), the next sweep first gives back every
+    /// unit of an order that is no longer live (`return_stranded_units`); `return_unit`
+    /// makes that repeat harmless.
     pub async fn reap_once(&self) -> Result<usize, ServiceError> {
+        if self.rescan_returns.swap(false, Ordering::AcqRel)
+            && let Err(error) = self.return_stranded_units().await
+        {
+            self.rescan_returns.store(true, Ordering::Release);
+            return Err(error);
+        }
+        // Raised for the whole sweep, so a sweep that stops anywhere leaves it raised.
+        self.rescan_returns.store(true, Ordering::Release);
         let mut total = 0;
+        let mut all_returned = true;
         loop {
             let expired = self
                 .backends
                 .store
                 .expire_due(self.now(), self.config.reaper.batch_max)
                 .await?;
+            faults::point("reaper.after_expire", faults::Happened::Yes).await?;
             for order in &expired {
-                match self
-                    .backends
-                    .stock
-                    .return_unit(order.sale_id, order.id)
-                    .await
-                {
-                    Ok(ReturnOutcome::Returned) => {
-                        self.metrics.expired.increment(1);
-                        if let Some(slot) = self.slot(order.sale_id) {
-                            slot.sold_out.store(false, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(outcome) => {
-                        tracing::warn!(order_id = %order.id, ?outcome, "expired order had no unit to return")
-                    }
-                    // The order is expired in the store; the next rebuild returns the unit.
-                    Err(error) => {
-                        tracing::error!(%error, order_id = %order.id, "could not return a unit")
-                    }
-                }
+                all_returned &= self.return_unit_of(order.sale_id, order.id).await;
             }
             total += expired.len();
             if expired.len() < self.config.reaper.batch_max {
-                return Ok(total);
+                break;
             }
         }
+        if all_returned {
+            self.rescan_returns.store(false, Ordering::Release);
+        }
+        Ok(total)
+    }
+
+    /// Gives back the unit of an order that is no longer live; false if the ledger could not
+    /// be reached (the next sweep tries again).
+    async fn return_unit_of(&self, sale: SaleId, order: OrderId) -> bool {
+        match self.backends.stock.return_unit(sale, order).await {
+            Ok(ReturnOutcome::Returned) => {
+                self.metrics.expired.increment(1);
+                if let Some(slot) = self.slot(sale) {
+                    slot.sold_out.store(false, Ordering::Relaxed);
+                }
+                true
+            }
+            Ok(ReturnOutcome::AlreadyReturned) => true,
+            Ok(ReturnOutcome::Unknown) => {
+                tracing::warn!(order_id = %order, "an order that is no longer live had no unit to return");
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, order_id = %order, "could not return a unit; the next sweep tries again");
+                false
+            }
+        }
+    }
+
+    /// Gives back the unit of every order of an open sale that is no longer live. Run after a
+    /// sweep that stopped halfway, and once at start (a node that died mid-sweep leaves units
+    /// taken on a shared ledger). Sales that are not open are skipped: a unit returned there
+    /// could not be sold, and a shared ledger keeps only the open sales.
+    async fn return_stranded_units(&self) -> Result<(), ServiceError> {
+        let now = self.now();
+        let sales: Vec<SaleId> = self
+            .sales
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|slot| slot.sale.is_open(now))
+            .map(|slot| slot.sale.id)
+            .collect();
+        let mut failed = false;
+        for sale in sales {
+            for holding in self.backends.store.holdings(sale).await? {
+                if !holding.live {
+                    failed |= !self.return_unit_of(sale, holding.order_id).await;
+                }
+            }
+        }
+        if failed {
+            return Err(ServiceError::Backend(BackendError::determinate(
+                "stock ledger",
+                "could not return every unit of a closed order",
+            )));
+        }
+        Ok(())
     }
 
     // ----- keeping in step with other nodes (shared backends) -----
@@ -1027,10 +1198,18 @@ async fn run_reaper(shop: Arc<Shop>) {
             shop.housekeeping();
             last_housekeeping = tokio::time::Instant::now();
         }
-        match shop.reap_once().await {
-            Ok(0) => {}
-            Ok(expired) => tracing::info!(expired, "reaper expired unpaid orders"),
-            Err(error) => tracing::warn!(%error, "reaper sweep failed; will retry"),
+        // A task per sweep, so a panic costs that sweep (the next one repairs it), not the
+        // reaper.
+        match tokio::spawn({
+            let shop = shop.clone();
+            async move { shop.reap_once().await }
+        })
+        .await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(expired)) => tracing::info!(expired, "reaper expired unpaid orders"),
+            Ok(Err(error)) => tracing::warn!(%error, "reaper sweep failed; will retry"),
+            Err(error) => tracing::error!(%error, "reaper sweep failed inside; will retry"),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Order writers: tasks that move reservations from the durable queue into the order store in
 //! batches. Their number can change while the server runs.
 
+use crate::faults;
 use crate::ports::{Clock, OrderStore, ReservationQueue};
 use flashsale_core::OrderId;
 use std::sync::{Arc, Mutex};
@@ -68,8 +69,18 @@ pub async fn write_one_batch(
         }
     };
     let ids: Vec<OrderId> = batch.iter().map(|r| r.order_id).collect();
-    match store.insert_orders(&batch).await {
+    let written = match faults::point("writer.after_take", faults::Happened::No).await {
+        Ok(()) => store.insert_orders(&batch).await,
+        Err(error) => Err(error),
+    };
+    match written {
         Ok(new) => {
+            if let Err(error) = faults::point("writer.after_insert", faults::Happened::Yes).await {
+                // As if the writer died between the write and the ack: the batch is
+                // delivered again after the ack deadline, and its insert is a no-op.
+                tracing::warn!(%error, "order writer stopped before acknowledging");
+                return WriteOutcome::Failed;
+            }
             if let Err(error) = queue.ack(&ids).await {
                 // The orders are written; an unacked batch is delivered again and its insert
                 // is a no-op.
@@ -190,7 +201,17 @@ async fn run_writer(
     let lag = metrics::gauge!("flashsale_writer_lag_seconds");
     let mut backoff_ms = 10;
     while !cancel.is_cancelled() {
-        match write_one_batch(queue.as_ref(), store.as_ref(), &config).await {
+        // Each batch runs as a task of its own, so a panic costs that batch (it is delivered
+        // again after the ack deadline), not the writer.
+        let batch = tokio::spawn({
+            let (queue, store, config) = (queue.clone(), store.clone(), config.clone());
+            async move { write_one_batch(queue.as_ref(), store.as_ref(), &config).await }
+        });
+        let outcome = batch.await.unwrap_or_else(|error| {
+            tracing::error!(%error, "an order writer's batch failed inside; it will be delivered again");
+            WriteOutcome::Failed
+        });
+        match outcome {
             WriteOutcome::Wrote {
                 new,
                 oldest_reserved_at,

@@ -1,0 +1,473 @@
+//! Fault points at every durability boundary (the list is in RELIABILITY.md), each run with an
+//! error, a panic and a pause, on the embedded backends under a whole shop: two bursts of
+//! buys whose requests time out, payments, expiry by two racing reapers, a restart.
+//!
+//! While the fault is on, every answer must be true (a 202 is an order, nothing is oversold,
+//! no buyer goes over the limit, no unit comes back twice). Once it is off, the shop must
+//! converge: the queue drains, every unpaid order expires and its unit is back, and the stock
+//! adds up, in the running process and again after a restart that rebuilds from disk. The one
+//! exception is written down per point: a panic or an unknown outcome inside the durable
+//! queue may hold a unit until the restart, because giving it back could oversell.
+//!
+//! The points are process-global, so each test holds `fail::FailScenario` (a global lock) and
+//! the tests of this file run one at a time.
+
+use flashsale_core::{BuyerId, IdempotencyKey, OrderId, OrderStatus, PaymentId, SaleId, SaleSpec};
+use flashsale_embedded::{InProcessStock, RedbQueue, RedbQueueConfig, SqliteStore};
+use flashsale_service::filters::FilterConfig;
+use flashsale_service::shop::{Backends, BuyOutcome, PayAnswer, ReaperConfig, Shop, ShopConfig};
+use flashsale_service::writers::WriterConfig;
+use flashsale_service::{ManualClock, OrderStore, ReservationQueue, StockLedger};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use time::macros::datetime;
+
+const STOCK: u32 = 10;
+const LIMIT: u32 = 2;
+const PAYMENT_WINDOW_SECS: u32 = 60;
+/// How long a test request waits before it gives up (drops its future), like the server's
+/// request timeout. Shorter than the injected pause, so pauses cancel requests mid-flight.
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(300);
+const PAUSE_ACTION: &str = "return(400)";
+const ACK_DEADLINE_MS: u64 = 300;
+/// Longer than a pause plus the commits queued behind a paused committer.
+const IN_FLIGHT_SETTLE: Duration = Duration::from_millis(1_500);
+
+/// When a unit may stay taken until the restart.
+#[derive(Clone, Copy, PartialEq)]
+enum HeldUntilRestart {
+    Never,
+    /// A panic inside the queue: the enqueue's outcome is unknown.
+    OnPanic,
+    /// Also an injected error there, which reports an unknown outcome.
+    OnErrorOrPanic,
+}
+
+struct Node {
+    shop: Arc<Shop>,
+    stock: Arc<InProcessStock>,
+    queue: Arc<RedbQueue>,
+    store: Arc<SqliteStore>,
+}
+
+struct Case {
+    dir: TempDir,
+    clock: Arc<ManualClock>,
+    sale: SaleId,
+    token: String,
+}
+
+fn shop_config() -> ShopConfig {
+    ShopConfig {
+        buy_path_secret: b"fault-point-test-secret-of-32-bytes!".to_vec(),
+        writers: WriterConfig {
+            count: 2,
+            batch_max: 16,
+            idle_wait_ms: 20,
+            retry_backoff_ms_max: 50,
+        },
+        reaper: ReaperConfig {
+            interval_ms: 50,
+            batch_max: 4,
+        },
+        filters: FilterConfig {
+            // Every attempt reaches the ledger: no window, no rate limits, no shedding.
+            buyer_window_ms: 0,
+            buyer_rate_per_sec: 0,
+            sale_rate_per_sec: 0,
+            shed_queue_fill_percent_start: 100,
+            ..FilterConfig::default()
+        },
+        drain_timeout_ms: 2_000,
+        cluster: None,
+    }
+}
+
+async fn open_node(dir: &TempDir, clock: &Arc<ManualClock>) -> Result<Node, String> {
+    let queue_path = dir.path().join("queue.redb");
+    // The previous node's queue closes when its last handle drops; give it a moment.
+    let mut attempts = 0;
+    let queue = loop {
+        match RedbQueue::open(
+            &queue_path,
+            RedbQueueConfig {
+                ack_deadline_ms: ACK_DEADLINE_MS,
+                ..RedbQueueConfig::default()
+            },
+        ) {
+            Ok(queue) => break Arc::new(queue),
+            Err(error) if attempts < 50 => {
+                attempts += 1;
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => return Err(format!("reopening the queue: {error}")),
+        }
+    };
+    let store_path = dir.path().join("orders.sqlite");
+    let store = Arc::new(
+        SqliteStore::open(store_path.to_str().expect("utf-8 path"))
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let stock = Arc::new(InProcessStock::new());
+    let backends = Backends {
+        stock: stock.clone(),
+        queue: queue.clone(),
+        store: store.clone(),
+        clock: clock.clone(),
+    };
+    // Recovery has fault points of its own: open in a task so a panic there is an answer.
+    let shop = tokio::spawn(Shop::open(backends, shop_config()))
+        .await
+        .map_err(|e| format!("recovery panicked: {e}"))?
+        .map_err(|e| format!("recovery failed: {e}"))?;
+    Ok(Node {
+        shop,
+        stock,
+        queue,
+        store,
+    })
+}
+
+async fn close_node(node: Node) {
+    node.shop.shutdown().await;
+    node.store.close().await;
+}
+
+async fn new_case() -> (Case, Node) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(ManualClock::new(datetime!(2026-11-25 12:00 UTC)));
+    let node = open_node(&dir, &clock).await.expect("open");
+    let now = datetime!(2026-11-25 12:00 UTC);
+    let view = node
+        .shop
+        .create_sale(SaleSpec {
+            name: "fault points".into(),
+            price_cents: 100,
+            stock: STOCK,
+            starts_at: now + time::Duration::seconds(1),
+            ends_at: now + time::Duration::hours(2),
+            per_buyer_limit: LIMIT,
+            payment_window_secs: PAYMENT_WINDOW_SECS,
+        })
+        .await
+        .expect("create sale");
+    clock.advance(time::Duration::seconds(2));
+    let sale = view.sale.id;
+    let token = node
+        .shop
+        .status(sale)
+        .and_then(|status| status.buy_token)
+        .expect("the sale is live");
+    (
+        Case {
+            dir,
+            clock,
+            sale,
+            token,
+        },
+        node,
+    )
+}
+
+/// Every buyer fires `keys` buys at once (plus a repeat of the first); returns the accepted
+/// orders. Requests give up after `REQUEST_TIMEOUT`; a request that failed inside (a panic)
+/// is an error answer, as the server's catch-panic layer makes it.
+async fn burst(
+    case: &Case,
+    node: &Node,
+    buyers: std::ops::Range<u32>,
+    keys: u32,
+) -> Vec<(OrderId, BuyerId)> {
+    let mut requests = Vec::new();
+    for b in buyers {
+        let buyer = BuyerId::parse(&format!("buyer-{b}")).expect("buyer id");
+        for k in 0..=keys {
+            let key = IdempotencyKey::parse(&format!("key-{}", k % keys)).expect("key");
+            let (shop, token, buyer, sale) = (
+                node.shop.clone(),
+                case.token.clone(),
+                buyer.clone(),
+                case.sale,
+            );
+            requests.push(tokio::spawn(async move {
+                let answer = tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    shop.buy(sale, &token, &buyer, &key, None),
+                )
+                .await;
+                (buyer, answer)
+            }));
+        }
+    }
+    let mut accepted = Vec::new();
+    for request in requests {
+        if let Ok((buyer, Ok(Ok(BuyOutcome::Accepted { order_id, .. })))) = request.await {
+            accepted.push((order_id, buyer));
+        }
+    }
+    accepted
+}
+
+async fn wait_drained(node: &Node, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if node.queue.depth() == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.queue.depth() == 0
+}
+
+/// Pays every other accepted order, each tried a few times; returns the ones answered paid.
+async fn pay_some(node: &Node, accepted: &[(OrderId, BuyerId)]) -> Vec<OrderId> {
+    let mut paid = Vec::new();
+    for (order, buyer) in accepted.iter().step_by(2) {
+        for _ in 0..5 {
+            let (shop, buyer, order) = (node.shop.clone(), buyer.clone(), *order);
+            let payment = PaymentId::parse(&format!("pay-{order}")).expect("payment id");
+            let answer = tokio::spawn(async move {
+                tokio::time::timeout(REQUEST_TIMEOUT, shop.pay(&buyer, order, &payment)).await
+            })
+            .await;
+            if let Ok(Ok(Ok(PayAnswer::Paid(_)))) = answer {
+                paid.push(order);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    paid
+}
+
+/// Two reapers at once, as two nodes (or a slow sweep and the next) would race.
+async fn racing_sweeps(node: &Node) {
+    let sweeps: Vec<_> = (0..2)
+        .map(|_| {
+            let shop = node.shop.clone();
+            tokio::spawn(async move { shop.reap_once().await })
+        })
+        .collect();
+    for sweep in sweeps {
+        let _ = sweep.await;
+    }
+}
+
+/// The promises, read from the backends. `converged`: every order is paid or expired and
+/// every unit of an expired one is back, so the stock adds up exactly.
+async fn check(
+    case: &Case,
+    node: &Node,
+    accepted: &[(OrderId, BuyerId)],
+    paid: &[OrderId],
+    converged: bool,
+    context: &str,
+) {
+    let orders = node
+        .store
+        .recent_orders(case.sale, 10_000)
+        .await
+        .expect("orders");
+    let by_id: HashMap<OrderId, &flashsale_core::Order> =
+        orders.iter().map(|order| (order.id, order)).collect();
+    assert_eq!(
+        by_id.len(),
+        orders.len(),
+        "{context}: an order exists twice"
+    );
+    for (order, _) in accepted {
+        assert!(
+            by_id.contains_key(order) || node.queue.find(*order).await.expect("find").is_some(),
+            "{context}: accepted order {order} was lost"
+        );
+    }
+    for order in paid {
+        assert_eq!(
+            by_id.get(order).map(|o| o.status),
+            Some(OrderStatus::Paid),
+            "{context}: order {order} was answered paid"
+        );
+    }
+    let live: Vec<_> = orders.iter().filter(|o| o.status.is_live()).collect();
+    // Reservations still queued and not yet written (a written one may wait for its ack).
+    let queued = node
+        .queue
+        .all_queued()
+        .await
+        .expect("queued")
+        .iter()
+        .filter(|r| !by_id.contains_key(&r.order_id))
+        .count() as u32;
+    assert!(
+        live.len() as u32 + queued <= STOCK,
+        "{context}: oversold: {} live orders and {queued} queued for a stock of {STOCK}",
+        live.len()
+    );
+    let mut per_buyer: HashMap<&BuyerId, u32> = HashMap::new();
+    for order in &live {
+        *per_buyer.entry(&order.buyer).or_default() += 1;
+    }
+    assert!(
+        per_buyer.values().all(|&n| n <= LIMIT),
+        "{context}: a buyer is over the limit: {per_buyer:?}"
+    );
+    let available = node.stock.available(case.sale).await.expect("available");
+    let held = STOCK - live.len() as u32 - queued;
+    assert!(
+        available <= held,
+        "{context}: a unit came back twice: {available} available, {held} not held by an order"
+    );
+    if converged {
+        assert_eq!(queued, 0, "{context}: the queue did not drain");
+        assert!(
+            live.iter().all(|o| o.status == OrderStatus::Paid),
+            "{context}: an unpaid order outlived its deadline"
+        );
+        let mut statuses: HashMap<OrderStatus, usize> = HashMap::new();
+        for order in &orders {
+            *statuses.entry(order.status).or_default() += 1;
+        }
+        assert_eq!(
+            available, held,
+            "{context}: units are stranded: {available} available, {held} not held by an order; orders {statuses:?}"
+        );
+    }
+}
+
+async fn run(point: &str, action: &str, held: HeldUntilRestart) {
+    let context = format!("{point} = {action}");
+    let (case, node) = new_case().await;
+    fail::cfg(point, action).expect("configure the fault point");
+
+    // While the fault is on.
+    let mut accepted = burst(&case, &node, 0..30, 2).await;
+    wait_drained(&node, Duration::from_secs(1)).await;
+    let paid = pay_some(&node, &accepted).await;
+    check(&case, &node, &accepted, &paid, false, &context).await;
+    case.clock
+        .advance(time::Duration::seconds(i64::from(PAYMENT_WINDOW_SECS) + 1));
+    racing_sweeps(&node).await;
+    accepted.extend(burst(&case, &node, 100..120, 1).await);
+    check(&case, &node, &accepted, &paid, false, &context).await;
+
+    // Off: the shop converges on its own, once the attempts still paused have finished
+    // (their callers gave up long ago; the attempts carry on, as they must).
+    fail::remove(point);
+    tokio::time::sleep(IN_FLIGHT_SETTLE).await;
+    assert!(
+        wait_drained(&node, Duration::from_secs(10)).await,
+        "{context}: the queue did not drain"
+    );
+    case.clock
+        .advance(time::Duration::seconds(i64::from(PAYMENT_WINDOW_SECS) + 1));
+    racing_sweeps(&node).await;
+    racing_sweeps(&node).await;
+    let held_here = match (held, action) {
+        (HeldUntilRestart::Never, _) => false,
+        (HeldUntilRestart::OnPanic, a) => a == "panic",
+        (HeldUntilRestart::OnErrorOrPanic, a) => a == "panic" || a == "return",
+    };
+    check(&case, &node, &accepted, &paid, !held_here, &context).await;
+
+    // And it sells again.
+    let available = node.stock.available(case.sale).await.expect("available");
+    let fresh = burst(&case, &node, 300..301, 1).await;
+    assert_eq!(
+        fresh.len(),
+        usize::from(available > 0),
+        "{context}: with {available} units available a new buyer got {fresh:?}"
+    );
+    accepted.extend(fresh);
+
+    // A restart rebuilds from disk and must agree exactly.
+    close_node(node).await;
+    let node = open_node(&case.dir, &case.clock).await.expect("reopen");
+    assert!(
+        wait_drained(&node, Duration::from_secs(10)).await,
+        "{context}: the queue did not drain after the restart"
+    );
+    case.clock
+        .advance(time::Duration::seconds(i64::from(PAYMENT_WINDOW_SECS) + 1));
+    racing_sweeps(&node).await;
+    racing_sweeps(&node).await;
+    check(
+        &case,
+        &node,
+        &accepted,
+        &paid,
+        true,
+        &format!("{context}, after restart"),
+    )
+    .await;
+    close_node(node).await;
+}
+
+/// A fault at recovery: the node does not start (error, panic) or starts late (pause), and
+/// changes nothing; the next start succeeds and agrees.
+async fn run_recovery(point: &str, action: &str) {
+    let context = format!("{point} = {action}");
+    let (case, node) = new_case().await;
+    let accepted = burst(&case, &node, 0..20, 1).await;
+    assert!(wait_drained(&node, Duration::from_secs(10)).await);
+    close_node(node).await;
+    fail::cfg(point, action).expect("configure the fault point");
+    let opened = open_node(&case.dir, &case.clock).await;
+    fail::remove(point);
+    match (action, opened) {
+        ("return(400)", Ok(node)) => close_node(node).await,
+        ("return(400)", Err(error)) => panic!("{context}: a slow recovery failed: {error}"),
+        (_, Ok(_)) => panic!("{context}: recovery ignored the fault"),
+        (_, Err(_)) => {}
+    }
+    let node = open_node(&case.dir, &case.clock).await.expect("reopen");
+    check(&case, &node, &accepted, &[], false, &context).await;
+    let available = node.stock.available(case.sale).await.expect("available");
+    assert_eq!(available, STOCK - accepted.len() as u32, "{context}");
+    close_node(node).await;
+}
+
+const ACTIONS: [&str; 3] = ["return", "panic", PAUSE_ACTION];
+
+macro_rules! fault_point_tests {
+    ($($test:ident: $point:literal, $held:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let scenario = fail::FailScenario::setup();
+            for action in ACTIONS {
+                run($point, action, $held).await;
+            }
+            scenario.teardown();
+        }
+    )*};
+}
+
+fault_point_tests! {
+    buy_before_reserve: "shop.buy.before_reserve", HeldUntilRestart::Never;
+    buy_between_reserve_and_enqueue: "shop.buy.after_reserve", HeldUntilRestart::Never;
+    buy_after_enqueue_before_confirm: "shop.buy.after_enqueue", HeldUntilRestart::Never;
+    queue_before_handing_to_committer: "redb_queue.enqueue.before_send", HeldUntilRestart::OnPanic;
+    queue_before_fsync: "redb_queue.commit.before", HeldUntilRestart::OnPanic;
+    queue_after_fsync: "redb_queue.commit.after", HeldUntilRestart::OnErrorOrPanic;
+    queue_before_ack: "redb_queue.ack.before", HeldUntilRestart::Never;
+    writer_between_take_and_write: "writer.after_take", HeldUntilRestart::Never;
+    writer_between_write_and_ack: "writer.after_insert", HeldUntilRestart::Never;
+    store_insert_before_commit: "sqlite.insert_orders.before_commit", HeldUntilRestart::Never;
+    store_insert_after_commit: "sqlite.insert_orders.after_commit", HeldUntilRestart::Never;
+    store_pay_after_update: "sqlite.pay.after_update", HeldUntilRestart::Never;
+    reaper_transaction_before_commit: "sqlite.expire_due.before_commit", HeldUntilRestart::Never;
+    reaper_transaction_after_commit: "sqlite.expire_due.after_commit", HeldUntilRestart::Never;
+    reaper_between_expiry_and_return: "reaper.after_expire", HeldUntilRestart::Never;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_before_installing_a_ledger() {
+    let scenario = fail::FailScenario::setup();
+    for action in ACTIONS {
+        run_recovery("recovery.before_open_ledger", action).await;
+    }
+    scenario.teardown();
+}
