@@ -22,6 +22,11 @@ struct Server {
 }
 
 async fn start_server(data_dir: &Path) -> Server {
+    start_server_with(data_dir, &[]).await
+}
+
+/// A server with these extra environment variables (the backends of a scaled-out node).
+async fn start_server_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
@@ -43,6 +48,7 @@ async fn start_server(data_dir: &Path) -> Server {
         .env("FLASHSALE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("FLASHSALE_BUYER_JWT_SECRET", BUYER_SECRET)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .spawn()
         .expect("start the flashsale binary");
@@ -128,8 +134,20 @@ async fn live_sale(http: &reqwest::Client, base: &str, name: &str, stock: u64) -
     sale
 }
 
+/// What a restart must show of the units.
+#[derive(Clone, Copy, PartialEq)]
+enum Conservation {
+    /// Every unit is on sale or held by an order (the embedded default rebuilds from disk).
+    Exact,
+    /// No unit is sold twice, but a unit taken by a node killed before its publish was
+    /// acknowledged stays taken: the reconciler that would give it back (issue 5) is not
+    /// built. The counters then show it as queued for good.
+    UnitsMayBeStranded,
+}
+
 /// After a restart: every acknowledged order (buyer number → order id) is there and live,
-/// nothing is oversold, and the stock is conserved. Returns the drained counters.
+/// nothing is oversold, and the stock is conserved as `conservation` says. Returns the
+/// settled counters.
 async fn assert_acknowledged_orders_kept(
     http: &reqwest::Client,
     base: &str,
@@ -137,8 +155,12 @@ async fn assert_acknowledged_orders_kept(
     tokens: &BuyerTokens,
     accepted: &HashMap<usize, String>,
     stock: u64,
+    conservation: Conservation,
 ) -> Value {
-    let counters = wait_drained(http, base, sale).await;
+    let counters = match conservation {
+        Conservation::Exact => wait_drained(http, base, sale).await,
+        Conservation::UnitsMayBeStranded => wait_settled(http, base, sale).await,
+    };
     for (n, order_id) in accepted {
         let (code, order) = read(
             http.get(format!("{base}/api/orders/{order_id}"))
@@ -157,12 +179,47 @@ async fn assert_acknowledged_orders_kept(
     let live = counters["pending_payment"].as_u64().unwrap();
     assert!(live >= accepted.len() as u64, "{counters}");
     assert!(live <= stock, "oversold: {counters}");
-    assert_eq!(
-        counters["available"].as_u64().unwrap() + live,
-        stock,
-        "stock not conserved: {counters}"
-    );
+    let available = counters["available"].as_u64().unwrap();
+    match conservation {
+        Conservation::Exact => {
+            assert_eq!(available + live, stock, "stock not conserved: {counters}")
+        }
+        Conservation::UnitsMayBeStranded => {
+            assert!(available + live <= stock, "a unit sold twice: {counters}")
+        }
+    }
     counters
+}
+
+/// Waits until the queue drained, or (units may be stranded) until the written orders stop
+/// changing for longer than the queue's ack deadline, so redeliveries of what the killed
+/// node had taken are in.
+async fn wait_settled(http: &reqwest::Client, base: &str, sale: &str) -> Value {
+    let settle = Duration::from_secs(4);
+    let mut last: Option<(Value, tokio::time::Instant)> = None;
+    for _ in 0..600 {
+        let counters = admin(
+            http,
+            reqwest::Method::GET,
+            format!("{base}/api/admin/sales/{sale}"),
+            None,
+        )
+        .await["counters"]
+            .clone();
+        if counters["queued"] == 0 {
+            return counters;
+        }
+        match &last {
+            Some((seen, since)) if *seen == counters => {
+                if since.elapsed() >= settle {
+                    return counters;
+                }
+            }
+            _ => last = Some((counters, tokio::time::Instant::now())),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the orders never settled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,8 +299,16 @@ async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
 
     let server = start_server(dir.path()).await;
     let base = server.base.clone();
-    let counters =
-        assert_acknowledged_orders_kept(&http, &base, &sale, &tokens, &accepted, STOCK).await;
+    let counters = assert_acknowledged_orders_kept(
+        &http,
+        &base,
+        &sale,
+        &tokens,
+        &accepted,
+        STOCK,
+        Conservation::Exact,
+    )
+    .await;
     let live = counters["pending_payment"].as_u64().unwrap();
 
     // Sell the rest to new buyers: exactly the stock is sold in total, never more.
@@ -303,20 +368,63 @@ const CYCLE_STOCK_PER_CYCLE: u64 = 30;
 /// is oversold, also after the sale sells out part-way through the cycles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_kill_dash_nine_during_bursts_loses_nothing() {
-    let cycles = std::env::var("FLASHSALE_KILL_CYCLES")
+    let cycles = cycles_from_env("FLASHSALE_KILL_CYCLES", KILL_CYCLES_DEFAULT);
+    let dir = tempfile::tempdir().unwrap();
+    kill_cycles(dir.path(), &[], cycles, Conservation::Exact).await;
+}
+
+/// Kill cycles of one node on the scaled-out backends (Redis, NATS JetStream, PostgreSQL):
+/// fewer than on the embedded default (each restart reconnects to three engines). Set
+/// `FLASHSALE_SCALED_KILL_CYCLES` for more.
+const SCALED_KILL_CYCLES_DEFAULT: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_kill_dash_nine_of_a_scaled_out_node_loses_nothing() {
+    let cycles = cycles_from_env("FLASHSALE_SCALED_KILL_CYCLES", SCALED_KILL_CYCLES_DEFAULT);
+    let shared = crate::scaled::SharedBackends::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stranded = kill_cycles(
+        dir.path(),
+        &shared.env(),
+        cycles,
+        Conservation::UnitsMayBeStranded,
+    )
+    .await;
+    // Each kill can strand at most the buys in flight at that moment (16 workers).
+    assert!(
+        stranded <= (cycles * BURST_WORKERS) as u64,
+        "{stranded} units stranded by {cycles} kills"
+    );
+}
+
+fn cycles_from_env(key: &str, default: usize) -> usize {
+    std::env::var(key)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(KILL_CYCLES_DEFAULT);
+        .unwrap_or(default)
+}
+
+const BURST_WORKERS: usize = 16;
+
+/// Runs `cycles` bursts, each cut by a `kill -9` at a point that moves with the cycle, and a
+/// restart on the same data dir and backends; checks the promises after every restart and
+/// at the end. Returns the units left stranded (0 when conservation is exact).
+async fn kill_cycles(
+    data_dir: &Path,
+    env: &[(&str, &str)],
+    cycles: usize,
+    conservation: Conservation,
+) -> u64 {
     let stock = cycles as u64 * CYCLE_STOCK_PER_CYCLE;
-    let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
     let tokens = Arc::new(BuyerTokens::new(BUYER_SECRET.as_bytes()));
-    let mut server = start_server(dir.path()).await;
+    let mut server = start_server_with(data_dir, env).await;
     let sale = live_sale(&http, &server.base, "Kill cycles", stock).await;
     let mut accepted: HashMap<usize, String> = HashMap::new();
+    let mut counters = Value::Null;
     for cycle in 0..cycles {
         let base = server.base.clone();
         let status = read(
@@ -335,7 +443,7 @@ async fn repeated_kill_dash_nine_during_bursts_loses_nothing() {
         let next = Arc::new(AtomicUsize::new(first));
         let mut workers = Vec::new();
         if let Some(path) = &path {
-            for _ in 0..16 {
+            for _ in 0..BURST_WORKERS {
                 let (http, url, tokens) = (http.clone(), format!("{base}{path}"), tokens.clone());
                 let (accepted_now, answered, next) =
                     (accepted_now.clone(), answered.clone(), next.clone());
@@ -382,9 +490,17 @@ async fn repeated_kill_dash_nine_during_bursts_loses_nothing() {
         }
         accepted.extend(accepted_now.lock().await.drain());
 
-        server = start_server(dir.path()).await;
-        assert_acknowledged_orders_kept(&http, &server.base, &sale, &tokens, &accepted, stock)
-            .await;
+        server = start_server_with(data_dir, env).await;
+        counters = assert_acknowledged_orders_kept(
+            &http,
+            &server.base,
+            &sale,
+            &tokens,
+            &accepted,
+            stock,
+            conservation,
+        )
+        .await;
     }
     let orders = admin(
         &http,
@@ -404,9 +520,11 @@ async fn repeated_kill_dash_nine_during_bursts_loses_nothing() {
         .map(|o| o["buyer"].as_str().unwrap())
         .collect();
     assert_eq!(buyers.len(), orders.len(), "a buyer over the limit of 1");
+    let stranded = counters["queued"].as_u64().unwrap_or(0);
     eprintln!(
-        "{cycles} kill -9 cycles: {} acknowledged, {} orders of {stock} units, all accounted for",
+        "{cycles} kill -9 cycles: {} acknowledged, {} orders of {stock} units, {stranded} units stranded",
         accepted.len(),
         orders.len()
     );
+    stranded
 }
