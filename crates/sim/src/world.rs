@@ -109,7 +109,7 @@ impl SeedReport {
         let tail = self.trace[skip..].join("\n");
         format!(
             "simulation seed {seed} ({name}) violated an invariant: {violation}\n\
-             replay: {variant}FLASHSALE_SIM_SEED={seed} cargo test -p flashsale-sim -- replay --nocapture\n\
+             replay: {variant}FLASHSALE_SIM_SEED={seed} cargo test -p flashsale-sim --test sim -- replay --exact --nocapture\n\
              last {shown} of {total} trace lines:\n{tail}",
             seed = self.seed,
             name = self.variant.name(),
