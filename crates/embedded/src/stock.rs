@@ -97,4 +97,8 @@ impl StockLedger for InProcessStock {
     async fn available(&self, sale: SaleId) -> BackendResult<u32> {
         self.with_sale(sale, |ledger| ledger.available())
     }
+
+    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<OrderId>> {
+        self.with_sale(sale, |ledger| ledger.pending_orders())
+    }
 }

@@ -39,7 +39,7 @@ use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use flashsale_core::{OrderId, Reservation};
 use flashsale_service::ports::redact_password;
-use flashsale_service::{BackendError, BackendResult, Enqueued, ReservationQueue};
+use flashsale_service::{BackendError, BackendResult, Enqueued, ReservationQueue, VoidOutcome};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +54,24 @@ const BACKEND: &str = "nats reservation queue";
 /// them one error code (10077, "store failed"), so the description is what tells them apart.
 const FULL_DESCRIPTIONS: [&str; 2] = ["maximum messages exceeded", "maximum bytes exceeded"];
 const ALREADY_QUEUED_DESCRIPTION: &str = "maximum messages per subject exceeded";
+
+/// A publish's outcome.
+enum Published {
+    Stored,
+    /// A message with this id was stored before (the server's duplicate window), or the
+    /// order's subject still holds one.
+    Taken,
+    Full,
+}
+
+/// A publish the server refused, or whose answer never came.
+enum Refusal {
+    SubjectTaken,
+    Full,
+    Failed(BackendError),
+}
+
+// A tombstone (`void`) is a message with an empty payload: no reservation encodes to that.
 
 /// Shortest wait worth a pull request; below it `take_batch` only looks at what is there.
 const PULL_WAIT_MIN: Duration = Duration::from_millis(1);
@@ -373,36 +391,57 @@ impl JetStreamQueue {
 
     /// Reads a publish that did not succeed: the server's refusals are answers or determinate
     /// errors; anything without an answer may have been stored.
-    fn publish_refused(
-        order: &str,
-        e: &jetstream::context::PublishError,
-    ) -> BackendResult<Enqueued> {
+    /// What a refused publish means.
+    fn publish_refused(order: &str, e: &jetstream::context::PublishError) -> Refusal {
         let server_error = std::error::Error::source(e)
             .and_then(|source| source.downcast_ref::<jetstream::Error>());
         if let Some(server_error) = server_error {
             let described = server_error.to_string();
             if described.contains(ALREADY_QUEUED_DESCRIPTION) {
-                return Ok(Enqueued::Durable);
+                return Refusal::SubjectTaken;
             }
             if FULL_DESCRIPTIONS.iter().any(|d| described.contains(d)) {
-                return Ok(Enqueued::Full);
+                return Refusal::Full;
             }
-            return Err(BackendError::determinate(
+            return Refusal::Failed(BackendError::determinate(
                 BACKEND,
                 format!("publishing {order}: refused: {described}"),
             ));
         }
-        match e.kind() {
+        Refusal::Failed(match e.kind() {
             // No stream answered, or the client refused before sending: nothing was stored.
-            PublishErrorKind::StreamNotFound | PublishErrorKind::MaxPayloadExceeded => Err(
-                BackendError::determinate(BACKEND, format!("publishing {order}: {e}")),
-            ),
+            PublishErrorKind::StreamNotFound | PublishErrorKind::MaxPayloadExceeded => {
+                BackendError::determinate(BACKEND, format!("publishing {order}: {e}"))
+            }
             // No answer in time, the connection broke, or the answer was unreadable.
-            _ => Err(BackendError::indeterminate(
-                BACKEND,
-                format!("publishing {order}: {e}"),
-            )),
-        }
+            _ => BackendError::indeterminate(BACKEND, format!("publishing {order}: {e}")),
+        })
+    }
+
+    /// Publishes `payload` under the order's subject with the order id as message id.
+    async fn publish(&self, order: OrderId, payload: Vec<u8>) -> BackendResult<Published> {
+        let id = order.to_string();
+        let pending = self
+            .shared
+            .context
+            .send_publish(
+                self.subject(order),
+                PublishMessage::build()
+                    .message_id(&id)
+                    .payload(payload.into()),
+            )
+            .await
+            // Not handed to the connection: nothing was sent.
+            .map_err(|e| BackendError::determinate(BACKEND, format!("publishing {id}: {e}")))?;
+        Ok(match pending.await {
+            Ok(ack) if ack.duplicate => Published::Taken,
+            Ok(_) => Published::Stored,
+            Err(e) => match Self::publish_refused(&id, &e) {
+                Refusal::SubjectTaken => Published::Taken,
+                Refusal::Full => Published::Full,
+                Refusal::Failed(error) => return Err(error),
+            },
+        })
     }
 
     fn subject(&self, order: OrderId) -> String {
@@ -465,29 +504,41 @@ impl ReservationQueue for JetStreamQueue {
     async fn enqueue(&self, reservation: Reservation) -> BackendResult<Enqueued> {
         let payload = serde_json::to_vec(&reservation)
             .map_err(|e| BackendError::determinate(BACKEND, format!("encoding: {e}")))?;
-        let order = reservation.order_id.to_string();
+        let order = reservation.order_id;
         let _in_flight = self.shared.depth.begin();
-        let pending = self
-            .shared
-            .context
-            .send_publish(
-                self.subject(reservation.order_id),
-                PublishMessage::build()
-                    .message_id(&order)
-                    .payload(payload.into()),
-            )
-            .await
-            // Not handed to the connection: nothing was sent.
-            .map_err(|e| BackendError::determinate(BACKEND, format!("publishing {order}: {e}")))?;
-        match pending.await {
-            Ok(ack) => {
-                if !ack.duplicate {
-                    self.shared.depth.add(1);
-                }
+        match self.publish(order, payload).await? {
+            Published::Stored => {
+                self.shared.depth.add(1);
                 Ok(Enqueued::Durable)
             }
-            Err(e) => Self::publish_refused(&order, &e),
+            Published::Full => Ok(Enqueued::Full),
+            // Something was stored under this id before: this reservation (a retry), or the
+            // reconciler's tombstone. Only the first makes it durable.
+            Published::Taken => match self.find(order).await? {
+                Some(_) => Ok(Enqueued::Durable),
+                None => Err(BackendError::indeterminate(
+                    BACKEND,
+                    format!(
+                        "publishing {order}: the id was stored before and is not a queued \
+                         reservation (voided, or already written)"
+                    ),
+                )),
+            },
         }
+    }
+
+    async fn void(&self, order: OrderId) -> BackendResult<VoidOutcome> {
+        Ok(match self.publish(order, Vec::new()).await? {
+            Published::Stored => VoidOutcome::Voided,
+            Published::Taken => VoidOutcome::AlreadyStored,
+            // A full stream stores nothing: the reconciler tries again on its next pass.
+            Published::Full => {
+                return Err(BackendError::determinate(
+                    BACKEND,
+                    format!("voiding {order}: the stream is full"),
+                ));
+            }
+        })
     }
 
     async fn take_batch(&self, max: usize, wait: Duration) -> BackendResult<Vec<Reservation>> {
@@ -506,6 +557,11 @@ impl ReservationQueue for JetStreamQueue {
         let mut reservations = Vec::with_capacity(messages.len());
         let mut in_hand = self.shared.in_hand();
         for message in messages {
+            if message.payload.is_empty() {
+                // A tombstone: nothing to write.
+                tokio::spawn(async move { message.ack().await });
+                continue;
+            }
             match serde_json::from_slice::<Reservation>(&message.payload) {
                 Ok(reservation) => {
                     in_hand.insert(reservation.order_id, message);
@@ -543,6 +599,7 @@ impl ReservationQueue for JetStreamQueue {
             .get_last_raw_message_by_subject(&self.subject(order))
             .await
         {
+            Ok(message) if message.payload.is_empty() => Ok(None),
             Ok(message) => decode(&message.payload).map(Some),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(BackendError::determinate(
@@ -566,7 +623,9 @@ impl ReservationQueue for JetStreamQueue {
                 .await
             {
                 Ok(message) => {
-                    reservations.push(decode(&message.payload)?);
+                    if !message.payload.is_empty() {
+                        reservations.push(decode(&message.payload)?);
+                    }
                     next = message.sequence + 1;
                 }
                 Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {

@@ -42,7 +42,7 @@ const STAGING_FIELDS_PER_COMMAND_MAX: usize = 1_000;
 /// nothing behind.
 const STAGING_TTL_SECS: u64 = 600;
 
-/// Takes one unit. KEYS: meta, res, buyers. ARGV: order id, buyer.
+/// Takes one unit. KEYS: meta, res, buyers, pend. ARGV: order id, buyer.
 const RESERVE_LUA: &str = r"
 local meta = redis.call('HMGET', KEYS[1], 'available', 'limit')
 if not meta[1] then return 'unknown_sale' end
@@ -54,23 +54,27 @@ if live >= tonumber(meta[2]) then return 'limit_reached' end
 redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
 redis.call('HINCRBY', KEYS[1], 'available', -1)
 redis.call('HSET', KEYS[2], ARGV[1], 'P' .. ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[1])
 return 'reserved'
 ";
 
-/// Pending → durable. KEYS: meta, res. ARGV: order id.
+/// Pending → durable. KEYS: meta, res, pend. ARGV: order id.
 const CONFIRM_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown_sale' end
 local state = redis.call('HGET', KEYS[2], ARGV[1])
 if state and string.sub(state, 1, 1) == 'P' then
   redis.call('HSET', KEYS[2], ARGV[1], 'D' .. string.sub(state, 2))
+  redis.call('SREM', KEYS[3], ARGV[1])
   return 'confirmed'
 end
 return 'unchanged'
 ";
 
-/// Gives back a unit and the buyer's count. Shared head of the two releasing scripts.
+/// Gives back a unit and the buyer's count, and drops the order from the pending set. Shared
+/// head of the two releasing scripts.
 const RELEASE_LUA: &str = r"
 local function release(buyer)
+  redis.call('SREM', KEYS[4], ARGV[1])
   redis.call('HINCRBY', KEYS[1], 'available', 1)
   if redis.call('HINCRBY', KEYS[3], buyer, -1) <= 0 then redis.call('HDEL', KEYS[3], buyer) end
 end
@@ -78,7 +82,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown_sale' end
 local state = redis.call('HGET', KEYS[2], ARGV[1])
 ";
 
-/// Pending → forgotten, unit back. KEYS: meta, res, buyers. ARGV: order id.
+/// Pending → forgotten, unit back. KEYS: meta, res, buyers, pend. ARGV: order id.
 const CANCEL_PENDING_TAIL_LUA: &str = r"
 if state and string.sub(state, 1, 1) == 'P' then
   redis.call('HDEL', KEYS[2], ARGV[1])
@@ -89,7 +93,7 @@ return 'unchanged'
 ";
 
 /// Durable (or pending: see `SaleLedger::return_unit`) → returned, unit back, exactly once.
-/// KEYS: meta, res, buyers. ARGV: order id.
+/// KEYS: meta, res, buyers, pend. ARGV: order id.
 const RETURN_UNIT_TAIL_LUA: &str = r"
 if not state then return 'unknown' end
 local letter = string.sub(state, 1, 1)
@@ -102,14 +106,14 @@ return 'returned'
 /// Swaps a staged ledger in, replacing the live one, or (ARGV[1] = 'if_absent') only when there
 /// is none: the check and the swap are one step, so two nodes recovering at once cannot replace
 /// a ledger another node already sells from. KEYS: meta, res, buyers, then the three staged
-/// keys in the same order.
+/// keys in the same order, then pend (a new ledger has nothing pending).
 const SWAP_IN_LUA: &str = r"
 if ARGV[1] == 'if_absent' and redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('UNLINK', KEYS[4], KEYS[5], KEYS[6])
   return 'present'
 end
 if redis.call('EXISTS', KEYS[4]) == 0 then return 'staging_missing' end
-redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[7])
 for i = 1, 3 do
   if redis.call('EXISTS', KEYS[i + 3]) == 1 then
     redis.call('RENAME', KEYS[i + 3], KEYS[i])
@@ -157,6 +161,8 @@ struct SaleKeys {
     meta: String,
     res: String,
     buyers: String,
+    /// The set of pending order ids, for the reconciler (never staged: a new ledger has none).
+    pend: String,
 }
 
 impl SaleKeys {
@@ -166,6 +172,7 @@ impl SaleKeys {
             meta: format!("{tag}:meta"),
             res: format!("{tag}:res"),
             buyers: format!("{tag}:buyers"),
+            pend: format!("{tag}:pend"),
         }
     }
 
@@ -175,6 +182,7 @@ impl SaleKeys {
             meta: format!("{}:staging:{nonce}", self.meta),
             res: format!("{}:staging:{nonce}", self.res),
             buyers: format!("{}:staging:{nonce}", self.buyers),
+            pend: format!("{}:staging:{nonce}", self.pend),
         }
     }
 }
@@ -406,6 +414,7 @@ impl StockLedger for RedisStock {
                     &staging.meta,
                     &staging.res,
                     &staging.buyers,
+                    &keys.pend,
                 ],
                 &[mode_arg],
                 true,
@@ -433,7 +442,7 @@ impl StockLedger for RedisStock {
             .run(
                 "reserving",
                 &self.scripts.reserve,
-                &[&keys.meta, &keys.res, &keys.buyers],
+                &[&keys.meta, &keys.res, &keys.buyers, &keys.pend],
                 &[&order.to_string(), buyer.as_str()],
                 true,
             )
@@ -456,7 +465,7 @@ impl StockLedger for RedisStock {
             .run(
                 "confirming",
                 &self.scripts.confirm,
-                &[&keys.meta, &keys.res],
+                &[&keys.meta, &keys.res, &keys.pend],
                 &[&order.to_string()],
                 true,
             )
@@ -474,7 +483,7 @@ impl StockLedger for RedisStock {
             .run(
                 "cancelling a pending reservation",
                 &self.scripts.cancel_pending,
-                &[&keys.meta, &keys.res, &keys.buyers],
+                &[&keys.meta, &keys.res, &keys.buyers, &keys.pend],
                 &[&order.to_string()],
                 true,
             )
@@ -492,7 +501,7 @@ impl StockLedger for RedisStock {
             .run(
                 "returning a unit",
                 &self.scripts.return_unit,
-                &[&keys.meta, &keys.res, &keys.buyers],
+                &[&keys.meta, &keys.res, &keys.buyers, &keys.pend],
                 &[&order.to_string()],
                 true,
             )
@@ -516,6 +525,23 @@ impl StockLedger for RedisStock {
             .await
             .map_err(|e| redis_error("reading available stock", &e, false))?;
         available.ok_or_else(|| unknown_sale(sale))
+    }
+
+    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<OrderId>> {
+        let keys = self.keys(sale);
+        let mut connection = self.connection.clone();
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&keys.pend)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| redis_error("listing pending reservations", &e, false))?;
+        members
+            .iter()
+            .map(|member| {
+                OrderId::parse(member)
+                    .map_err(|e| unexpected("listing pending reservations", &format!("{member}: {e}")))
+            })
+            .collect()
     }
 }
 
@@ -565,7 +591,7 @@ mod tests {
         let sale = SaleId(Uuid::from_u128(7));
         let keys = SaleKeys::new("shop", sale);
         let tag = format!("{{fs:shop:{sale}}}");
-        for key in [&keys.meta, &keys.res, &keys.buyers] {
+        for key in [&keys.meta, &keys.res, &keys.buyers, &keys.pend] {
             assert!(key.starts_with(&tag), "{key}");
         }
         let staging = keys.staging(42);

@@ -25,7 +25,7 @@
 
 use crate::ports::{
     Enqueued, Holding, OpenMode, Opened, OrderCounts, OrderStore, PayOutcome, ReservationQueue,
-    StockLedger,
+    StockLedger, VoidOutcome,
 };
 use flashsale_core::{
     BuyerId, Order, OrderId, OrderStatus, PaymentId, Reservation, ReservationState, ReserveOutcome,
@@ -329,6 +329,36 @@ pub mod stock {
             "the buyer's unit came back, so the limit allows another"
         );
         assert_eq!(ledger.available(sale).await.expect("available"), 0);
+    }
+
+    /// `pending_orders` lists exactly the reservations taken and neither confirmed,
+    /// cancelled nor returned.
+    pub async fn stock_pending_orders_are_the_unsettled_ones(ledger: Arc<dyn StockLedger>) {
+        let sale = new_sale_id();
+        ledger
+            .open_sale(sale, 10, 10, vec![], OpenMode::Replace)
+            .await
+            .expect("open");
+        let a = buyer("a");
+        let orders: Vec<OrderId> = (0..4).map(|_| new_order_id()).collect();
+        for &order in &orders {
+            assert_eq!(
+                ledger.reserve(sale, order, &a).await.expect("reserve"),
+                ReserveOutcome::Reserved
+            );
+        }
+        ledger.confirm(sale, orders[1]).await.expect("confirm");
+        ledger
+            .cancel_pending(sale, orders[2])
+            .await
+            .expect("cancel");
+        ledger.return_unit(sale, orders[3]).await.expect("return");
+        assert_eq!(
+            ledger.pending_orders(sale).await.expect("pending"),
+            vec![orders[0]]
+        );
+        ledger.confirm(sale, orders[0]).await.expect("confirm");
+        assert!(ledger.pending_orders(sale).await.expect("pending").is_empty());
     }
 
     /// `return_unit` gives a durable reservation's unit back exactly once.
@@ -720,6 +750,7 @@ macro_rules! stock_ledger_conformance {
                 stock_confirm_and_cancel_pending,
                 stock_return_unit_exactly_once,
                 stock_return_unit_of_unconfirmed_order,
+                stock_pending_orders_are_the_unsettled_ones,
                 stock_concurrent_returns_exactly_once,
                 stock_open_sale_restores_holdings,
                 stock_open_sale_replaces_earlier_ledger,
@@ -1181,6 +1212,64 @@ pub mod queue {
         );
         assert_eq!(queue.depth(), 3);
     }
+
+    /// `void` leaves a stored reservation alone and says so; for an id never stored it writes
+    /// a tombstone that no enqueue can pass and that is never delivered, found or listed. A
+    /// second void (another node's reconciler) sees the tombstone.
+    pub async fn queue_void_blocks_a_late_enqueue<F, Fut, G>(make: F)
+    where
+        F: Fn(QueueSetup) -> Fut,
+        Fut: Future<Output = (Arc<dyn ReservationQueue>, G)>,
+    {
+        let backend = fresh(&make, QueueSetup::default()).await;
+        let queue = &backend.queue;
+        let sale = new_sale_id();
+        let stored = reservation(sale, "stored", t0(), 600);
+        let late = reservation(sale, "late", t0(), 600);
+        assert_eq!(
+            queue.enqueue(stored.clone()).await.expect("enqueue"),
+            Enqueued::Durable
+        );
+        assert_eq!(
+            queue.void(stored.order_id).await.expect("void"),
+            VoidOutcome::AlreadyStored
+        );
+        assert_eq!(
+            queue.find(stored.order_id).await.expect("find"),
+            Some(stored.clone()),
+            "a void never touches a stored reservation"
+        );
+
+        assert_eq!(
+            queue.void(late.order_id).await.expect("void"),
+            VoidOutcome::Voided
+        );
+        assert_eq!(queue.find(late.order_id).await.expect("find"), None);
+        let error = queue
+            .enqueue(late.clone())
+            .await
+            .expect_err("a voided id cannot become durable");
+        assert!(!error.outcome_known, "{error}");
+        assert_eq!(
+            queue.void(late.order_id).await.expect("void"),
+            VoidOutcome::AlreadyStored,
+            "a second reconciler sees the first one's tombstone"
+        );
+        assert_eq!(
+            sorted_ids(&queue.all_queued().await.expect("all")),
+            vec![stored.order_id]
+        );
+        let mut delivered = Vec::new();
+        for _ in 0..3 {
+            delivered.extend(
+                queue
+                    .take_batch(10, Duration::from_millis(200))
+                    .await
+                    .expect("take"),
+            );
+        }
+        assert_eq!(delivered, vec![stored], "a tombstone is never delivered");
+    }
 }
 
 /// Expands into one `#[tokio::test]` per `ReservationQueue` case. `$factory` is a closure
@@ -1198,6 +1287,7 @@ macro_rules! reservation_queue_conformance {
             queue_ack_removes_and_nack_redelivers,
             queue_redelivers_after_ack_deadline,
             queue_all_queued_and_find_include_delivered,
+            queue_void_blocks_a_late_enqueue,
         ]);
     };
 }

@@ -252,6 +252,8 @@ pub struct LayerMetrics {
     pub queue_failed: Counter,
     pub paid: Counter,
     pub expired: Counter,
+    pub reconciled_confirmed: Counter,
+    pub reconciled_released: Counter,
 }
 
 fn layer_counter(layer: &'static str, outcome: &'static str) -> Counter {
@@ -280,6 +282,8 @@ impl LayerMetrics {
             queue_failed: layer_counter("queue", "failed"),
             paid: layer_counter("payment", "paid"),
             expired: layer_counter("reaper", "expired"),
+            reconciled_confirmed: layer_counter("reconciler", "confirmed"),
+            reconciled_released: layer_counter("reconciler", "released"),
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod stored;
 pub use clock::{ManualClock, SystemClock};
 pub use ports::{
     BackendError, BackendResult, Clock, Enqueued, Holding, OpenMode, Opened, OrderCounts,
-    OrderStore, PayOutcome, ReservationQueue, StockLedger,
+    OrderStore, PayOutcome, ReservationQueue, StockLedger, VoidOutcome,
 };
 pub mod shop;
 pub mod writers;

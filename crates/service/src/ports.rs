@@ -116,6 +116,23 @@ pub trait StockLedger: Send + Sync {
 
     /// Units still available to reserve.
     async fn available(&self, sale: SaleId) -> BackendResult<u32>;
+
+    /// Reservations still pending: taken, and neither confirmed, cancelled nor returned. The
+    /// reconciler settles the ones that stay pending too long (their node died between the
+    /// take and the enqueue's answer). Meant to be small: only buys in flight are pending.
+    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<OrderId>>;
+}
+
+/// Answer to `ReservationQueue::void`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoidOutcome {
+    /// Nothing was stored under this order id; now a tombstone is, so a late enqueue of it can
+    /// no longer become durable.
+    Voided,
+    /// Something was stored under this order id before: the reservation itself (queued, or
+    /// already written and acknowledged) or an earlier tombstone. `find` and the order store
+    /// tell which.
+    AlreadyStored,
 }
 
 /// Answer to an enqueue.
@@ -147,8 +164,14 @@ pub trait ReservationQueue: Send + Sync {
     /// Hands delivered reservations back for immediate redelivery.
     async fn nack(&self, orders: &[OrderId]) -> BackendResult<()>;
 
-    /// A queued (not yet acknowledged) reservation, if any.
+    /// A queued (not yet acknowledged) reservation, if any. A tombstone is not one.
     async fn find(&self, order: OrderId) -> BackendResult<Option<Reservation>>;
+
+    /// Makes sure a reservation with this order id can no longer become durable, unless it
+    /// already is: the reconciler's step for a reservation whose node died before the
+    /// enqueue's answer. Atomic with `enqueue` of the same id: after `Voided`, an enqueue of
+    /// it fails with an unknown outcome, and the tombstone is never delivered or listed.
+    async fn void(&self, order: OrderId) -> BackendResult<VoidOutcome>;
 
     /// Every reservation still queued, delivered or not, for rebuilding stock state at start.
     async fn all_queued(&self) -> BackendResult<Vec<Reservation>>;

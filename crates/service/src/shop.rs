@@ -9,7 +9,7 @@ use crate::filters::{
 };
 use crate::ports::{
     BackendError, Clock, Enqueued, Holding, OpenMode, Opened, OrderCounts, OrderStore, PayOutcome,
-    ReservationQueue, StockLedger,
+    ReservationQueue, StockLedger, VoidOutcome,
 };
 use crate::writers::{WriterConfig, WriterPool};
 use flashsale_core::sale::ChangeError;
@@ -359,6 +359,10 @@ pub struct Shop {
     /// Raised while a reaper sweep may have expired orders without returning their units;
     /// the next sweep then looks for such orders first. Raised at start for the same reason.
     rescan_returns: AtomicBool,
+    /// The reconciler's view: each pending reservation of an open sale and when this node
+    /// first saw it pending (a monotonic instant: the deadline is about calls in flight, not
+    /// about the sale's clock). A std mutex, never held across an await.
+    pending_seen: std::sync::Mutex<HashMap<(SaleId, OrderId), std::time::Instant>>,
     /// The per-buyer window cache; `None` when its window is 0.
     window: Option<moka::future::Cache<WindowKey, BuyOutcome>>,
     limiters: Limiters,
@@ -396,6 +400,7 @@ impl Shop {
             shutdown: CancellationToken::new(),
             ready: AtomicBool::new(false),
             rescan_returns: AtomicBool::new(true),
+            pending_seen: std::sync::Mutex::new(HashMap::new()),
         });
         shop.recover().await?;
         shop.writers.set_count(shop.config.writers.count).await;
@@ -1086,15 +1091,20 @@ impl Shop {
             sales
         };
         let mut lost = Vec::new();
+        let mut open = HashSet::new();
         for sale in sales {
-            let sold_out = self
-                .slot(sale.id)
-                .is_some_and(|slot| slot.sold_out.load(Ordering::Relaxed));
             if sale.phase(now, true) == Phase::Ended {
                 continue;
             }
+            if let Err(error) = self.reconcile_pending(&sale, cluster).await {
+                tracing::warn!(sale_id = %sale.id, %error, "could not reconcile pending reservations; will retry");
+            }
+            let sold_out = self
+                .slot(sale.id)
+                .is_some_and(|slot| slot.sold_out.load(Ordering::Relaxed));
             match self.backends.stock.available(sale.id).await {
                 Ok(available) => {
+                    open.insert(sale.id);
                     if available > 0
                         && sold_out
                         && let Some(slot) = self.slot(sale.id)
@@ -1108,6 +1118,10 @@ impl Shop {
                 }
             }
         }
+        self.pending_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(sale, _), _| open.contains(sale));
         if lost.is_empty() {
             return Ok(());
         }
@@ -1138,6 +1152,66 @@ impl Shop {
             }
         }
         Ok(())
+    }
+
+    /// The reconciler: settles reservations of `sale` that stayed pending longer than
+    /// `cluster.rebuild_fence_ms` (longer than any enqueue can take), because the node that
+    /// took them died between the take and the enqueue's answer, or the answer was unknown.
+    ///
+    /// A reservation found in the store or the queue is durable: confirm it. Otherwise void
+    /// its order id in the queue, so a late enqueue of it can never become durable, and then
+    /// give its unit back. If the queue says something was stored under the id before, look
+    /// again: the reservation itself (confirm), or a tombstone another node's reconciler wrote
+    /// (give the unit back, which is idempotent).
+    async fn reconcile_pending(
+        &self,
+        sale: &Sale,
+        cluster: &ClusterConfig,
+    ) -> Result<(), ServiceError> {
+        let pending = self.backends.stock.pending_orders(sale.id).await?;
+        let deadline = Duration::from_millis(cluster.rebuild_fence_ms);
+        let overdue: Vec<OrderId> = {
+            let mut seen = self.pending_seen.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            let pending: HashSet<OrderId> = pending.into_iter().collect();
+            seen.retain(|(s, order), _| *s != sale.id || pending.contains(order));
+            pending
+                .into_iter()
+                .filter(|order| {
+                    let first_seen = *seen.entry((sale.id, *order)).or_insert(now);
+                    now.duration_since(first_seen) >= deadline
+                })
+                .collect()
+        };
+        for order in overdue {
+            let durable = match self.is_durable(order).await? {
+                true => true,
+                false => match self.backends.queue.void(order).await? {
+                    VoidOutcome::Voided => false,
+                    VoidOutcome::AlreadyStored => self.is_durable(order).await?,
+                },
+            };
+            let stock = &self.backends.stock;
+            if durable {
+                stock.confirm(sale.id, order).await?;
+                self.metrics.reconciled_confirmed.increment(1);
+                tracing::warn!(sale_id = %sale.id, %order, "reconciler confirmed a reservation left pending");
+            } else {
+                stock.cancel_pending(sale.id, order).await?;
+                self.metrics.reconciled_released.increment(1);
+                if let Some(slot) = self.slot(sale.id) {
+                    slot.sold_out.store(false, Ordering::Relaxed);
+                }
+                tracing::warn!(sale_id = %sale.id, %order, "reconciler gave back the unit of a reservation that never became durable");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the reservation is in the store or the queue.
+    async fn is_durable(&self, order: OrderId) -> Result<bool, ServiceError> {
+        Ok(self.backends.store.get_order(order).await?.is_some()
+            || self.backends.queue.find(order).await?.is_some())
     }
 
     // ----- shutdown -----

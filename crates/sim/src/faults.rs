@@ -12,7 +12,7 @@ use flashsale_core::{
 };
 use flashsale_service::{
     BackendError, BackendResult, Enqueued, Holding, OpenMode, Opened, OrderCounts, OrderStore,
-    PayOutcome, ReservationQueue, StockLedger,
+    PayOutcome, ReservationQueue, StockLedger, VoidOutcome,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -292,6 +292,14 @@ impl StockLedger for FaultyStock {
             })
             .await
     }
+
+    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<OrderId>> {
+        self.faults
+            .call(self.node, Port::Stock, "stock.pending_orders", || {
+                self.inner.pending_orders(sale)
+            })
+            .await
+    }
 }
 
 /// The durable queue as one node reaches it.
@@ -332,6 +340,12 @@ impl ReservationQueue for FaultyQueue {
             .call(self.node, Port::Queue, "queue.nack", || {
                 self.inner.nack(orders)
             })
+            .await
+    }
+
+    async fn void(&self, order: OrderId) -> BackendResult<VoidOutcome> {
+        self.faults
+            .call(self.node, Port::Queue, "queue.void", || self.inner.void(order))
             .await
     }
 

@@ -6,8 +6,10 @@
 use crate::clock::SimClock;
 use async_trait::async_trait;
 use flashsale_core::{OrderId, Reservation, Timestamp};
-use flashsale_service::{BackendResult, Clock, Enqueued, ReservationQueue};
-use std::collections::BTreeMap;
+use flashsale_service::{
+    BackendError, BackendResult, Clock, Enqueued, ReservationQueue, VoidOutcome,
+};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -25,6 +27,8 @@ struct Entry {
 struct State {
     next_seq: u64,
     entries: BTreeMap<OrderId, Entry>,
+    /// Reconciler tombstones (`void`): ids that may no longer be enqueued.
+    voided: BTreeSet<OrderId>,
 }
 
 #[derive(Debug)]
@@ -102,6 +106,12 @@ impl ReservationQueue for SimQueue {
     async fn enqueue(&self, reservation: Reservation) -> BackendResult<Enqueued> {
         {
             let mut state = self.lock();
+            if state.voided.contains(&reservation.order_id) {
+                return Err(BackendError::indeterminate(
+                    "simulated queue",
+                    "the reservation was voided",
+                ));
+            }
             if !state.entries.contains_key(&reservation.order_id) {
                 if state.entries.len() >= self.capacity {
                     return Ok(Enqueued::Full);
@@ -120,6 +130,16 @@ impl ReservationQueue for SimQueue {
         }
         self.arrivals.notify_waiters();
         Ok(Enqueued::Durable)
+    }
+
+    async fn void(&self, order: OrderId) -> BackendResult<VoidOutcome> {
+        // The model keeps no dedupe window of acked ids: nothing in the simulation voids an
+        // order that was already written (the reconciler runs only on shared backends).
+        let mut state = self.lock();
+        if state.entries.contains_key(&order) || !state.voided.insert(order) {
+            return Ok(VoidOutcome::AlreadyStored);
+        }
+        Ok(VoidOutcome::Voided)
     }
 
     async fn take_batch(&self, max: usize, wait: Duration) -> BackendResult<Vec<Reservation>> {

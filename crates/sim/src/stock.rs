@@ -205,4 +205,15 @@ impl StockLedger for SimStock {
     async fn available(&self, sale: SaleId) -> BackendResult<u32> {
         self.with_sale(sale, |ledger| ledger.available)
     }
+
+    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<OrderId>> {
+        self.with_sale(sale, |ledger| {
+            ledger
+                .reservations
+                .iter()
+                .filter(|(_, (_, state))| *state == ReservationState::Pending)
+                .map(|(order, _)| *order)
+                .collect()
+        })
+    }
 }
