@@ -21,9 +21,12 @@ use time::macros::datetime;
 /// The fixed "now" every check runs at: the core takes time as an argument.
 pub const NOW: OffsetDateTime = datetime!(2030-01-01 12:00 UTC);
 
+/// A target's check: panics when the input breaks a property.
+pub type Check = fn(&[u8]);
+
 /// Every target by name, with its check: what the fuzz binaries call and the corpus tests
 /// iterate over.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("buyer_jwt", tokens::check_buyer_jwt),
     ("buyer_jwt_mutated", tokens::check_buyer_jwt_mutated),
     ("buy_path_token", tokens::check_buy_path_token),
