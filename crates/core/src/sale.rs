@@ -17,6 +17,9 @@ pub const PAYMENT_WINDOW_SECS_MIN: u32 = 5;
 pub const PAYMENT_WINDOW_SECS_MAX: u32 = 7 * 24 * 3600;
 /// Longest a sale may run, in days.
 pub const SALE_DURATION_DAYS_MAX: i64 = 31;
+/// Latest second a sale may name, 9999-12-31T23:59:59Z, as Unix seconds: the stores keep Unix
+/// milliseconds and read back only the years 1970 to 9999 in UTC.
+pub const SALE_UNIX_SECS_MAX: i64 = 253_402_300_799;
 
 /// What an admin asks for when creating a sale.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,9 +103,15 @@ impl SaleSpec {
             ));
         }
         // Timestamps are kept in milliseconds downstream; refuse what would not round-trip.
+        // Checked on the instant, not on the year as written: an offset moves the instant, and
+        // 9999-12-31T20:00-05:00 is already the year 10000 in UTC, which passed a check of the
+        // written year and left a sale that could be created but never read back.
         for (field, at) in [("starts_at", self.starts_at), ("ends_at", self.ends_at)] {
-            if !(1970..=9999).contains(&at.year()) {
-                return Err(spec_error(field, "must be between the years 1970 and 9999"));
+            if !(0..=SALE_UNIX_SECS_MAX).contains(&at.unix_timestamp()) {
+                return Err(spec_error(
+                    field,
+                    "must be between the years 1970 and 9999 (in UTC)",
+                ));
             }
         }
         Ok(())
@@ -325,6 +334,44 @@ mod tests {
             assert_eq!(s.validate().map_err(|e| e.field), Err(field));
         }
         assert_eq!(spec().validate(), Ok(()));
+    }
+
+    #[test]
+    fn years_are_checked_in_utc_so_every_valid_sale_can_be_stored() {
+        // Found by the fuzz target `sale_spec`: the written year was checked, so this sale,
+        // in the year 10000 in UTC, was accepted and then unreadable from the order store.
+        let at = |text: &str| {
+            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+        };
+        let cases = [
+            (
+                "9999-12-31T20:00:00-05:00",
+                "9999-12-31T21:00:00-05:00",
+                Err("starts_at"),
+            ),
+            (
+                "9999-12-31T22:00:00Z",
+                "9999-12-31T20:00:00-05:00",
+                Err("ends_at"),
+            ),
+            (
+                "1970-01-01T00:30:00+01:00",
+                "1970-01-01T02:00:00+01:00",
+                Err("starts_at"),
+            ),
+            ("9999-12-31T22:00:00Z", "9999-12-31T23:59:59.999Z", Ok(())),
+            ("1970-01-01T00:00:00Z", "1970-01-01T01:00:00Z", Ok(())),
+        ];
+        for (starts_at, ends_at, expected) in cases {
+            let mut s = spec();
+            s.starts_at = at(starts_at);
+            s.ends_at = at(ends_at);
+            assert_eq!(
+                s.validate().map_err(|e| e.field),
+                expected,
+                "{starts_at} .. {ends_at}"
+            );
+        }
     }
 
     #[test]

@@ -390,9 +390,8 @@ impl ReservationQueue for RedbQueue {
             Slot(self.shared.clone())
         };
         // Serialized here, on the caller's thread, to keep the single committer lean.
-        let json = serde_json::to_vec(&reservation).map_err(|e| {
-            BackendError::determinate(BACKEND, format!("cannot encode the reservation: {e}"))
-        })?;
+        let (_, json) =
+            encode_record(&reservation).map_err(|e| BackendError::determinate(BACKEND, e))?;
         faults::point("redb_queue.enqueue.before_send", faults::Happened::No).await?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Enqueue {
@@ -552,20 +551,7 @@ fn load(path: &Path) -> Result<(Database, Vec<Reservation>), String> {
             .map_err(|e| format!("cannot read the reservations: {e}"))?
         {
             let (key, value) = row.map_err(|e| format!("cannot read a reservation: {e}"))?;
-            let reservation: Reservation = serde_json::from_slice(value.value()).map_err(|e| {
-                format!(
-                    "the reservation under key {:x} is unreadable: {e}",
-                    key.value()
-                )
-            })?;
-            if reservation.order_id.0.as_u128() != key.value() {
-                return Err(format!(
-                    "the reservation under key {:x} names order {}",
-                    key.value(),
-                    reservation.order_id
-                ));
-            }
-            reservations.push(reservation);
+            reservations.push(decode_record(key.value(), value.value())?);
         }
     }
     // Oldest first, so the backlog drains in the order buyers came.
@@ -577,6 +563,28 @@ fn load(path: &Path) -> Result<(Database, Vec<Reservation>), String> {
 /// unknown (the unit stays taken until the reconciler, which already settled it, says so).
 fn voided(order: OrderId) -> BackendError {
     BackendError::indeterminate(BACKEND, format!("reservation {order} was voided"))
+}
+
+/// One stored record back into its reservation: the JSON that `enqueue` wrote, under the key
+/// of its own order id. Anything else (damaged bytes, a record moved to another key) is an
+/// error naming the key, never a panic. Public for the fuzz target `queue_record`.
+pub fn decode_record(key: u128, json: &[u8]) -> Result<Reservation, String> {
+    let reservation: Reservation = serde_json::from_slice(json)
+        .map_err(|e| format!("the reservation under key {key:x} is unreadable: {e}"))?;
+    if reservation.order_id.0.as_u128() != key {
+        return Err(format!(
+            "the reservation under key {key:x} names order {}",
+            reservation.order_id
+        ));
+    }
+    Ok(reservation)
+}
+
+/// How `enqueue` stores a reservation: its key and its JSON. The inverse of `decode_record`.
+pub fn encode_record(reservation: &Reservation) -> Result<(u128, Vec<u8>), String> {
+    let json = serde_json::to_vec(reservation)
+        .map_err(|e| format!("cannot encode the reservation: {e}"))?;
+    Ok((reservation.order_id.0.as_u128(), json))
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

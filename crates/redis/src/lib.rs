@@ -538,8 +538,9 @@ impl StockLedger for RedisStock {
         members
             .iter()
             .map(|member| {
-                OrderId::parse(member)
-                    .map_err(|e| unexpected("listing pending reservations", &format!("{member}: {e}")))
+                OrderId::parse(member).map_err(|e| {
+                    unexpected("listing pending reservations", &format!("{member}: {e}"))
+                })
             })
             .collect()
     }

@@ -358,7 +358,13 @@ pub mod stock {
             vec![orders[0]]
         );
         ledger.confirm(sale, orders[0]).await.expect("confirm");
-        assert!(ledger.pending_orders(sale).await.expect("pending").is_empty());
+        assert!(
+            ledger
+                .pending_orders(sale)
+                .await
+                .expect("pending")
+                .is_empty()
+        );
     }
 
     /// `return_unit` gives a durable reservation's unit back exactly once.

@@ -59,7 +59,7 @@ impl Stored {
     }
 }
 
-/// Unix milliseconds. Sale specs refuse years outside 1970..=9999, and reservations are made
+/// Unix milliseconds. Sale specs refuse years outside 1970..=9999 (in UTC), and reservations are made
 /// at the current time, so this never saturates in practice.
 pub fn to_ms(at: Timestamp) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)

@@ -345,7 +345,9 @@ impl ReservationQueue for FaultyQueue {
 
     async fn void(&self, order: OrderId) -> BackendResult<VoidOutcome> {
         self.faults
-            .call(self.node, Port::Queue, "queue.void", || self.inner.void(order))
+            .call(self.node, Port::Queue, "queue.void", || {
+                self.inner.void(order)
+            })
             .await
     }
 

@@ -250,15 +250,8 @@ async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
 
     let server = start_server(dir.path()).await;
     let base = server.base.clone();
-    let counters = assert_acknowledged_orders_kept(
-        &http,
-        &base,
-        &sale,
-        &tokens,
-        &accepted,
-        STOCK,
-    )
-    .await;
+    let counters =
+        assert_acknowledged_orders_kept(&http, &base, &sale, &tokens, &accepted, STOCK).await;
     let live = counters["pending_payment"].as_u64().unwrap();
 
     // Sell the rest to new buyers: exactly the stock is sold in total, never more.
