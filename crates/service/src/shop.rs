@@ -67,7 +67,8 @@ pub struct ClusterConfig {
     pub sale_sync_ms: u64,
     /// How long to wait, after finding a sale's ledger missing (Redis restarted empty), before
     /// rebuilding it from the store and the queue. Longer than any in-flight enqueue can take,
-    /// so every reservation acknowledged before the loss is in the queue by then.
+    /// so every reservation acknowledged before the loss is in the queue by then. For the same
+    /// reason, also how long a reservation may stay pending before the reconciler settles it.
     pub rebuild_fence_ms: u64,
 }
 
@@ -1184,13 +1185,11 @@ impl Shop {
                 .collect()
         };
         for order in overdue {
-            let durable = match self.is_durable(order).await? {
-                true => true,
-                false => match self.backends.queue.void(order).await? {
+            let durable = self.is_durable(order).await?
+                || match self.backends.queue.void(order).await? {
                     VoidOutcome::Voided => false,
                     VoidOutcome::AlreadyStored => self.is_durable(order).await?,
-                },
-            };
+                };
             let stock = &self.backends.stock;
             if durable {
                 stock.confirm(sale.id, order).await?;
@@ -1208,10 +1207,13 @@ impl Shop {
         Ok(())
     }
 
-    /// Whether the reservation is in the store or the queue.
+    /// Whether the reservation is in the queue or the store. The queue is asked first: a
+    /// writer inserts the order before it acks the message, so this order of lookups never
+    /// misses a reservation moving between the two (the other order did, and the reconciler
+    /// gave back the unit of a written order: found by the scaled-out kill cycles).
     async fn is_durable(&self, order: OrderId) -> Result<bool, ServiceError> {
-        Ok(self.backends.store.get_order(order).await?.is_some()
-            || self.backends.queue.find(order).await?.is_some())
+        Ok(self.backends.queue.find(order).await?.is_some()
+            || self.backends.store.get_order(order).await?.is_some())
     }
 
     // ----- shutdown -----

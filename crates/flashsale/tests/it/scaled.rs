@@ -649,3 +649,97 @@ async fn nats_stopping_fails_buys_fast_and_the_invariants_hold_after_it_returns(
         .collect();
     assert_eq!(buyers.len(), orders.len(), "no buyer over the limit of 1");
 }
+
+/// A node that died between taking a unit in Redis and the publish ack leaves the reservation
+/// pending. A live node's reconciler settles it after `cluster.rebuild_fence_ms`: one whose
+/// publish never arrived gives its unit back, and its late publish can no longer become
+/// durable; one whose publish did arrive becomes an order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_settles_reservations_a_dead_node_left_pending() {
+    use flashsale_core::{BuyerId, OrderId, Reservation, ReserveOutcome, SaleId};
+    use flashsale_redis::{RedisStock, RedisStockConfig};
+    use flashsale_service::{Clock, StockLedger};
+
+    let shared = SharedBackends::create().await;
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let node = shared.node(&clock).await;
+    let (sale, _path) = node.live_sale(10, 1).await;
+    let sale_id = SaleId::parse(&sale).unwrap();
+
+    // What the dead node did: two units taken in the shared ledger, one of them published.
+    let dead_node = RedisStock::connect(
+        &shared.redis_url,
+        RedisStockConfig {
+            key_prefix: shared.prefix.clone(),
+            ..RedisStockConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let never_published = OrderId(Uuid::new_v4());
+    let published = OrderId(Uuid::new_v4());
+    for (order, buyer) in [(never_published, "ghost-1"), (published, "ghost-2")] {
+        assert_eq!(
+            dead_node
+                .reserve(sale_id, order, &BuyerId::parse(buyer).unwrap())
+                .await
+                .unwrap(),
+            ReserveOutcome::Reserved
+        );
+    }
+    let nats = async_nats::connect(&shared.nats_url).await.unwrap();
+    let jetstream = async_nats::jetstream::new(nats);
+    let publish = |order: OrderId, buyer: &str| {
+        let reservation = Reservation::new(
+            order,
+            sale_id,
+            BuyerId::parse(buyer).unwrap(),
+            clock.now(),
+            600,
+        );
+        let payload = serde_json::to_vec(&reservation).unwrap();
+        let subject = format!("{}.res.{order}", shared.stream);
+        let jetstream = jetstream.clone();
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", order.to_string().as_str());
+            jetstream
+                .publish_with_headers(subject, headers, payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+        }
+    };
+    publish(published, "ghost-2").await;
+    assert_eq!(node.sale(&sale).await["counters"]["available"], 8);
+
+    // The reconciler (sync every 100 ms, fence 1,500 ms in these tests) settles both.
+    let mut counters = Value::Null;
+    for _ in 0..200 {
+        counters = node.sale(&sale).await["counters"].clone();
+        if counters["available"] == 9 && counters["pending_payment"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counters["available"], 9, "{counters}");
+    assert_eq!(counters["pending_payment"], 1, "{counters}");
+    let orders = all_orders(&node, &sale).await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0]["order_id"], published.to_string());
+    assert!(
+        dead_node.pending_orders(sale_id).await.unwrap().is_empty(),
+        "nothing is left pending"
+    );
+
+    // The dead node's publish arriving late is dropped: its id holds the tombstone.
+    let late = publish(never_published, "ghost-1").await;
+    assert!(
+        late.duplicate,
+        "a late publish after the void must be a duplicate"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(all_orders(&node, &sale).await.len(), 1);
+    assert_eq!(node.sale(&sale).await["counters"]["available"], 9);
+}
