@@ -809,24 +809,22 @@ impl Shop {
         buyer: &BuyerId,
         id: OrderId,
     ) -> Result<Option<OrderView>, ServiceError> {
-        if let Some(r) = self.backends.queue.find(id).await? {
-            if &r.buyer != buyer {
-                return Ok(None);
-            }
-            return Ok(Some(OrderView {
-                id,
-                sale_id: r.sale_id,
-                status: OrderViewStatus::Queued,
-                expires_at: r.expires_at,
-            }));
+        let queued = self.backends.queue.find(id).await?;
+        if queued.as_ref().is_some_and(|r| &r.buyer != buyer) {
+            return Ok(None);
         }
-        Ok(self
-            .backends
-            .store
-            .get_order(id)
-            .await?
-            .filter(|o| &o.buyer == buyer)
-            .map(|o| view(&o)))
+        // Asked even when the queue has it: a writer that wrote the order and died before its
+        // ack leaves the message queued until it is delivered again, and the store then
+        // knows better (the order may even be paid).
+        if let Some(order) = self.backends.store.get_order(id).await? {
+            return Ok((&order.buyer == buyer).then(|| view(&order)));
+        }
+        Ok(queued.map(|r| OrderView {
+            id,
+            sale_id: r.sale_id,
+            status: OrderViewStatus::Queued,
+            expires_at: r.expires_at,
+        }))
     }
 
     pub async fn pay(
