@@ -5,8 +5,10 @@
 
 pub mod queue;
 pub mod stock;
+#[cfg(feature = "sqlite")]
 pub mod store;
 
 pub use queue::{QueueOpenError, RedbQueue, RedbQueueConfig};
 pub use stock::InProcessStock;
+#[cfg(feature = "sqlite")]
 pub use store::{SqliteStore, StoreOpenError};
