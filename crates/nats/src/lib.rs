@@ -26,8 +26,14 @@
 //! replica a machine crash can lose the last unsynced writes. Run three replicas in production,
 //! or a server ≥ 2.10 with `sync_interval: always`.
 //!
-//! Not here yet (issue 5, later parts): a dead-letter path after a number of deliveries, and the
-//! reconciler for reservations taken in Redis whose publish never completed.
+//! Dead letters: a message under a reservation subject that does not decode (corrupt, or
+//! published by something else) is copied to the stream `<stream>_DEAD` (subject
+//! `<stream>.dead.<sequence>`, created on first use) and only then terminated, so nothing that
+//! was acknowledged to anyone disappears; `flashsale_requests_total{layer="queue",
+//! outcome="dead_lettered"}` counts them. A reservation that decodes but cannot be *written*
+//! is never dead-lettered, however often it is delivered: the usual cause is the order store
+//! being down, and an acknowledged order must stay on the path to the store until it is back
+//! (`max_deliver` is unlimited; the writer lag gauge shows the backlog).
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::PublishErrorKind;
@@ -192,6 +198,10 @@ struct Shared {
     /// Deliveries this process handed out and has not acked or nacked yet, by order id. A std
     /// mutex: a map insert or remove, never held across an `.await`.
     in_hand: Mutex<HashMap<OrderId, jetstream::Message>>,
+    /// The dead-letter stream's name and its subjects' prefix (see the module docs).
+    dead_stream: String,
+    dead_subject_prefix: String,
+    replicas: usize,
     /// Longest a pull may go unanswered beyond its own wait. A pull whose answer is lost (the
     /// server stopped or the connection was replaced meanwhile) would otherwise hold an order
     /// writer forever; its messages come back after the ack deadline.
@@ -199,6 +209,49 @@ struct Shared {
 }
 
 impl Shared {
+    /// Copies an unreadable message to the dead-letter stream, then terminates it. If the copy
+    /// fails the message stays, and comes back after the ack deadline for another try.
+    async fn dead_letter(&self, message: jetstream::Message) {
+        let sequence = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+        let copied = async {
+            self.context
+                .get_or_create_stream(StreamConfig {
+                    name: self.dead_stream.clone(),
+                    subjects: vec![format!("{}>", self.dead_subject_prefix)],
+                    retention: RetentionPolicy::Limits,
+                    num_replicas: self.replicas,
+                    storage: StorageType::File,
+                    ..StreamConfig::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Flashsale-Original-Subject", message.subject.as_str());
+            self.context
+                .publish_with_headers(
+                    format!("{}{sequence}", self.dead_subject_prefix),
+                    headers,
+                    message.payload.clone(),
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match copied.await {
+            Ok(_) => {
+                metrics::counter!("flashsale_requests_total", "layer" => "queue", "outcome" => "dead_lettered")
+                    .increment(1);
+                if let Err(error) = message.ack_with(AckKind::Term).await {
+                    tracing::warn!(%error, "could not terminate a dead-lettered message; it comes back and is copied again");
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, subject = %message.subject, "could not dead-letter an unreadable message; it stays queued")
+            }
+        }
+    }
+
     fn in_hand(&self) -> MutexGuard<'_, HashMap<OrderId, jetstream::Message>> {
         // A map of handles; a panic elsewhere cannot leave it half-changed.
         self.in_hand.lock().unwrap_or_else(|e| e.into_inner())
@@ -358,7 +411,7 @@ impl JetStreamQueue {
                 deliver_policy: DeliverPolicy::All,
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: Duration::from_millis(config.ack_deadline_ms),
-                // Unlimited for now; the dead-letter path (issue 5) will bound it.
+                // Unlimited: see "Dead letters" in the module docs.
                 max_deliver: -1,
                 // The server's default (1,000) would stall writers well below capacity.
                 max_ack_pending: capacity,
@@ -374,6 +427,9 @@ impl JetStreamQueue {
             stream,
             consumer,
             subject_prefix,
+            dead_stream: format!("{name}_DEAD"),
+            dead_subject_prefix: format!("{name}.dead."),
+            replicas: config.replicas.max(1),
             capacity: config.capacity_reservations,
             depth: DepthGauge::default(),
             in_hand: Mutex::new(HashMap::new()),
@@ -569,8 +625,9 @@ impl ReservationQueue for JetStreamQueue {
                 }
                 Err(e) => {
                     // Not ours, or corrupt: delivering it again would only fail again.
-                    tracing::error!(subject = %message.subject, error = %e, "dropping an unreadable reservation");
-                    tokio::spawn(async move { message.ack_with(AckKind::Term).await });
+                    tracing::error!(subject = %message.subject, error = %e, "an unreadable reservation goes to the dead-letter stream");
+                    let shared = self.shared.clone();
+                    tokio::spawn(async move { shared.dead_letter(message).await });
                 }
             }
         }

@@ -16,7 +16,8 @@ fn server_url() -> String {
     std::env::var("FLASHSALE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
 
-/// A stream of the test's own. Dropping it deletes the stream (and its consumer).
+/// A stream of the test's own. Dropping it deletes the stream (and its consumer), and its
+/// dead-letter stream if one was made.
 struct TestStream {
     name: String,
 }
@@ -34,9 +35,10 @@ impl Drop for TestStream {
             runtime.block_on(async move {
                 let deleted = async {
                     let client = async_nats::connect(server_url()).await?;
-                    async_nats::jetstream::new(client)
-                        .delete_stream(&name)
-                        .await?;
+                    let jetstream = async_nats::jetstream::new(client);
+                    jetstream.delete_stream(&name).await?;
+                    // Made only by a test that dead-letters something.
+                    jetstream.delete_stream(format!("{name}_DEAD")).await.ok();
                     Ok::<_, async_nats::Error>(())
                 };
                 if let Err(e) = deleted.await {
@@ -194,4 +196,72 @@ async fn enqueue_and_drain_throughput_is_reported() {
         total as f64 / enqueued.as_secs_f64(),
         total as f64 / drain.as_secs_f64()
     );
+}
+
+/// A message under a reservation subject that does not decode is never handed to a writer; it
+/// is copied to the dead-letter stream with its subject, and only then removed from the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_message_goes_to_the_dead_letter_stream() {
+    let (queue, stream) = fresh_queue(QueueSetup::default()).await;
+    let good = reservation("good");
+    queue.enqueue(good.clone()).await.expect("enqueue");
+    let client = async_nats::connect(server_url()).await.expect("connect");
+    let jetstream = async_nats::jetstream::new(client);
+    let subject = format!("{}.res.{}", stream.name, Uuid::new_v4());
+    jetstream
+        .publish(subject.clone(), "{not a reservation".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+
+    let mut delivered = Vec::new();
+    for _ in 0..3 {
+        delivered.extend(
+            queue
+                .take_batch(10, Duration::from_millis(300))
+                .await
+                .expect("take"),
+        );
+    }
+    assert_eq!(
+        delivered,
+        vec![good.clone()],
+        "only the readable one is delivered"
+    );
+
+    let dead_name = format!("{}_DEAD", stream.name);
+    let mut dead = None;
+    for _ in 0..100 {
+        if let Ok(mut dead_stream) = jetstream.get_stream(&dead_name).await
+            && dead_stream.info().await.expect("info").state.messages == 1
+        {
+            dead = Some(dead_stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dead = dead.expect("the unreadable message reached the dead-letter stream");
+    let kept = dead
+        .get_first_raw_message_by_subject(&format!("{}.dead.>", stream.name), 1)
+        .await
+        .expect("dead letter");
+    assert_eq!(&kept.payload[..], b"{not a reservation");
+    let headers = kept.headers;
+    assert_eq!(
+        headers
+            .get("Flashsale-Original-Subject")
+            .map(|value| value.to_string()),
+        Some(subject)
+    );
+    // Terminated in the queue once copied: only the readable reservation is left.
+    queue.ack(&[good.order_id]).await.expect("ack");
+    for _ in 0..100 {
+        let mut main = jetstream.get_stream(&stream.name).await.expect("stream");
+        if main.info().await.expect("info").state.messages == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the unreadable message was not removed from the queue");
 }
