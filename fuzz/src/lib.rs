@@ -30,6 +30,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("buyer_jwt", tokens::check_buyer_jwt),
     ("buyer_jwt_mutated", tokens::check_buyer_jwt_mutated),
     ("buy_path_token", tokens::check_buy_path_token),
+    ("admin_token", tokens::check_admin_token),
     ("ids", ids::check_ids),
     ("sale_spec", sale::check_sale_spec),
     ("sale_patch", sale::check_sale_patch),

@@ -210,3 +210,35 @@ pub fn check_buy_path_token(data: &[u8]) {
         "verify disagrees with equality: token {token:?}, candidate {candidate:?}"
     );
 }
+
+/// `admin_token`: the `Authorization` header of an admin request. For a fuzz-chosen admin
+/// token and header value (raw, or `Bearer <token>` with fuzz-chosen edits), the admin check
+/// passes exactly when the header is `Bearer ` or `bearer ` followed by the token, give or take
+/// surrounding whitespace, and never for an empty token.
+pub fn check_admin_token(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let (Ok(expected), Ok(edits)) = (String::arbitrary(&mut u), Vec::<Edit>::arbitrary(&mut u))
+    else {
+        return;
+    };
+    let header = if edits.is_empty() {
+        String::from_utf8_lossy(u.take_rest()).into_owned()
+    } else {
+        let mut bytes = format!("Bearer {expected}").into_bytes();
+        apply_edits(&mut bytes, edits);
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let passes = flashsale_core::tokens::bearer_token(&header).is_some_and(|token| {
+        flashsale_core::tokens::admin_token_matches(expected.as_bytes(), token)
+    });
+    // The same rule written out independently.
+    let presented = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim);
+    let should_pass = !expected.is_empty() && presented == Some(expected.as_str());
+    assert_eq!(
+        passes, should_pass,
+        "admin check: expected {expected:?}, header {header:?}"
+    );
+}

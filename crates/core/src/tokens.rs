@@ -148,6 +148,23 @@ impl BuyerTokens {
     }
 }
 
+/// The token of an `Authorization` header value `Bearer <token>` (the scheme as `Bearer` or
+/// `bearer`), without surrounding whitespace; `None` for any other scheme.
+pub fn bearer_token(header_value: &str) -> Option<&str> {
+    let token = header_value
+        .strip_prefix("Bearer ")
+        .or_else(|| header_value.strip_prefix("bearer "))?;
+    Some(token.trim())
+}
+
+/// Whether `presented` is the admin token, compared in constant time (no early exit on the
+/// first differing byte, so the time taken tells nothing about how much of a guess was right).
+/// An empty expected token matches nothing.
+pub fn admin_token_matches(expected: &[u8], presented: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    !expected.is_empty() && bool::from(expected.ct_eq(presented.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +173,21 @@ mod tests {
     use uuid::Uuid;
 
     const NOW: OffsetDateTime = datetime!(2030-01-01 12:00 UTC);
+
+    #[test]
+    fn bearer_tokens_and_the_admin_check() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+        assert!(admin_token_matches(b"s3cret", "s3cret"));
+        assert!(!admin_token_matches(b"s3cret", "s3cre"));
+        assert!(!admin_token_matches(b"s3cret", "s3cret!"));
+        assert!(
+            !admin_token_matches(b"", ""),
+            "an empty admin token matches nothing"
+        );
+    }
 
     #[test]
     fn buy_path_token_is_bound_to_sale_start_and_secret() {

@@ -8,13 +8,12 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use flashsale_core::tokens::TokenError;
+use flashsale_core::tokens::{TokenError, admin_token_matches, bearer_token};
 use flashsale_core::{BuyerId, IdempotencyKey, OrderId, SaleId};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 
 /// A JSON body whose rejections use the error table (types deny unknown fields themselves).
 pub struct ApiJson<T>(pub T);
@@ -62,11 +61,7 @@ fn clip(text: &str) -> String {
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    Some(token.trim())
+    bearer_token(parts.headers.get(AUTHORIZATION)?.to_str().ok()?)
 }
 
 /// The buyer named by a valid `Authorization: Bearer <JWT>`.
@@ -105,8 +100,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         let token = bearer(parts).ok_or(ApiError::Unauthorized(
             "send the admin token as Authorization: Bearer <token>",
         ))?;
-        let expected = state.admin_token.expose_secret().as_bytes();
-        if bool::from(expected.ct_eq(token.as_bytes())) {
+        if admin_token_matches(state.admin_token.expose_secret().as_bytes(), token) {
             Ok(Admin)
         } else {
             Err(ApiError::Unauthorized("the admin token is not valid"))
