@@ -53,26 +53,27 @@ pub fn error(name: &str, happened: Happened) -> BackendError {
     }
 }
 
+/// What a point asks of its caller: an error to return, or a pause to take first.
+fn consult(name: &str, happened: Happened) -> BackendResult<Option<Duration>> {
+    match injected(name) {
+        None => Ok(None),
+        Some(Injected::Error) => Err(error(name, happened)),
+        Some(Injected::Pause(pause)) => Ok(Some(pause)),
+    }
+}
+
 /// An async fault point: pauses, fails or panics as configured, else returns `Ok` at once.
 pub async fn point(name: &str, happened: Happened) -> BackendResult<()> {
-    match injected(name) {
-        None => Ok(()),
-        Some(Injected::Error) => Err(error(name, happened)),
-        Some(Injected::Pause(pause)) => {
-            tokio::time::sleep(pause).await;
-            Ok(())
-        }
+    if let Some(pause) = consult(name, happened)? {
+        tokio::time::sleep(pause).await;
     }
+    Ok(())
 }
 
 /// A fault point on a plain thread (the embedded queue's committer): pauses the thread.
 pub fn blocking_point(name: &str, happened: Happened) -> BackendResult<()> {
-    match injected(name) {
-        None => Ok(()),
-        Some(Injected::Error) => Err(error(name, happened)),
-        Some(Injected::Pause(pause)) => {
-            std::thread::sleep(pause);
-            Ok(())
-        }
+    if let Some(pause) = consult(name, happened)? {
+        std::thread::sleep(pause);
     }
+    Ok(())
 }

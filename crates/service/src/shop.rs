@@ -783,9 +783,7 @@ impl Shop {
         order_id: OrderId,
         buyer: &BuyerId,
     ) -> Result<BuyOutcome, ServiceError> {
-        let durable = self.backends.queue.find(order_id).await?.is_some()
-            || self.backends.store.get_order(order_id).await?.is_some();
-        if !durable {
+        if !self.is_durable(order_id).await? {
             self.metrics.in_progress.increment(1);
             return Ok(BuyOutcome::InProgress);
         }
