@@ -198,54 +198,13 @@ async fn kill_dash_nine_during_a_burst_loses_no_acknowledged_order() {
     let token_for = |n: usize| token(&tokens, n);
 
     // The burst: 1,000 buyers, 32 at a time. Kill the server once 80 buys were acknowledged.
-    let accepted: Arc<tokio::sync::Mutex<HashMap<usize, String>>> = Default::default();
-    let accepted_count = Arc::new(AtomicUsize::new(0));
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..32 {
-        let (http, url, accepted, accepted_count, next) = (
-            http.clone(),
-            format!("{base}{path}"),
-            accepted.clone(),
-            accepted_count.clone(),
-            next.clone(),
-        );
-        let tokens = tokens.clone();
-        workers.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= 1000 {
-                    return;
-                }
-                let response = http
-                    .post(&url)
-                    .bearer_auth(token(&tokens, n))
-                    .header("Idempotency-Key", format!("k{n}"))
-                    .send()
-                    .await;
-                let Ok(response) = response else { return }; // the server is gone
-                if response.status() == StatusCode::ACCEPTED {
-                    let Ok(body) = response.json::<Value>().await else {
-                        return;
-                    };
-                    accepted
-                        .lock()
-                        .await
-                        .insert(n, body["order_id"].as_str().unwrap().to_owned());
-                    accepted_count.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    while accepted_count.load(Ordering::Relaxed) < 80 {
+    let burst = Burst::start(&http, &format!("{base}{path}"), &tokens, 0..1000, 32);
+    while burst.accepted_count() < 80 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     server.child.start_kill().unwrap(); // SIGKILL: no shutdown hook runs
     server.child.wait().await.unwrap();
-    for worker in workers {
-        worker.await.unwrap();
-    }
-    let accepted = accepted.lock().await.clone();
+    let accepted = burst.finish().await;
     assert!(accepted.len() >= 80);
 
     let server = start_server(dir.path()).await;
@@ -338,6 +297,82 @@ fn cycles_from_env(key: &str, default: usize) -> usize {
 
 const BURST_WORKERS: usize = 16;
 
+/// Buyers `buyers`, one buy each (key `k<n>`), sent by `workers` concurrent clients until
+/// the range is done or the server is gone; records the 202s by buyer number.
+struct Burst {
+    accepted: Arc<std::sync::Mutex<HashMap<usize, String>>>,
+    answered: Arc<AtomicUsize>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Burst {
+    fn start(
+        http: &reqwest::Client,
+        url: &str,
+        tokens: &Arc<BuyerTokens>,
+        buyers: std::ops::Range<usize>,
+        workers: usize,
+    ) -> Self {
+        let accepted: Arc<std::sync::Mutex<HashMap<usize, String>>> = Default::default();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let next = Arc::new(AtomicUsize::new(buyers.start));
+        let workers = (0..workers)
+            .map(|_| {
+                let (http, url, tokens) = (http.clone(), url.to_owned(), tokens.clone());
+                let (accepted, answered, next) = (accepted.clone(), answered.clone(), next.clone());
+                let end = buyers.end;
+                tokio::spawn(async move {
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= end {
+                            return;
+                        }
+                        let Ok(response) = http
+                            .post(&url)
+                            .bearer_auth(token(&tokens, n))
+                            .header("Idempotency-Key", format!("k{n}"))
+                            .send()
+                            .await
+                        else {
+                            return; // the server is gone
+                        };
+                        let code = response.status();
+                        let Ok(body) = response.json::<Value>().await else {
+                            return;
+                        };
+                        if code == StatusCode::ACCEPTED {
+                            let order = body["order_id"].as_str().unwrap().to_owned();
+                            accepted.lock().unwrap().insert(n, order);
+                        }
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Self {
+            accepted,
+            answered,
+            workers,
+        }
+    }
+
+    fn accepted_count(&self) -> usize {
+        self.accepted.lock().unwrap().len()
+    }
+
+    fn answered(&self) -> usize {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Waits for every worker (they stop once the server is gone) and hands over the 202s.
+    async fn finish(self) -> HashMap<usize, String> {
+        for worker in self.workers {
+            worker.await.unwrap();
+        }
+        std::mem::take(&mut *self.accepted.lock().unwrap())
+    }
+}
+
 /// Runs `cycles` bursts, each cut by a `kill -9` at a point that moves with the cycle, and a
 /// restart on the same data dir and backends; checks the promises after every restart and
 /// at the end.
@@ -363,58 +398,30 @@ async fn kill_cycles(data_dir: &Path, env: &[(&str, &str)], cycles: usize) {
         .1;
         // Sold out: no buy path any more, but the cycles go on (recovery of a sold-out sale).
         let path = status["buy_path"].as_str().map(str::to_owned);
-        let accepted_now: Arc<tokio::sync::Mutex<HashMap<usize, String>>> = Default::default();
-        let answered = Arc::new(AtomicUsize::new(0));
         let first = cycle * CYCLE_BUYERS;
-        let next = Arc::new(AtomicUsize::new(first));
-        let mut workers = Vec::new();
-        if let Some(path) = &path {
-            for _ in 0..BURST_WORKERS {
-                let (http, url, tokens) = (http.clone(), format!("{base}{path}"), tokens.clone());
-                let (accepted_now, answered, next) =
-                    (accepted_now.clone(), answered.clone(), next.clone());
-                workers.push(tokio::spawn(async move {
-                    loop {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        if n >= first + CYCLE_BUYERS {
-                            return;
-                        }
-                        let Ok(response) = http
-                            .post(&url)
-                            .bearer_auth(token(&tokens, n))
-                            .header("Idempotency-Key", format!("k{n}"))
-                            .send()
-                            .await
-                        else {
-                            return; // the server is gone
-                        };
-                        let code = response.status();
-                        let Ok(body) = response.json::<Value>().await else {
-                            return;
-                        };
-                        if code == StatusCode::ACCEPTED {
-                            let order = body["order_id"].as_str().unwrap().to_owned();
-                            accepted_now.lock().await.insert(n, order);
-                        }
-                        answered.fetch_add(1, Ordering::Relaxed);
-                    }
-                }));
-            }
-        }
+        let burst = path.as_ref().map(|path| {
+            let buyers = first..first + CYCLE_BUYERS;
+            Burst::start(
+                &http,
+                &format!("{base}{path}"),
+                &tokens,
+                buyers,
+                BURST_WORKERS,
+            )
+        });
         // Kill at a different point of each burst.
         let kill_after = 5 + (cycle * 37) % (CYCLE_BUYERS / 2);
         for _ in 0..2_000 {
-            if answered.load(Ordering::Relaxed) >= kill_after || path.is_none() {
+            if burst.as_ref().is_none_or(|b| b.answered() >= kill_after) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         server.child.start_kill().unwrap();
         server.child.wait().await.unwrap();
-        for worker in workers {
-            worker.await.unwrap();
+        if let Some(burst) = burst {
+            accepted.extend(burst.finish().await);
         }
-        accepted.extend(accepted_now.lock().await.drain());
 
         server = start_server_with(data_dir, env).await;
         assert_acknowledged_orders_kept(&http, &server.base, &sale, &tokens, &accepted, stock)
