@@ -3,7 +3,7 @@
 
 use crate::NOW;
 use arbitrary::{Arbitrary, Unstructured};
-use flashsale_core::{BuyerId, OrderId, Reservation, SaleId};
+use flashsale_core::{BatchId, BuyerId, OrderId, Reservation, SaleId};
 use flashsale_embedded::queue::{decode_record, encode_record};
 use flashsale_embedded::{RedbQueue, RedbQueueConfig};
 use flashsale_service::ReservationQueue;
@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::sync::{Once, OnceLock};
 use uuid::Uuid;
 
-/// `queue_record`: a stored record (JSON under a u128 key). Decoded or refused with an
-/// error, never a panic; a decoded reservation names the key's order, and encoding it
-/// again gives a record that decodes to the same reservation under the same key. Mode 0
-/// takes the key from the fuzz input; mode 1 takes it from the record's own `order_id`, so
-/// the fuzzer gets past the key check.
+/// `queue_record`: a stored record (JSON of a reservation and its batch, under a u128 key).
+/// Decoded or refused with an error, never a panic; a decoded reservation names the key's
+/// order, and encoding it again gives a record that decodes to the same reservation and batch
+/// under the same key. Mode 0 takes the key from the fuzz input; mode 1 takes it from the
+/// record's own `reservation.order_id`, so the fuzzer gets past the key check.
 pub fn check_queue_record(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let (Ok(key_from_record), Ok(key)) = (bool::arbitrary(&mut u), u128::arbitrary(&mut u)) else {
@@ -25,19 +25,24 @@ pub fn check_queue_record(data: &[u8]) {
     let key = if key_from_record {
         let own = serde_json::from_slice::<serde_json::Value>(json)
             .ok()
-            .and_then(|v| v.get("order_id")?.as_str().map(str::to_owned))
+            .and_then(|v| {
+                v.get("reservation")?
+                    .get("order_id")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .and_then(|text| Uuid::try_parse(&text).ok());
         own.map_or(key, |id| id.as_u128())
     } else {
         key
     };
-    let Ok(reservation) = decode_record(key, json) else {
+    let Ok(queued) = decode_record(key, json) else {
         return;
     };
-    assert_eq!(reservation.order_id.0.as_u128(), key);
-    let (written_key, written) = encode_record(&reservation).unwrap();
+    assert_eq!(queued.reservation.order_id.0.as_u128(), key);
+    let (written_key, written) = encode_record(queued.batch, &queued.reservation).unwrap();
     assert_eq!(written_key, key);
-    assert_eq!(decode_record(written_key, &written), Ok(reservation));
+    assert_eq!(decode_record(written_key, &written), Ok(queued));
 }
 
 fn reservations() -> Vec<Reservation> {
@@ -84,9 +89,17 @@ fn valid_queue_file() -> &'static [u8] {
         {
             let queue = RedbQueue::open(&path, RedbQueueConfig::default()).unwrap();
             runtime().block_on(async {
-                for reservation in reservations() {
-                    queue.enqueue(reservation).await.unwrap();
-                }
+                // One alone and two in a batch: both kinds of record are in the file.
+                let mut all = reservations();
+                let alone = all.remove(0);
+                queue
+                    .enqueue(BatchId::of_order(alone.order_id), vec![alone])
+                    .await
+                    .unwrap();
+                queue
+                    .enqueue(BatchId(Uuid::from_u128(1 << 120)), all)
+                    .await
+                    .unwrap();
             });
         }
         std::fs::read(&path).unwrap()
@@ -131,10 +144,10 @@ pub fn check_queue_file(data: &[u8]) {
         Ok(queue) => {
             let written = reservations();
             let held = runtime().block_on(queue.all_queued()).unwrap();
-            for reservation in held {
+            for queued in held {
                 assert!(
-                    written.contains(&reservation),
-                    "a damaged file gave a reservation never written: {reservation:?}"
+                    written.contains(&queued.reservation),
+                    "a damaged file gave a reservation never written: {queued:?}"
                 );
             }
         }

@@ -5,7 +5,7 @@
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use flashsale_core::tokens::{BuyPathSigner, BuyerTokens};
-use flashsale_core::{BuyerId, IdempotencyKey, OrderId, SaleId, SaleLedger};
+use flashsale_core::{BatchId, BuyerId, IdempotencyKey, OrderId, SaleId, SaleLedger};
 use std::hint::black_box;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -28,7 +28,7 @@ fn reservation(c: &mut Criterion) {
             || SaleLedger::new(1_000_000, 1),
             |ledger| {
                 for (buyer, order) in &buyers {
-                    black_box(ledger.reserve(*order, buyer));
+                    black_box(ledger.reserve(*order, buyer, BatchId::of_order(*order)));
                 }
             },
             BatchSize::LargeInput,
@@ -36,9 +36,9 @@ fn reservation(c: &mut Criterion) {
     });
     c.bench_function("ledger_reserve_sold_out", |b| {
         let mut ledger = SaleLedger::new(1, 1);
-        ledger.reserve(buyers[0].1, &buyers[0].0);
+        ledger.reserve(buyers[0].1, &buyers[0].0, BatchId::of_order(buyers[0].1));
         let (buyer, order) = &buyers[1];
-        b.iter(|| black_box(ledger.reserve(*order, buyer)))
+        b.iter(|| black_box(ledger.reserve(*order, buyer, BatchId::of_order(*order))))
     });
     c.bench_function("order_id_derive", |b| {
         let buyer = &buyers[0].0;

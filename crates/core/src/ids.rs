@@ -113,6 +113,12 @@ uuid_id!(
     /// An order, which is also the id of the reservation it grew from.
     OrderId
 );
+uuid_id!(
+    /// The durable unit a reservation was enqueued in. Reservations taken together are made
+    /// durable together (one fsync, one JetStream message), and the stock ledger remembers each
+    /// one's batch, so whoever finds a reservation pending knows where to look for it.
+    BatchId
+);
 
 impl SaleId {
     /// A fresh, time-ordered sale id (UUID v7 keeps B-tree inserts cheap).
@@ -123,6 +129,19 @@ impl SaleId {
             now.nanosecond(),
         );
         Self(Uuid::new_v7(ts))
+    }
+}
+
+impl BatchId {
+    /// A fresh batch id: time-ordered, with random bits so two nodes never pick the same one.
+    pub fn new_v7(now: time::OffsetDateTime) -> Self {
+        Self(SaleId::new_v7(now).0)
+    }
+
+    /// The batch of a reservation enqueued alone: named after its order, so a retry of the
+    /// same request names the same batch.
+    pub fn of_order(order: OrderId) -> Self {
+        Self(order.0)
     }
 }
 

@@ -3,7 +3,7 @@
 //! A `SaleLedger` is plain data. The embedded stock backend keeps one behind a mutex; the Redis
 //! backend runs the same rules in Lua. Both are checked by the same conformance suite.
 
-use crate::ids::{BuyerId, OrderId};
+use crate::ids::{BatchId, BuyerId, OrderId};
 use std::collections::HashMap;
 
 /// Where one reservation stands.
@@ -48,10 +48,32 @@ pub struct OverStockError {
     pub stock_total: u32,
 }
 
+/// One known order of a sale, for rebuilding stock state: whether it still holds its unit, and
+/// the batch it is queued in if it is still in the durable queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    pub order_id: OrderId,
+    pub buyer: BuyerId,
+    pub live: bool,
+    /// Where the reservation waits in the queue; `None` once it is an order in the store.
+    pub batch: Option<BatchId>,
+}
+
+/// What the ledger knows of one order id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub state: ReservationState,
+    pub buyer: BuyerId,
+    /// The batch the reservation was taken for (`reserve`) or found queued in (`restore`);
+    /// `None` for an order restored from the store.
+    pub batch: Option<BatchId>,
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     buyer: BuyerId,
     state: ReservationState,
+    batch: Option<BatchId>,
 }
 
 /// Stock and per-buyer holdings of one sale.
@@ -97,19 +119,28 @@ impl SaleLedger {
         self.reservations.get(&order).map(|e| e.state)
     }
 
-    /// Reservations taken and neither confirmed, cancelled nor returned, for the reconciler.
-    pub fn pending_orders(&self) -> Vec<OrderId> {
+    pub fn entry(&self, order: OrderId) -> Option<LedgerEntry> {
+        self.reservations.get(&order).map(|e| LedgerEntry {
+            state: e.state,
+            buyer: e.buyer.clone(),
+            batch: e.batch,
+        })
+    }
+
+    /// Reservations taken and neither confirmed, cancelled nor returned, with the batch each
+    /// was taken for, for the reconciler.
+    pub fn pending_orders(&self) -> Vec<(OrderId, BatchId)> {
         self.reservations
             .iter()
             .filter(|(_, entry)| entry.state == ReservationState::Pending)
-            .map(|(order, _)| *order)
+            .filter_map(|(order, entry)| entry.batch.map(|batch| (*order, batch)))
             .collect()
     }
 
-    /// Takes one unit for `order` on behalf of `buyer`, if the order id is new, stock is left
-    /// and the buyer is under the limit. Checked in that order, so a retry always gets
-    /// `Duplicate`, even after the sale sold out.
-    pub fn reserve(&mut self, order: OrderId, buyer: &BuyerId) -> ReserveOutcome {
+    /// Takes one unit for `order` on behalf of `buyer`, to be made durable in `batch`, if the
+    /// order id is new, stock is left and the buyer is under the limit. Checked in that order,
+    /// so a retry always gets `Duplicate`, even after the sale sold out.
+    pub fn reserve(&mut self, order: OrderId, buyer: &BuyerId, batch: BatchId) -> ReserveOutcome {
         if let Some(entry) = self.reservations.get(&order) {
             return ReserveOutcome::Duplicate(entry.state);
         }
@@ -127,6 +158,7 @@ impl SaleLedger {
             Entry {
                 buyer: buyer.clone(),
                 state: ReservationState::Pending,
+                batch: Some(batch),
             },
         );
         ReserveOutcome::Reserved
@@ -195,26 +227,36 @@ impl SaleLedger {
 
     /// Rebuilds a ledger from durable state: each known order with whether it is still live
     /// (queued, pending payment or paid) or returned (expired, cancelled). An order listed
-    /// twice (written to the store and still in the queue) counts once, live if either says so.
+    /// twice (written to the store and still in the queue) counts once, live if either says so,
+    /// and keeps the batch of whichever listing names one.
     pub fn restore(
         stock_total: u32,
         per_buyer_limit: u32,
-        known: impl IntoIterator<Item = (OrderId, BuyerId, bool)>,
+        known: impl IntoIterator<Item = Holding>,
     ) -> Result<Self, OverStockError> {
         let mut ledger = Self::new(stock_total, per_buyer_limit);
-        for (order, buyer, live) in known {
-            let state = if live {
+        for known in known {
+            let state = if known.live {
                 ReservationState::Durable
             } else {
                 ReservationState::Returned
             };
-            match ledger.reservations.get_mut(&order) {
-                Some(entry) if entry.state == ReservationState::Returned && live => {
-                    entry.state = ReservationState::Durable
+            match ledger.reservations.get_mut(&known.order_id) {
+                Some(entry) => {
+                    if entry.state == ReservationState::Returned && known.live {
+                        entry.state = ReservationState::Durable;
+                    }
+                    entry.batch = entry.batch.or(known.batch);
                 }
-                Some(_) => continue,
                 None => {
-                    ledger.reservations.insert(order, Entry { buyer, state });
+                    ledger.reservations.insert(
+                        known.order_id,
+                        Entry {
+                            buyer: known.buyer,
+                            state,
+                            batch: known.batch,
+                        },
+                    );
                 }
             }
         }
@@ -270,61 +312,87 @@ mod tests {
     fn buyer(name: &str) -> BuyerId {
         BuyerId::parse(name).unwrap()
     }
+    fn batch(n: u128) -> BatchId {
+        BatchId(Uuid::from_u128(1 << 100 | n))
+    }
+    fn held(order_id: OrderId, buyer: BuyerId, live: bool) -> Holding {
+        Holding {
+            order_id,
+            buyer,
+            live,
+            batch: None,
+        }
+    }
 
     #[test]
     fn reserve_confirm_return_table() {
         let mut l = SaleLedger::new(2, 1);
         let (a, b, c) = (buyer("a"), buyer("b"), buyer("c"));
-        assert_eq!(l.reserve(order(1), &a), ReserveOutcome::Reserved);
+        assert_eq!(l.reserve(order(1), &a, batch(0)), ReserveOutcome::Reserved);
         assert_eq!(
-            l.reserve(order(1), &a),
+            l.reserve(order(1), &a, batch(0)),
             ReserveOutcome::Duplicate(ReservationState::Pending)
         );
-        assert_eq!(l.reserve(order(2), &a), ReserveOutcome::LimitReached);
+        assert_eq!(
+            l.reserve(order(2), &a, batch(0)),
+            ReserveOutcome::LimitReached
+        );
         assert!(l.confirm(order(1)));
         assert!(!l.confirm(order(1)));
-        assert_eq!(l.reserve(order(3), &b), ReserveOutcome::Reserved);
-        assert_eq!(l.reserve(order(4), &c), ReserveOutcome::SoldOut);
+        assert_eq!(l.reserve(order(3), &b, batch(0)), ReserveOutcome::Reserved);
+        assert_eq!(l.reserve(order(4), &c, batch(0)), ReserveOutcome::SoldOut);
         // A failed enqueue gives the unit back and forgets the id.
         assert!(l.cancel_pending(order(3)));
         assert_eq!(l.state(order(3)), None);
-        assert_eq!(l.reserve(order(4), &c), ReserveOutcome::Reserved);
+        assert_eq!(l.reserve(order(4), &c, batch(0)), ReserveOutcome::Reserved);
         // Expiry returns exactly once.
         assert_eq!(l.return_unit(order(1)), ReturnOutcome::Returned);
         assert_eq!(l.return_unit(order(1)), ReturnOutcome::AlreadyReturned);
         assert_eq!(
-            l.reserve(order(1), &a),
+            l.reserve(order(1), &a, batch(0)),
             ReserveOutcome::Duplicate(ReservationState::Returned)
         );
         assert_eq!(l.available(), 1);
         // An order whose confirm was lost is still pending; its expiry returns it all the same.
-        assert_eq!(l.pending_orders(), vec![order(4)]);
+        assert_eq!(l.pending_orders(), vec![(order(4), batch(0))]);
         assert_eq!(l.return_unit(order(4)), ReturnOutcome::Returned);
         assert_eq!(l.return_unit(order(99)), ReturnOutcome::Unknown);
         assert_eq!(l.available(), 2);
         assert!(l.pending_orders().is_empty());
         // The buyer whose order expired may buy again with a new key.
-        assert_eq!(l.reserve(order(5), &a), ReserveOutcome::Reserved);
+        assert_eq!(l.reserve(order(5), &a, batch(0)), ReserveOutcome::Reserved);
         l.check().unwrap();
     }
 
     #[test]
     fn restore_counts_each_order_once() {
         let (a, b) = (buyer("a"), buyer("b"));
+        let queued = Holding {
+            batch: Some(batch(7)),
+            ..held(order(2), b.clone(), true)
+        };
         let known = vec![
-            (order(1), a.clone(), true),
-            (order(1), a.clone(), true),
-            (order(2), b.clone(), false),
-            (order(2), b.clone(), true),
-            (order(3), b.clone(), false),
+            held(order(1), a.clone(), true),
+            held(order(1), a.clone(), true),
+            held(order(2), b.clone(), false),
+            queued,
+            held(order(3), b.clone(), false),
         ];
         let l = SaleLedger::restore(5, 2, known).unwrap();
+        assert_eq!(
+            l.entry(order(2)),
+            Some(LedgerEntry {
+                state: ReservationState::Durable,
+                buyer: b.clone(),
+                batch: Some(batch(7)),
+            })
+        );
         assert_eq!(l.available(), 3);
         assert_eq!(l.live_count(&a), 1);
         assert_eq!(l.live_count(&b), 1);
         assert_eq!(l.state(order(3)), Some(ReservationState::Returned));
         l.check().unwrap();
-        let too_many = (0..3).map(|n| (order(n), buyer("x"), true));
+        let too_many = (0..3).map(|n| held(order(n), buyer("x"), true));
         assert_eq!(
             SaleLedger::restore(2, 5, too_many).unwrap_err(),
             OverStockError {
@@ -364,7 +432,7 @@ mod tests {
                         // An order id belongs to one buyer, as OrderId::derive guarantees.
                         let b = *owner.entry(o).or_insert(b);
                         let before = l.available();
-                        let outcome = l.reserve(order(o.into()), &buyer(&format!("b{b}")));
+                        let outcome = l.reserve(order(o.into()), &buyer(&format!("b{b}")), batch(o.into()));
                         if outcome == ReserveOutcome::Reserved {
                             prop_assert_eq!(l.available(), before - 1);
                         } else {

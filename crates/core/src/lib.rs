@@ -11,8 +11,10 @@ pub mod order;
 pub mod sale;
 pub mod tokens;
 
-pub use ids::{BuyerId, IdempotencyKey, OrderId, PaymentId, SaleId};
-pub use ledger::{ReservationState, ReserveOutcome, ReturnOutcome, SaleLedger};
+pub use ids::{BatchId, BuyerId, IdempotencyKey, OrderId, PaymentId, SaleId};
+pub use ledger::{
+    Holding, LedgerEntry, ReservationState, ReserveOutcome, ReturnOutcome, SaleLedger,
+};
 pub use order::{Order, OrderStatus, PayDecision, Reservation};
 pub use sale::{Phase, Sale, SalePatch, SaleSpec, SpecError};
 pub use time::OffsetDateTime as Timestamp;

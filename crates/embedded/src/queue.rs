@@ -2,11 +2,12 @@
 //! single group-commit thread, with an in-memory index for delivery.
 //!
 //! How it works:
-//! - `enqueue` takes a capacity slot, hands the reservation to the committer thread and waits
-//!   for its reply. The committer drains every request waiting (up to `commit_batch_max`),
-//!   writes them all in one redb write transaction with immediate durability (one fsync), then
-//!   indexes them in memory and replies to all. So a burst of buyers costs one fsync per batch,
-//!   not one per buyer, and nobody hears `Durable` before the fsync returned.
+//! - `enqueue` takes capacity slots for its batch, hands the batch to the committer thread and
+//!   waits for its reply. The committer drains every request waiting (up to
+//!   `commit_batch_max`), writes them all in one redb write transaction with immediate
+//!   durability (one fsync), then indexes them in memory and replies to all. So a burst of
+//!   buyers costs one fsync per group of batches, not one per buyer, and nobody hears `Durable`
+//!   before the fsync returned. A batch is in one transaction, so it is durable all or none.
 //! - Delivery state (queued, handed out until a deadline) lives only in memory: after a restart
 //!   everything in the file is queued again, which is exactly the redelivery a crash calls for.
 //! - `ack` drops reservations from the index at once and deletes them from the file through the
@@ -15,9 +16,9 @@
 //!   harmless.
 
 use async_trait::async_trait;
-use flashsale_core::{OrderId, Reservation};
+use flashsale_core::{BatchId, OrderId, Reservation};
 use flashsale_service::{
-    BackendError, BackendResult, Enqueued, ReservationQueue, VoidOutcome, faults,
+    BackendError, BackendResult, Enqueued, Queued, ReservationQueue, VoidOutcome, faults,
 };
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -32,9 +33,18 @@ use tokio::time::Instant;
 
 const BACKEND: &str = "redb reservation queue";
 
-/// Order id (as u128) → the reservation as JSON. JSON, not a binary format: the queue holds at
-/// most `capacity_reservations` small records, and a readable file helps when debugging.
+/// Order id (as u128) → the record (`Record`: the reservation and its batch) as JSON. JSON, not
+/// a binary format: the queue holds at most `capacity_reservations` small records, and a
+/// readable file helps when debugging.
 const RESERVATIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("reservations");
+
+/// What one row of the file holds.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Record {
+    batch: BatchId,
+    reservation: Reservation,
+}
 
 /// Limits of the embedded queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +83,7 @@ pub struct QueueOpenError {
 /// One reservation known to the queue.
 #[derive(Debug)]
 struct Entry {
+    batch: BatchId,
     reservation: Reservation,
     /// Handed to a consumer and not yet acked, nacked or timed out.
     delivered: bool,
@@ -92,14 +103,16 @@ struct Index {
     /// Delivered, by deadline: (deadline, order, generation). Deadlines only grow (fixed ack
     /// deadline, monotonic clock), so the front is always the next to expire.
     in_flight: VecDeque<(Instant, OrderId, u64)>,
-    /// Tombstones (`ReservationQueue::void`): ids that may no longer be enqueued. Kept in
-    /// memory only: the reconciler that writes them runs on shared backends, and a restart of
-    /// the embedded default rebuilds the ledger without any pending reservation.
-    voided: HashSet<OrderId>,
+    /// Reservations held per batch, so a batch can be told apart from one never stored.
+    batches: HashMap<BatchId, usize>,
+    /// Tombstones (`ReservationQueue::void`): batch ids that may no longer be enqueued. Kept
+    /// in memory only: the reconciler that writes them runs on shared backends, and a restart
+    /// of the embedded default rebuilds the ledger without any pending reservation.
+    voided: HashSet<BatchId>,
 }
 
 impl Index {
-    fn insert(&mut self, reservation: Reservation) {
+    fn insert(&mut self, batch: BatchId, reservation: Reservation) {
         let id = reservation.order_id;
         if self.entries.contains_key(&id) {
             return;
@@ -107,12 +120,27 @@ impl Index {
         self.entries.insert(
             id,
             Entry {
+                batch,
                 reservation,
                 delivered: false,
                 generation: 0,
             },
         );
+        *self.batches.entry(batch).or_default() += 1;
         self.ready.push_back((id, 0));
+    }
+
+    fn remove(&mut self, id: OrderId) -> bool {
+        let Some(entry) = self.entries.remove(&id) else {
+            return false;
+        };
+        if let Some(held) = self.batches.get_mut(&entry.batch) {
+            *held -= 1;
+            if *held == 0 {
+                self.batches.remove(&entry.batch);
+            }
+        }
+        true
     }
 
     /// Moves deliveries whose deadline passed back to `ready`.
@@ -193,14 +221,14 @@ impl Shared {
     }
 }
 
-/// A capacity slot held by an enqueue until its reservation is indexed (or it failed). Freed
-/// on drop, so a cancelled enqueue future cannot leak capacity.
+/// Capacity slots held by an enqueue until its batch is indexed (or it failed): one per
+/// reservation. Freed on drop, so a cancelled enqueue future cannot leak capacity.
 #[derive(Debug)]
-struct Slot(Arc<Shared>);
+struct Slots(Arc<Shared>, usize);
 
-impl Drop for Slot {
+impl Drop for Slots {
     fn drop(&mut self) {
-        self.0.slots_in_commit.fetch_sub(1, Ordering::AcqRel);
+        self.0.slots_in_commit.fetch_sub(self.1, Ordering::AcqRel);
     }
 }
 
@@ -237,9 +265,10 @@ type CommitReply = oneshot::Sender<Result<(), CommitFailure>>;
 #[derive(Debug)]
 enum Command {
     Enqueue {
-        reservation: Reservation,
-        json: Vec<u8>,
-        slot: Slot,
+        batch: BatchId,
+        /// Each reservation with its encoded record.
+        reservations: Vec<(Reservation, Vec<u8>)>,
+        slots: Slots,
         reply: CommitReply,
     },
     Delete {
@@ -249,7 +278,7 @@ enum Command {
     /// Handled by the committer, in order with the enqueues, so a void and an enqueue of the
     /// same id cannot both succeed.
     Void {
-        order: OrderId,
+        batch: BatchId,
         reply: oneshot::Sender<VoidOutcome>,
     },
 }
@@ -296,7 +325,7 @@ impl RedbQueue {
                     panic_message(&panic)
                 ))
             })?;
-        let (db, reservations) = opened.map_err(fail)?;
+        let (db, records) = opened.map_err(fail)?;
 
         let shared = Arc::new(Shared {
             index: Mutex::new(Index::default()),
@@ -309,8 +338,8 @@ impl RedbQueue {
             // was never acked. More than the capacity can be here if the capacity was lowered;
             // then enqueues answer Full until the backlog drains.
             let mut index = shared.index();
-            for reservation in reservations {
-                index.insert(reservation);
+            for queued in records {
+                index.insert(queued.batch, queued.reservation);
             }
         }
 
@@ -371,33 +400,52 @@ impl Drop for RedbQueue {
 
 #[async_trait]
 impl ReservationQueue for RedbQueue {
-    async fn enqueue(&self, reservation: Reservation) -> BackendResult<Enqueued> {
-        let slot = {
+    async fn enqueue(
+        &self,
+        batch: BatchId,
+        reservations: Vec<Reservation>,
+    ) -> BackendResult<Enqueued> {
+        let Some(first) = reservations.first() else {
+            return Ok(Enqueued::Durable);
+        };
+        let wanted = reservations.len();
+        let slots = {
             let index = self.shared.index();
-            if index.entries.contains_key(&reservation.order_id) {
+            if index
+                .entries
+                .get(&first.order_id)
+                .is_some_and(|e| e.batch == batch)
+            {
+                // This batch is queued already (a retry).
                 return Ok(Enqueued::Durable);
             }
-            if index.voided.contains(&reservation.order_id) {
-                return Err(voided(reservation.order_id));
+            if index.voided.contains(&batch) {
+                return Err(voided(batch));
             }
             // Checked and taken under the index lock, so two enqueues cannot both take the
-            // last slot.
+            // last slots.
             let in_commit = self.shared.slots_in_commit.load(Ordering::Acquire);
-            if index.entries.len() + in_commit >= self.capacity {
+            if index.entries.len() + in_commit + wanted > self.capacity {
                 return Ok(Enqueued::Full);
             }
-            self.shared.slots_in_commit.fetch_add(1, Ordering::AcqRel);
-            Slot(self.shared.clone())
+            self.shared
+                .slots_in_commit
+                .fetch_add(wanted, Ordering::AcqRel);
+            Slots(self.shared.clone(), wanted)
         };
         // Serialized here, on the caller's thread, to keep the single committer lean.
-        let (_, json) =
-            encode_record(&reservation).map_err(|e| BackendError::determinate(BACKEND, e))?;
+        let mut encoded = Vec::with_capacity(wanted);
+        for reservation in reservations {
+            let (_, json) = encode_record(batch, &reservation)
+                .map_err(|e| BackendError::determinate(BACKEND, e))?;
+            encoded.push((reservation, json));
+        }
         faults::point("redb_queue.enqueue.before_send", faults::Happened::No).await?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Enqueue {
-            reservation,
-            json,
-            slot,
+            batch,
+            reservations: encoded,
+            slots,
             reply,
         })
         .await?;
@@ -445,7 +493,7 @@ impl ReservationQueue for RedbQueue {
             let mut index = self.shared.index();
             orders
                 .iter()
-                .filter(|id| index.entries.remove(id).is_some())
+                .filter(|&&id| index.remove(id))
                 .copied()
                 .collect()
         };
@@ -481,32 +529,36 @@ impl ReservationQueue for RedbQueue {
         Ok(())
     }
 
-    async fn void(&self, order: OrderId) -> BackendResult<VoidOutcome> {
+    async fn void(&self, batch: BatchId) -> BackendResult<VoidOutcome> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Void { order, reply }).await?;
+        self.send(Command::Void { batch, reply }).await?;
         answer.await.map_err(|_| {
             BackendError::indeterminate(BACKEND, "the committer stopped before answering")
         })
     }
 
-    async fn find(&self, order: OrderId) -> BackendResult<Option<Reservation>> {
+    async fn find(&self, batch: BatchId, order: OrderId) -> BackendResult<Option<Reservation>> {
         Ok(self
             .shared
             .index()
             .entries
             .get(&order)
+            .filter(|e| e.batch == batch)
             .map(|e| e.reservation.clone()))
     }
 
-    async fn all_queued(&self) -> BackendResult<Vec<Reservation>> {
-        let mut all: Vec<Reservation> = self
+    async fn all_queued(&self) -> BackendResult<Vec<Queued>> {
+        let mut all: Vec<Queued> = self
             .shared
             .index()
             .entries
             .values()
-            .map(|e| e.reservation.clone())
+            .map(|e| Queued {
+                batch: e.batch,
+                reservation: e.reservation.clone(),
+            })
             .collect();
-        all.sort_by_key(|r| (r.reserved_at, r.order_id));
+        all.sort_by_key(|q| (q.reservation.reserved_at, q.reservation.order_id));
         Ok(all)
     }
 
@@ -520,7 +572,7 @@ impl ReservationQueue for RedbQueue {
 }
 
 /// Opens the file and reads every stored reservation.
-fn load(path: &Path) -> Result<(Database, Vec<Reservation>), String> {
+fn load(path: &Path) -> Result<(Database, Vec<Queued>), String> {
     // The integrity check reads the whole file on open; the queue is bounded and small, and it
     // turns a damaged file into an error where a plain open may panic.
     let db = Database::builder()
@@ -555,34 +607,43 @@ fn load(path: &Path) -> Result<(Database, Vec<Reservation>), String> {
         }
     }
     // Oldest first, so the backlog drains in the order buyers came.
-    reservations.sort_by_key(|r| (r.reserved_at, r.order_id));
+    reservations.sort_by_key(|q| (q.reservation.reserved_at, q.reservation.order_id));
     Ok((db, reservations))
 }
 
-/// An enqueue of an id the reconciler voided: as far as the caller knows, the outcome is
-/// unknown (the unit stays taken until the reconciler, which already settled it, says so).
-fn voided(order: OrderId) -> BackendError {
-    BackendError::indeterminate(BACKEND, format!("reservation {order} was voided"))
+/// An enqueue of a batch the reconciler voided: as far as the caller knows, the outcome is
+/// unknown (the units stay taken until the reconciler, which already settled them, says so).
+fn voided(batch: BatchId) -> BackendError {
+    BackendError::indeterminate(BACKEND, format!("batch {batch} was voided"))
 }
 
-/// One stored record back into its reservation: the JSON that `enqueue` wrote, under the key
-/// of its own order id. Anything else (damaged bytes, a record moved to another key) is an
-/// error naming the key, never a panic. Public for the fuzz target `queue_record`.
-pub fn decode_record(key: u128, json: &[u8]) -> Result<Reservation, String> {
-    let reservation: Reservation = serde_json::from_slice(json)
+/// One stored record back into its reservation and batch: the JSON that `enqueue` wrote,
+/// under the key of its own order id. Anything else (damaged bytes, a record moved to another
+/// key) is an error naming the key, never a panic. Public for the fuzz target `queue_record`.
+pub fn decode_record(key: u128, json: &[u8]) -> Result<Queued, String> {
+    let record: Record = serde_json::from_slice(json)
         .map_err(|e| format!("the reservation under key {key:x} is unreadable: {e}"))?;
-    if reservation.order_id.0.as_u128() != key {
+    if record.reservation.order_id.0.as_u128() != key {
         return Err(format!(
             "the reservation under key {key:x} names order {}",
-            reservation.order_id
+            record.reservation.order_id
         ));
     }
-    Ok(reservation)
+    Ok(Queued {
+        batch: record.batch,
+        reservation: record.reservation,
+    })
 }
 
-/// How `enqueue` stores a reservation: its key and its JSON. The inverse of `decode_record`.
-pub fn encode_record(reservation: &Reservation) -> Result<(u128, Vec<u8>), String> {
-    let json = serde_json::to_vec(reservation)
+/// How `enqueue` stores a reservation of `batch`: its key and its JSON. The inverse of
+/// `decode_record`.
+pub fn encode_record(batch: BatchId, reservation: &Reservation) -> Result<(u128, Vec<u8>), String> {
+    #[derive(Serialize)]
+    struct RecordRef<'a> {
+        batch: BatchId,
+        reservation: &'a Reservation,
+    }
+    let json = serde_json::to_vec(&RecordRef { batch, reservation })
         .map_err(|e| format!("cannot encode the reservation: {e}"))?;
     Ok((reservation.order_id.0.as_u128(), json))
 }
@@ -618,31 +679,37 @@ fn run_committer(
 }
 
 fn commit_batch(db: &Database, batch: &mut Vec<Command>, shared: &Shared) {
-    // Skip what is indexed already (a retry of a durable reservation) or repeated in this
-    // batch: each order id is stored once.
+    // Skip what is indexed already (a retry of a durable batch) or repeated in this commit:
+    // each order id is stored once.
     let mut writes: Vec<(u128, &[u8])> = Vec::new();
     let mut deletes: Vec<u128> = Vec::new();
     let mut void_replies = Vec::new();
     {
         let mut index = shared.index();
-        let mut seen = HashSet::new();
+        let mut seen_orders = HashSet::new();
+        let mut seen_batches = HashSet::new();
         for command in batch.iter() {
             match command {
                 Command::Enqueue {
-                    reservation, json, ..
+                    batch,
+                    reservations,
+                    ..
                 } => {
-                    let id = reservation.order_id;
-                    if !index.entries.contains_key(&id)
-                        && !index.voided.contains(&id)
-                        && seen.insert(id)
-                    {
-                        writes.push((id.0.as_u128(), json.as_slice()));
+                    if index.voided.contains(batch) {
+                        continue;
+                    }
+                    seen_batches.insert(*batch);
+                    for (reservation, json) in reservations {
+                        let id = reservation.order_id;
+                        if !index.entries.contains_key(&id) && seen_orders.insert(id) {
+                            writes.push((id.0.as_u128(), json.as_slice()));
+                        }
                     }
                 }
-                Command::Void { order, .. } => {
-                    let stored = index.entries.contains_key(order)
-                        || seen.contains(order)
-                        || !index.voided.insert(*order);
+                Command::Void { batch, .. } => {
+                    let stored = index.batches.contains_key(batch)
+                        || seen_batches.contains(batch)
+                        || !index.voided.insert(*batch);
                     void_replies.push(if stored {
                         VoidOutcome::AlreadyStored
                     } else {
@@ -679,26 +746,28 @@ fn commit_batch(db: &Database, batch: &mut Vec<Command>, shared: &Shared) {
     for command in batch.drain(..) {
         match command {
             Command::Enqueue {
-                reservation,
-                slot,
+                batch,
+                reservations,
+                slots,
                 reply,
-                ..
             } => {
-                let id = reservation.order_id;
-                let answer = if index.voided.contains(&id) && !index.entries.contains_key(&id) {
+                let answer = if index.voided.contains(&batch) && !index.batches.contains_key(&batch)
+                {
                     Err(CommitFailure {
                         determinate: false,
-                        message: voided(id).message,
+                        message: voided(batch).message,
                     })
                 } else {
                     if result.is_ok() {
-                        index.insert(reservation);
+                        for (reservation, _) in reservations {
+                            index.insert(batch, reservation);
+                        }
                     }
                     result.clone()
                 };
                 // Freed under the index lock, after indexing: an enqueue checking capacity
-                // never sees this reservation counted zero times.
-                drop(slot);
+                // never sees this batch counted zero times.
+                drop(slots);
                 replies.push((reply, answer));
             }
             Command::Delete { reply, .. } => replies.push((reply, result.clone())),

@@ -1,8 +1,11 @@
 //! `InProcessStock`: the embedded stock ledger, one `SaleLedger` per sale behind a mutex.
 
 use async_trait::async_trait;
-use flashsale_core::{BuyerId, OrderId, ReserveOutcome, ReturnOutcome, SaleId, SaleLedger};
-use flashsale_service::{BackendError, BackendResult, Holding, OpenMode, Opened, StockLedger};
+use flashsale_core::{BatchId, OrderId, ReserveOutcome, ReturnOutcome, SaleId, SaleLedger};
+use flashsale_service::{
+    BackendError, BackendResult, Buy, Holding, LedgerEntry, OpenMode, Opened, PendingReservation,
+    StockLedger,
+};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -54,12 +57,8 @@ impl StockLedger for InProcessStock {
         mode: OpenMode,
     ) -> BackendResult<Opened> {
         // Built outside the lock: restoring a big sale must not stall buyers of another one.
-        let ledger = SaleLedger::restore(
-            stock_total,
-            per_buyer_limit,
-            holdings.into_iter().map(|h| (h.order_id, h.buyer, h.live)),
-        )
-        .map_err(|e| BackendError::determinate(BACKEND, format!("sale {sale}: {e}")))?;
+        let ledger = SaleLedger::restore(stock_total, per_buyer_limit, holdings)
+            .map_err(|e| BackendError::determinate(BACKEND, format!("sale {sale}: {e}")))?;
         let mut sales = self.sales()?;
         if mode == OpenMode::IfAbsent && sales.contains_key(&sale) {
             return Ok(Opened::AlreadyOpen);
@@ -71,22 +70,31 @@ impl StockLedger for InProcessStock {
     async fn reserve(
         &self,
         sale: SaleId,
-        order: OrderId,
-        buyer: &BuyerId,
-    ) -> BackendResult<ReserveOutcome> {
-        self.with_sale(sale, |ledger| ledger.reserve(order, buyer))
-    }
-
-    async fn confirm(&self, sale: SaleId, order: OrderId) -> BackendResult<()> {
-        // `false` means already confirmed (or not pending): confirm is idempotent.
+        batch: BatchId,
+        buys: &[Buy],
+    ) -> BackendResult<Vec<ReserveOutcome>> {
+        // One lock for the whole batch: that is what batching buys here.
         self.with_sale(sale, |ledger| {
-            ledger.confirm(order);
+            buys.iter()
+                .map(|buy| ledger.reserve(buy.order, &buy.buyer, batch))
+                .collect()
         })
     }
 
-    async fn cancel_pending(&self, sale: SaleId, order: OrderId) -> BackendResult<()> {
+    async fn confirm(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()> {
+        // `false` means already confirmed (or not pending): confirm is idempotent.
         self.with_sale(sale, |ledger| {
-            ledger.cancel_pending(order);
+            for &order in orders {
+                ledger.confirm(order);
+            }
+        })
+    }
+
+    async fn cancel_pending(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()> {
+        self.with_sale(sale, |ledger| {
+            for &order in orders {
+                ledger.cancel_pending(order);
+            }
         })
     }
 
@@ -98,7 +106,17 @@ impl StockLedger for InProcessStock {
         self.with_sale(sale, |ledger| ledger.available())
     }
 
-    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<OrderId>> {
-        self.with_sale(sale, |ledger| ledger.pending_orders())
+    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<PendingReservation>> {
+        self.with_sale(sale, |ledger| {
+            ledger
+                .pending_orders()
+                .into_iter()
+                .map(|(order, batch)| PendingReservation { order, batch })
+                .collect()
+        })
+    }
+
+    async fn entry(&self, sale: SaleId, order: OrderId) -> BackendResult<Option<LedgerEntry>> {
+        self.with_sale(sale, |ledger| ledger.entry(order))
     }
 }

@@ -2,9 +2,9 @@
 //! commit batches many enqueues into few fsyncs, damaged files fail with a clear error, and
 //! the SQLite store keeps its data across a reopen.
 
-use flashsale_core::{BuyerId, OrderId, OrderStatus, Reservation, SaleId};
+use flashsale_core::{BatchId, BuyerId, OrderId, OrderStatus, Reservation, SaleId};
 use flashsale_embedded::{RedbQueue, RedbQueueConfig, SqliteStore};
-use flashsale_service::{Enqueued, OrderStore, PayOutcome, ReservationQueue};
+use flashsale_service::{BackendResult, Enqueued, OrderStore, PayOutcome, ReservationQueue};
 use std::sync::Arc;
 use std::time::Duration;
 use time::macros::datetime;
@@ -18,6 +18,23 @@ fn reservation(n: usize) -> Reservation {
         datetime!(2030-01-01 12:00 UTC),
         600,
     )
+}
+
+/// Enqueues a reservation as a batch of its own, as the classic design does.
+trait EnqueueAlone {
+    fn enqueue_alone(
+        &self,
+        reservation: Reservation,
+    ) -> impl Future<Output = BackendResult<Enqueued>> + Send + '_;
+}
+
+impl EnqueueAlone for RedbQueue {
+    fn enqueue_alone(
+        &self,
+        reservation: Reservation,
+    ) -> impl Future<Output = BackendResult<Enqueued>> + Send + '_ {
+        self.enqueue(BatchId::of_order(reservation.order_id), vec![reservation])
+    }
 }
 
 fn sorted(mut reservations: Vec<Reservation>) -> Vec<Reservation> {
@@ -34,7 +51,7 @@ async fn queue_survives_reopen_and_forgets_acked() {
         let queue = RedbQueue::open(&path, RedbQueueConfig::default()).expect("open");
         for r in &sent {
             assert_eq!(
-                queue.enqueue(r.clone()).await.expect("enqueue"),
+                queue.enqueue_alone(r.clone()).await.expect("enqueue"),
                 Enqueued::Durable
             );
         }
@@ -54,7 +71,15 @@ async fn queue_survives_reopen_and_forgets_acked() {
         .cloned()
         .collect();
     assert_eq!(
-        sorted(queue.all_queued().await.expect("all")),
+        sorted(
+            queue
+                .all_queued()
+                .await
+                .expect("all")
+                .into_iter()
+                .map(|q| q.reservation)
+                .collect()
+        ),
         sorted(expected.clone())
     );
     assert_eq!(queue.depth(), 4);
@@ -79,7 +104,7 @@ async fn group_commit_batches_concurrent_enqueues() {
     let tasks: Vec<_> = (0..ENQUEUES)
         .map(|n| {
             let queue = queue.clone();
-            tokio::spawn(async move { queue.enqueue(reservation(n)).await.expect("enqueue") })
+            tokio::spawn(async move { queue.enqueue_alone(reservation(n)).await.expect("enqueue") })
         })
         .collect();
     for task in tasks {
@@ -105,7 +130,7 @@ async fn queue_commit_batches_respect_the_batch_max() {
     let tasks: Vec<_> = (0..200)
         .map(|n| {
             let queue = queue.clone();
-            tokio::spawn(async move { queue.enqueue(reservation(n)).await.expect("enqueue") })
+            tokio::spawn(async move { queue.enqueue_alone(reservation(n)).await.expect("enqueue") })
         })
         .collect();
     for task in tasks {
@@ -138,7 +163,7 @@ async fn queue_refuses_a_truncated_file_naming_it() {
     {
         let queue = RedbQueue::open(&path, RedbQueueConfig::default()).expect("open");
         for n in 0..200 {
-            queue.enqueue(reservation(n)).await.expect("enqueue");
+            queue.enqueue_alone(reservation(n)).await.expect("enqueue");
         }
     }
     let full_len = std::fs::metadata(&path).expect("metadata").len();
@@ -190,7 +215,7 @@ async fn cancelled_enqueues_do_not_leak_capacity() {
     let queue = Arc::new(RedbQueue::open(dir.path().join("queue.redb"), config).expect("open"));
     // Callers that give up at once (a client hanging up): their futures are dropped mid-way.
     for n in 0..50 {
-        let enqueue = queue.enqueue(reservation(n));
+        let enqueue = queue.enqueue_alone(reservation(n));
         let _ = tokio::time::timeout(Duration::from_micros(1), enqueue).await;
     }
     // Whatever did become durable is indexed; drain it and the full capacity is usable again.
@@ -204,12 +229,15 @@ async fn cancelled_enqueues_do_not_leak_capacity() {
     assert_eq!(queue.depth(), 0);
     for n in 100..104 {
         assert_eq!(
-            queue.enqueue(reservation(n)).await.expect("enqueue"),
+            queue.enqueue_alone(reservation(n)).await.expect("enqueue"),
             Enqueued::Durable
         );
     }
     assert_eq!(
-        queue.enqueue(reservation(200)).await.expect("enqueue"),
+        queue
+            .enqueue_alone(reservation(200))
+            .await
+            .expect("enqueue"),
         Enqueued::Full
     );
 }
@@ -259,4 +287,48 @@ async fn sqlite_store_refuses_in_memory_databases() {
         .await
         .expect_err("in-memory refused");
     assert!(error.to_string().contains("sqlite::memory:"), "{error}");
+}
+
+/// The embedded queue counts reservations exactly: a batch that does not fit in the room left
+/// is refused whole, and one that fits is taken whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_does_not_fit_is_refused_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let queue = RedbQueue::open(
+        dir.path().join("queue.redb"),
+        RedbQueueConfig {
+            capacity_reservations: 5,
+            ..RedbQueueConfig::default()
+        },
+    )
+    .expect("open");
+    let first: Vec<Reservation> = (0..3).map(reservation).collect();
+    assert_eq!(
+        queue
+            .enqueue(BatchId(Uuid::now_v7()), first)
+            .await
+            .expect("enqueue"),
+        Enqueued::Durable
+    );
+    let too_big = BatchId(Uuid::now_v7());
+    let three: Vec<Reservation> = (3..6).map(reservation).collect();
+    assert_eq!(
+        queue
+            .enqueue(too_big, three.clone())
+            .await
+            .expect("enqueue"),
+        Enqueued::Full
+    );
+    for r in &three {
+        assert_eq!(queue.find(too_big, r.order_id).await.expect("find"), None);
+    }
+    let two: Vec<Reservation> = three[..2].to_vec();
+    assert_eq!(
+        queue
+            .enqueue(BatchId(Uuid::now_v7()), two)
+            .await
+            .expect("enqueue"),
+        Enqueued::Durable
+    );
+    assert_eq!(queue.depth(), 5);
 }

@@ -15,7 +15,9 @@
 use flashsale_core::{BuyerId, IdempotencyKey, OrderId, OrderStatus, PaymentId, SaleId, SaleSpec};
 use flashsale_embedded::{InProcessStock, RedbQueue, RedbQueueConfig, SqliteStore};
 use flashsale_service::filters::FilterConfig;
-use flashsale_service::shop::{Backends, BuyOutcome, PayAnswer, ReaperConfig, Shop, ShopConfig};
+use flashsale_service::shop::{
+    Backends, BuyOutcome, PayAnswer, ReaperConfig, ReservationConfig, Shop, ShopConfig,
+};
 use flashsale_service::writers::WriterConfig;
 use flashsale_service::{ManualClock, OrderStore, ReservationQueue, StockLedger};
 use std::collections::{HashMap, HashSet};
@@ -62,6 +64,9 @@ struct Case {
 fn shop_config() -> ShopConfig {
     ShopConfig {
         buy_path_secret: b"fault-point-test-secret-of-32-bytes!".to_vec(),
+        // Batched, the default: concurrent buys of a burst share batches, so a fault point on
+        // the buy path hits whole batches.
+        reservations: ReservationConfig::default(),
         writers: WriterConfig {
             count: 2,
             batch_max: 16,
@@ -292,7 +297,10 @@ async fn check(
         orders.len(),
         "{context}: an order exists twice"
     );
-    let in_queue: HashMap<OrderId, _> = queued_all.iter().map(|r| (r.order_id, r)).collect();
+    let in_queue: HashMap<OrderId, _> = queued_all
+        .iter()
+        .map(|q| (q.reservation.order_id, &q.reservation))
+        .collect();
     for (order, _) in accepted {
         assert!(
             by_id.contains_key(order) || in_queue.contains_key(order),
@@ -310,7 +318,7 @@ async fn check(
     // Reservations still queued and not yet written (a written one may wait for its ack).
     let queued = queued_all
         .iter()
-        .filter(|r| !by_id.contains_key(&r.order_id))
+        .filter(|q| !by_id.contains_key(&q.reservation.order_id))
         .count() as u32;
     assert!(
         live.len() as u32 + queued <= STOCK,

@@ -1,18 +1,18 @@
 //! Wiring: builds the backends the configuration names, opens the shop, and serves HTTP until
 //! told to stop. Used by `main` and, in-process, by the end-to-end tests.
 
-use crate::config::{Config, Deployment};
+use crate::config::{Config, Deployment, DesignSetting};
 use anyhow::{Context, Result};
 use flashsale_core::tokens::BuyerTokens;
 use flashsale_embedded::{InProcessStock, RedbQueue, RedbQueueConfig, SqliteStore};
 use flashsale_http::{AppState, ConnectionLimits, RequestLimits};
 use flashsale_nats::{JetStreamQueue, JetStreamQueueConfig};
 use flashsale_postgres::{PgStore, PgStoreConfig};
-use flashsale_redis::{RedisStock, RedisStockConfig};
+use flashsale_redis::{LeaseConfig, RedisStock, RedisStockConfig};
 use flashsale_service::ports::redact_password;
 use flashsale_service::{
-    Backends, Clock, ClusterConfig, FilterConfig, ReaperConfig, Shop, ShopConfig, SystemClock,
-    WriterConfig,
+    Backends, Clock, ClusterConfig, Design, FilterConfig, ReaperConfig, ReservationConfig, Shop,
+    ShopConfig, SystemClock, WriterConfig,
 };
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
@@ -114,6 +114,14 @@ async fn open_backends(config: &Config, clock: Arc<dyn Clock>) -> Result<Backend
                     key_prefix: config.redis.key_prefix.clone(),
                     response_timeout_ms: config.redis.response_timeout_ms,
                     connect_timeout_ms: config.redis.connect_timeout_ms,
+                    // Leases belong to the batched design; the classic one takes every unit
+                    // from the sale's counter.
+                    lease: (config.reservations.design == DesignSetting::Batched).then_some(
+                        LeaseConfig {
+                            units_max: config.reservations.lease_units_max,
+                            ttl_ms: config.reservations.lease_ttl_ms,
+                        },
+                    ),
                 },
             )
             .await
@@ -184,6 +192,14 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     let backends = open_backends(config, clock).await?;
     let shop_config = ShopConfig {
         buy_path_secret: buy_path_secret.expose_secret().as_bytes().to_vec(),
+        reservations: ReservationConfig {
+            design: match config.reservations.design {
+                DesignSetting::Batched => Design::Batched,
+                DesignSetting::Classic => Design::Classic,
+            },
+            batch_max: config.reservations.batch_max,
+            batches_in_flight_max: config.reservations.batches_in_flight_max,
+        },
         writers: WriterConfig {
             count: config.writers.count,
             batch_max: config.writers.batch_max,

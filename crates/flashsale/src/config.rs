@@ -36,6 +36,7 @@ pub struct Config {
     pub nats: NatsSection,
     pub postgres: PostgresSection,
     pub cluster: ClusterSection,
+    pub reservations: ReservationsSection,
     pub http: HttpSection,
     pub filters: FiltersSection,
     pub queue: QueueSection,
@@ -87,6 +88,29 @@ pub struct ClusterSection {
     pub sale_sync_ms: u64,
     pub rebuild_fence_ms: u64,
 }
+
+/// How buys that reach the stock ledger are made durable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationsSection {
+    pub design: DesignSetting,
+    pub batch_max: usize,
+    pub batches_in_flight_max: usize,
+    pub lease_units_max: u32,
+    pub lease_ttl_ms: u64,
+}
+
+/// `reservations.design`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesignSetting {
+    Batched,
+    Classic,
+}
+
+/// Most buys in one batch: a batch travels as one JetStream message, whose payload (about 330
+/// bytes a reservation at most) must stay well under the server's 1 MiB default.
+pub const BATCH_MAX_LIMIT: usize = 1024;
 
 /// Where state lives, decided from `backends.*` once at load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,6 +308,16 @@ impl Config {
                 self.postgres.insert_rows_per_statement_max as u64,
             ),
             ("cluster.sale_sync_ms", self.cluster.sale_sync_ms),
+            ("reservations.batch_max", self.reservations.batch_max as u64),
+            (
+                "reservations.batches_in_flight_max",
+                self.reservations.batches_in_flight_max as u64,
+            ),
+            (
+                "reservations.lease_units_max",
+                u64::from(self.reservations.lease_units_max),
+            ),
+            ("reservations.lease_ttl_ms", self.reservations.lease_ttl_ms),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -298,6 +332,11 @@ impl Config {
                  stock ledger may only be rebuilt once every in-flight publish has finished"
                     .into(),
             ));
+        }
+        if self.reservations.batch_max > BATCH_MAX_LIMIT {
+            return Err(ConfigError(format!(
+                "reservations.batch_max must be at most {BATCH_MAX_LIMIT} (a batch is one queue message)"
+            )));
         }
         if self.filters.shed_queue_fill_percent_start > 100 {
             return Err(ConfigError(

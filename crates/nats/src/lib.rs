@@ -3,23 +3,33 @@
 //!
 //! How the contract maps onto JetStream:
 //! - One stream (`<stream>`) with **work-queue retention**: a message lives until a consumer
-//!   acknowledges it, so what the stream holds is exactly "queued or delivered, not acked", and
-//!   its message limit is the queue's capacity (`max_messages` + discard new: a full stream
-//!   refuses the publish, which `enqueue` answers as `Full`).
-//! - One subject per reservation, `<stream>.res.<order id>`, so `find` is a get-last-message-
-//!   for-subject, and at most one message per subject (discard new per subject) makes "already
-//!   queued" a refusal we answer as `Durable`. The message id is the order id too, so the
-//!   server's duplicate window answers retries that arrive while the first publish is in flight.
+//!   acknowledges it, so what the stream holds is exactly "queued or delivered, not acked".
+//! - **One message per batch**, a JSON array of its reservations, under the subject
+//!   `<stream>.res.<batch id>`: one publish and one ack per batch, which is what makes a batch
+//!   durable as one (and what batching buys: the server's work is per message, not per
+//!   reservation). `find` is a get-last-message-for-subject, and at most one message per subject
+//!   (discard new per subject) makes "already queued" a refusal we answer as `Durable`. The
+//!   message id is the batch id too, so the server's duplicate window answers retries that
+//!   arrive while the first publish is in flight. A batch of one (the classic design) is named
+//!   after its order, so a message per reservation is the classic layout.
+//! - The capacity: the stream's message limit is `capacity_reservations` with discard new (a
+//!   full stream refuses the publish, which `enqueue` answers as `Full`), and its byte limit is
+//!   `capacity_reservations` × `RESERVATION_BYTES_MAX`, which bounds the reservations it holds
+//!   whatever the batch sizes.
 //! - `enqueue` returns `Durable` only after the publish ack: the stream (on its replicas) holds it.
 //! - One durable pull consumer shared by every node's writers, with explicit acks and
-//!   `ack_wait` = the ack deadline: a reservation whose consumer died is delivered again.
-//!   `nack` is a NAK, redelivered at once. Acks wait for the server's confirmation (double
-//!   ack), so after `ack` returns the reservation is gone from the stream.
+//!   `ack_wait` = the ack deadline: a batch whose consumer died is delivered again. A message is
+//!   acked once every reservation of it is; `nack` of any of them is a NAK of the message,
+//!   redelivered at once (with the rest of its batch: writers insert idempotently). Acks wait
+//!   for the server's confirmation (double ack), so after the last `ack` of a batch returns it
+//!   is gone from the stream. `take_batch` hands out whole messages, at least one; messages a
+//!   pull brought beyond `max` wait in this process for the next `take_batch`.
 //!
-//! `depth()` cannot ask the server (it is not async): it reads a gauge that this queue moves by
-//! its own enqueues and acks, and that a background task resets from the stream's message count
-//! every `depth_refresh_ms` when no local change overlapped the request. So it is exact for a
-//! single node at rest and lags other nodes' work by about one refresh interval.
+//! `depth()` cannot ask the server (it is not async): it reads a gauge of reservations that
+//! this queue moves by its own enqueues and acks, and that a background task resets every
+//! `depth_refresh_ms` from the stream's message count times the reservations per message this
+//! process has seen, when no local change overlapped the request. So it is exact for a single
+//! node at rest and lags (and estimates) other nodes' work by about one refresh interval.
 //!
 //! Durability note: nats-server 2.9 acknowledges a publish once the message is in the stream
 //! (on a quorum of replicas when replicated), not after an fsync of each message; with one
@@ -43,12 +53,14 @@ use async_nats::jetstream::stream::{
 };
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
-use flashsale_core::{OrderId, Reservation};
+use flashsale_core::{BatchId, OrderId, Reservation};
 use flashsale_service::ports::redact_password;
-use flashsale_service::{BackendError, BackendResult, Enqueued, ReservationQueue, VoidOutcome};
+use flashsale_service::{
+    BackendError, BackendResult, Enqueued, Queued, ReservationQueue, VoidOutcome,
+};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -77,7 +89,11 @@ enum Refusal {
     Failed(BackendError),
 }
 
-// A tombstone (`void`) is a message with an empty payload: no reservation encodes to that.
+// A tombstone (`void`) is a message with an empty payload: no batch encodes to that.
+
+/// The most bytes one reservation takes in a message (its JSON with the longest ids is about
+/// 330): with the stream's byte limit it bounds the reservations the stream can hold.
+pub const RESERVATION_BYTES_MAX: usize = 512;
 
 /// Shortest wait worth a pull request; below it `take_batch` only looks at what is there.
 const PULL_WAIT_MIN: Duration = Duration::from_millis(1);
@@ -143,6 +159,55 @@ struct DepthGauge {
     in_flight: AtomicUsize,
 }
 
+/// What this process has seen of batch sizes, to turn a message count into reservations.
+#[derive(Debug, Default)]
+struct BatchSizes {
+    messages: AtomicU64,
+    reservations: AtomicU64,
+}
+
+impl BatchSizes {
+    fn saw(&self, reservations: usize) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.reservations
+            .fetch_add(reservations as u64, Ordering::Relaxed);
+    }
+
+    /// Reservations per message at the sizes seen so far (1 before any).
+    fn per_message(&self) -> f64 {
+        let seen = self.messages.load(Ordering::Relaxed);
+        if seen == 0 {
+            return 1.0;
+        }
+        self.reservations.load(Ordering::Relaxed) as f64 / seen as f64
+    }
+
+    /// Reservations in `messages` messages, at the sizes seen so far.
+    fn reservations_in(&self, messages: u64) -> u64 {
+        (messages as f64 * self.per_message()).round() as u64
+    }
+}
+
+/// A delivered batch this process has not answered yet.
+struct InHand {
+    message: jetstream::Message,
+    /// How many reservations it holds.
+    reservations: usize,
+    /// Its reservations not yet acked.
+    unacked: HashSet<OrderId>,
+}
+
+/// Deliveries this process handed out and has not answered: the messages by batch, and each
+/// delivered reservation's batch.
+#[derive(Default)]
+struct Delivered {
+    batches: HashMap<BatchId, InHand>,
+    batch_of: HashMap<OrderId, BatchId>,
+    /// Decoded batches a pull brought beyond what `take_batch` could hand out; the next
+    /// `take_batch` starts with them.
+    waiting: VecDeque<(BatchId, jetstream::Message, Vec<Reservation>)>,
+}
+
 /// Marks a local change in flight for as long as it lives.
 struct InFlight<'a>(&'a DepthGauge);
 
@@ -195,9 +260,10 @@ struct Shared {
     subject_prefix: String,
     capacity: usize,
     depth: DepthGauge,
-    /// Deliveries this process handed out and has not acked or nacked yet, by order id. A std
-    /// mutex: a map insert or remove, never held across an `.await`.
-    in_hand: Mutex<HashMap<OrderId, jetstream::Message>>,
+    sizes: BatchSizes,
+    /// Deliveries this process handed out and has not acked or nacked yet. A std mutex: map
+    /// inserts and removes, never held across an `.await`.
+    delivered: Mutex<Delivered>,
     /// The dead-letter stream's name and its subjects' prefix (see the module docs).
     dead_stream: String,
     dead_subject_prefix: String,
@@ -252,9 +318,10 @@ impl Shared {
         }
     }
 
-    fn in_hand(&self) -> MutexGuard<'_, HashMap<OrderId, jetstream::Message>> {
-        // A map of handles; a panic elsewhere cannot leave it half-changed.
-        self.in_hand.lock().unwrap_or_else(|e| e.into_inner())
+    fn delivered(&self) -> MutexGuard<'_, Delivered> {
+        // Maps of handles; a panic elsewhere cannot leave them half-changed in a way that
+        // matters (a lost handle means a redelivery after the ack deadline).
+        self.delivered.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn refresh_depth(&self) {
@@ -262,7 +329,9 @@ impl Shared {
             return;
         };
         match self.stream.get_info().await {
-            Ok(info) => self.depth.refresh_finish(started, info.state.messages),
+            Ok(info) => self
+                .depth
+                .refresh_finish(started, self.sizes.reservations_in(info.state.messages)),
             Err(e) => tracing::debug!(error = %e, "refreshing the queue depth failed"),
         }
     }
@@ -389,6 +458,7 @@ impl JetStreamQueue {
             subjects: vec![format!("{subject_prefix}*")],
             retention: RetentionPolicy::WorkQueue,
             max_messages: capacity,
+            max_bytes: capacity.saturating_mul(RESERVATION_BYTES_MAX as i64),
             discard: DiscardPolicy::New,
             max_messages_per_subject: 1,
             discard_new_per_subject: true,
@@ -432,7 +502,8 @@ impl JetStreamQueue {
             replicas: config.replicas.max(1),
             capacity: config.capacity_reservations,
             depth: DepthGauge::default(),
-            in_hand: Mutex::new(HashMap::new()),
+            sizes: BatchSizes::default(),
+            delivered: Mutex::new(Delivered::default()),
             pull_timeout: Duration::from_millis(config.request_timeout_ms),
         });
         shared
@@ -474,14 +545,14 @@ impl JetStreamQueue {
         })
     }
 
-    /// Publishes `payload` under the order's subject with the order id as message id.
-    async fn publish(&self, order: OrderId, payload: Vec<u8>) -> BackendResult<Published> {
-        let id = order.to_string();
+    /// Publishes `payload` under the batch's subject with the batch id as message id.
+    async fn publish(&self, batch: BatchId, payload: Vec<u8>) -> BackendResult<Published> {
+        let id = batch.to_string();
         let pending = self
             .shared
             .context
             .send_publish(
-                self.subject(order),
+                self.subject(batch),
                 PublishMessage::build()
                     .message_id(&id)
                     .payload(payload.into()),
@@ -500,29 +571,42 @@ impl JetStreamQueue {
         })
     }
 
-    fn subject(&self, order: OrderId) -> String {
-        format!("{}{order}", self.shared.subject_prefix)
+    fn subject(&self, batch: BatchId) -> String {
+        format!("{}{batch}", self.shared.subject_prefix)
     }
 
-    /// Removes what this process holds of `orders` and answers each delivery with `kind`,
-    /// waiting for the server to confirm; returns how many it confirmed.
-    async fn answer(&self, orders: &[OrderId], kind: AckKind) -> BackendResult<usize> {
-        let messages: Vec<jetstream::Message> = {
-            let mut in_hand = self.shared.in_hand();
-            orders.iter().filter_map(|id| in_hand.remove(id)).collect()
-        };
+    /// The batch a message of the stream holds, from its subject.
+    fn batch_of_subject(&self, subject: &str) -> Option<BatchId> {
+        subject
+            .strip_prefix(&self.shared.subject_prefix)
+            .and_then(|id| BatchId::parse(id).ok())
+    }
+
+    /// Answers each message with `kind`, waiting for the server to confirm; returns the
+    /// reservations of the messages it confirmed. `messages` holds each message with its
+    /// reservation count.
+    async fn answer(
+        &self,
+        messages: Vec<(jetstream::Message, usize)>,
+        kind: AckKind,
+    ) -> BackendResult<usize> {
         if messages.is_empty() {
             return Ok(0);
         }
+        let total = messages.len();
         let mut answers = JoinSet::new();
-        for message in messages {
-            answers.spawn(async move { message.double_ack_with(kind).await });
+        for (message, reservations) in messages {
+            answers
+                .spawn(async move { message.double_ack_with(kind).await.map(|()| reservations) });
         }
-        let mut confirmed = 0;
+        let (mut confirmed, mut confirmed_messages) = (0, 0);
         let mut failure = None;
         while let Some(answer) = answers.join_next().await {
             match answer {
-                Ok(Ok(())) => confirmed += 1,
+                Ok(Ok(reservations)) => {
+                    confirmed += reservations;
+                    confirmed_messages += 1;
+                }
                 Ok(Err(e)) => failure = Some(e.to_string()),
                 Err(e) => failure = Some(e.to_string()),
             }
@@ -532,10 +616,38 @@ impl JetStreamQueue {
             // the ack deadline, which the writers' idempotent inserts make harmless.
             Some(e) => Err(BackendError::indeterminate(
                 BACKEND,
-                format!("{confirmed} of {} answers confirmed: {e}", orders.len()),
+                format!("{confirmed_messages} of {total} answers confirmed: {e}"),
             )),
             None => Ok(confirmed),
         }
+    }
+
+    /// Hands out whole batches from `waiting` while they fit in `max` (always at least one),
+    /// recording them as delivered; what does not fit stays waiting.
+    fn hand_out(&self, delivered: &mut Delivered, max: usize) -> Vec<Reservation> {
+        let mut out: Vec<Reservation> = Vec::new();
+        while let Some((_, _, reservations)) = delivered.waiting.front() {
+            if !out.is_empty() && out.len() + reservations.len() > max {
+                break;
+            }
+            let Some((batch, message, reservations)) = delivered.waiting.pop_front() else {
+                break;
+            };
+            let unacked: HashSet<OrderId> = reservations.iter().map(|r| r.order_id).collect();
+            for order in &unacked {
+                delivered.batch_of.insert(*order, batch);
+            }
+            delivered.batches.insert(
+                batch,
+                InHand {
+                    message,
+                    reservations: reservations.len(),
+                    unacked,
+                },
+            );
+            out.extend(reservations);
+        }
+        out
     }
 }
 
@@ -557,41 +669,49 @@ fn spawn_depth_refresh(shared: Weak<Shared>, every: Duration) {
 
 #[async_trait]
 impl ReservationQueue for JetStreamQueue {
-    async fn enqueue(&self, reservation: Reservation) -> BackendResult<Enqueued> {
-        let payload = serde_json::to_vec(&reservation)
+    async fn enqueue(
+        &self,
+        batch: BatchId,
+        reservations: Vec<Reservation>,
+    ) -> BackendResult<Enqueued> {
+        let Some(first) = reservations.first().map(|r| r.order_id) else {
+            return Ok(Enqueued::Durable);
+        };
+        let count = reservations.len();
+        let payload = serde_json::to_vec(&reservations)
             .map_err(|e| BackendError::determinate(BACKEND, format!("encoding: {e}")))?;
-        let order = reservation.order_id;
         let _in_flight = self.shared.depth.begin();
-        match self.publish(order, payload).await? {
+        match self.publish(batch, payload).await? {
             Published::Stored => {
-                self.shared.depth.add(1);
+                self.shared.sizes.saw(count);
+                self.shared.depth.add(count as i64);
                 Ok(Enqueued::Durable)
             }
             Published::Full => Ok(Enqueued::Full),
-            // Something was stored under this id before: this reservation (a retry), or the
+            // Something was stored under this id before: this batch (a retry), or the
             // reconciler's tombstone. Only the first makes it durable.
-            Published::Taken => match self.find(order).await? {
+            Published::Taken => match self.find(batch, first).await? {
                 Some(_) => Ok(Enqueued::Durable),
                 None => Err(BackendError::indeterminate(
                     BACKEND,
                     format!(
-                        "publishing {order}: the id was stored before and is not a queued \
-                         reservation (voided, or already written)"
+                        "publishing batch {batch}: the id was stored before and is not a queued \
+                         batch (voided, or already written)"
                     ),
                 )),
             },
         }
     }
 
-    async fn void(&self, order: OrderId) -> BackendResult<VoidOutcome> {
-        Ok(match self.publish(order, Vec::new()).await? {
+    async fn void(&self, batch: BatchId) -> BackendResult<VoidOutcome> {
+        Ok(match self.publish(batch, Vec::new()).await? {
             Published::Stored => VoidOutcome::Voided,
             Published::Taken => VoidOutcome::AlreadyStored,
             // A full stream stores nothing: the reconciler tries again on its next pass.
             Published::Full => {
                 return Err(BackendError::determinate(
                     BACKEND,
-                    format!("voiding {order}: the stream is full"),
+                    format!("voiding batch {batch}: the stream is full"),
                 ));
             }
         })
@@ -601,42 +721,75 @@ impl ReservationQueue for JetStreamQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let mut messages = self.shared.fetch_now(max).await?;
-        if messages.is_empty() && wait >= PULL_WAIT_MIN {
-            // A pull for one message returns as soon as it arrives; a pull for `max` would sit
-            // until `max` arrived or `wait` ran out. Then take whatever else came meanwhile.
-            messages = self.shared.wait_for_one(wait).await?;
-            if !messages.is_empty() && max > 1 {
-                messages.extend(self.shared.fetch_now(max - 1).await?);
+        {
+            let mut delivered = self.shared.delivered();
+            if !delivered.waiting.is_empty() {
+                return Ok(self.hand_out(&mut delivered, max));
             }
         }
-        let mut reservations = Vec::with_capacity(messages.len());
-        let mut in_hand = self.shared.in_hand();
+        // Pull about as many messages as `max` reservations fill, at the sizes seen so far.
+        let per_message = self.shared.sizes.per_message().max(1.0);
+        let pull = ((max as f64 / per_message).ceil() as usize).clamp(1, max);
+        let mut messages = self.shared.fetch_now(pull).await?;
+        if messages.is_empty() && wait >= PULL_WAIT_MIN {
+            // A pull for one message returns as soon as it arrives; a pull for `pull` would sit
+            // until `pull` arrived or `wait` ran out. Then take whatever else came meanwhile.
+            messages = self.shared.wait_for_one(wait).await?;
+            if !messages.is_empty() && pull > 1 {
+                messages.extend(self.shared.fetch_now(pull - 1).await?);
+            }
+        }
+        let mut delivered = self.shared.delivered();
         for message in messages {
             if message.payload.is_empty() {
                 // A tombstone: nothing to write.
                 tokio::spawn(async move { message.ack().await });
                 continue;
             }
-            match serde_json::from_slice::<Reservation>(&message.payload) {
-                Ok(reservation) => {
-                    in_hand.insert(reservation.order_id, message);
-                    reservations.push(reservation);
+            let batch = self.batch_of_subject(&message.subject);
+            match (
+                batch,
+                serde_json::from_slice::<Vec<Reservation>>(&message.payload),
+            ) {
+                (Some(batch), Ok(reservations)) if !reservations.is_empty() => {
+                    delivered.waiting.push_back((batch, message, reservations));
                 }
-                Err(e) => {
+                (_, decoded) => {
                     // Not ours, or corrupt: delivering it again would only fail again.
-                    tracing::error!(subject = %message.subject, error = %e, "an unreadable reservation goes to the dead-letter stream");
+                    let error = decoded.err().map(|e| e.to_string()).unwrap_or_default();
+                    tracing::error!(subject = %message.subject, %error, "an unreadable batch goes to the dead-letter stream");
                     let shared = self.shared.clone();
                     tokio::spawn(async move { shared.dead_letter(message).await });
                 }
             }
         }
-        Ok(reservations)
+        Ok(self.hand_out(&mut delivered, max))
     }
 
     async fn ack(&self, orders: &[OrderId]) -> BackendResult<()> {
+        let done: Vec<(jetstream::Message, usize)> = {
+            let mut delivered = self.shared.delivered();
+            let mut complete = Vec::new();
+            for order in orders {
+                let Some(batch) = delivered.batch_of.remove(order) else {
+                    continue;
+                };
+                let Some(in_hand) = delivered.batches.get_mut(&batch) else {
+                    continue;
+                };
+                in_hand.unacked.remove(order);
+                if in_hand.unacked.is_empty() {
+                    complete.push(batch);
+                }
+            }
+            complete
+                .into_iter()
+                .filter_map(|batch| delivered.batches.remove(&batch))
+                .map(|in_hand| (in_hand.message, in_hand.reservations))
+                .collect()
+        };
         let _in_flight = self.shared.depth.begin();
-        let result = self.answer(orders, AckKind::Ack).await;
+        let result = self.answer(done, AckKind::Ack).await;
         if let Ok(confirmed) = result {
             self.shared
                 .depth
@@ -646,31 +799,52 @@ impl ReservationQueue for JetStreamQueue {
     }
 
     async fn nack(&self, orders: &[OrderId]) -> BackendResult<()> {
-        self.answer(orders, AckKind::Nak(None)).await.map(|_| ())
+        let handed_back: Vec<(jetstream::Message, usize)> = {
+            let mut delivered = self.shared.delivered();
+            let batches: HashSet<BatchId> = orders
+                .iter()
+                .filter_map(|order| delivered.batch_of.get(order).copied())
+                .collect();
+            let mut messages = Vec::new();
+            for batch in batches {
+                if let Some(in_hand) = delivered.batches.remove(&batch) {
+                    for order in &in_hand.unacked {
+                        delivered.batch_of.remove(order);
+                    }
+                    messages.push((in_hand.message, 0));
+                }
+            }
+            messages
+        };
+        self.answer(handed_back, AckKind::Nak(None))
+            .await
+            .map(|_| ())
     }
 
-    async fn find(&self, order: OrderId) -> BackendResult<Option<Reservation>> {
+    async fn find(&self, batch: BatchId, order: OrderId) -> BackendResult<Option<Reservation>> {
         match self
             .shared
             .stream
-            .get_last_raw_message_by_subject(&self.subject(order))
+            .get_last_raw_message_by_subject(&self.subject(batch))
             .await
         {
             Ok(message) if message.payload.is_empty() => Ok(None),
-            Ok(message) => decode(&message.payload).map(Some),
+            Ok(message) => Ok(decode(&message.payload)?
+                .into_iter()
+                .find(|r| r.order_id == order)),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(BackendError::determinate(
                 BACKEND,
-                format!("finding {order}: {e}"),
+                format!("finding {order} in batch {batch}: {e}"),
             )),
         }
     }
 
-    async fn all_queued(&self) -> BackendResult<Vec<Reservation>> {
+    async fn all_queued(&self) -> BackendResult<Vec<Queued>> {
         // Walk the stream by "next message for the subject filter at or after sequence n": one
-        // request per reservation held, at most `capacity`, and only at start-up.
+        // request per batch held, and only at start-up.
         let filter = format!("{}*", self.shared.subject_prefix);
-        let mut reservations = Vec::new();
+        let mut queued = Vec::new();
         let mut next = 1;
         loop {
             match self
@@ -681,12 +855,22 @@ impl ReservationQueue for JetStreamQueue {
             {
                 Ok(message) => {
                     if !message.payload.is_empty() {
-                        reservations.push(decode(&message.payload)?);
+                        let batch = self.batch_of_subject(&message.subject).ok_or_else(|| {
+                            BackendError::determinate(
+                                BACKEND,
+                                format!("a message under {} names no batch", message.subject),
+                            )
+                        })?;
+                        queued.extend(
+                            decode(&message.payload)?
+                                .into_iter()
+                                .map(|reservation| Queued { batch, reservation }),
+                        );
                     }
                     next = message.sequence + 1;
                 }
                 Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                    return Ok(reservations);
+                    return Ok(queued);
                 }
                 Err(e) => {
                     return Err(BackendError::determinate(
@@ -707,10 +891,9 @@ impl ReservationQueue for JetStreamQueue {
     }
 }
 
-fn decode(payload: &[u8]) -> BackendResult<Reservation> {
-    serde_json::from_slice(payload).map_err(|e| {
-        BackendError::determinate(BACKEND, format!("unreadable stored reservation: {e}"))
-    })
+fn decode(payload: &[u8]) -> BackendResult<Vec<Reservation>> {
+    serde_json::from_slice(payload)
+        .map_err(|e| BackendError::determinate(BACKEND, format!("unreadable stored batch: {e}")))
 }
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 //! The server is `FLASHSALE_TEST_NATS_URL` (default `nats://127.0.0.1:4222`). A server that
 //! cannot be reached fails the tests: a skipped backend test would read as a pass.
 
-use flashsale_core::{BuyerId, OrderId, Reservation, SaleId};
+use flashsale_core::{BatchId, BuyerId, OrderId, Reservation, SaleId};
 use flashsale_nats::{JetStreamQueue, JetStreamQueueConfig};
 use flashsale_service::conformance::QueueSetup;
-use flashsale_service::{Enqueued, ReservationQueue};
+use flashsale_service::{BackendResult, Enqueued, ReservationQueue};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -73,6 +73,23 @@ mod jetstream_queue {
     });
 }
 
+/// A reservation enqueued as a batch of its own (the classic layout: one message each).
+trait Alone {
+    async fn enqueue_alone(&self, reservation: Reservation) -> BackendResult<Enqueued>;
+    async fn find_alone(&self, order: OrderId) -> BackendResult<Option<Reservation>>;
+}
+
+impl Alone for JetStreamQueue {
+    async fn enqueue_alone(&self, reservation: Reservation) -> BackendResult<Enqueued> {
+        self.enqueue(BatchId::of_order(reservation.order_id), vec![reservation])
+            .await
+    }
+
+    async fn find_alone(&self, order: OrderId) -> BackendResult<Option<Reservation>> {
+        self.find(BatchId::of_order(order), order).await
+    }
+}
+
 fn reservation(who: &str) -> Reservation {
     Reservation::new(
         OrderId(Uuid::now_v7()),
@@ -118,19 +135,19 @@ async fn two_nodes_share_one_stream_and_full_stores_nothing() {
     .expect("second node");
     let (a, b, c) = (reservation("a"), reservation("b"), reservation("c"));
     assert_eq!(
-        first.enqueue(a.clone()).await.expect("enqueue"),
+        first.enqueue_alone(a.clone()).await.expect("enqueue"),
         Enqueued::Durable
     );
     assert_eq!(
-        second.enqueue(b.clone()).await.expect("enqueue"),
+        second.enqueue_alone(b.clone()).await.expect("enqueue"),
         Enqueued::Durable
     );
     assert_eq!(
-        first.enqueue(c.clone()).await.expect("enqueue"),
+        first.enqueue_alone(c.clone()).await.expect("enqueue"),
         Enqueued::Full
     );
     assert_eq!(
-        second.find(a.order_id).await.expect("find"),
+        second.find_alone(a.order_id).await.expect("find"),
         Some(a.clone())
     );
 
@@ -141,61 +158,70 @@ async fn two_nodes_share_one_stream_and_full_stores_nothing() {
     assert_eq!(taken.len(), 1);
     second.ack(&[taken[0].order_id]).await.expect("ack");
     assert_eq!(
-        first.enqueue(c.clone()).await.expect("enqueue"),
+        first.enqueue_alone(c.clone()).await.expect("enqueue"),
         Enqueued::Durable
     );
     assert_eq!(
-        first.find(c.order_id).await.expect("find"),
+        first.find_alone(c.order_id).await.expect("find"),
         Some(c),
         "the earlier refusal did not poison the id"
     );
 }
 
 /// Not a benchmark, a sanity figure printed with `--nocapture`: concurrent publishes waiting
-/// for their acks, then draining in batches.
+/// for their acks, then draining in batches; one reservation per message, then 32.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_and_drain_throughput_is_reported() {
     const TASKS: usize = 64;
-    const PER_TASK: usize = 150;
-    let (queue, _stream) = fresh_queue(QueueSetup::default()).await;
-    let queue = Arc::new(queue);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|task| {
-            let queue = queue.clone();
-            tokio::spawn(async move {
-                for n in 0..PER_TASK {
-                    let r = reservation(&format!("b{task}-{n}"));
-                    assert_eq!(queue.enqueue(r).await.expect("enqueue"), Enqueued::Durable);
-                }
+    const PER_TASK: usize = 128;
+    for per_message in [1, 32] {
+        let (queue, _stream) = fresh_queue(QueueSetup::default()).await;
+        let queue = Arc::new(queue);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    for chunk in (0..PER_TASK).collect::<Vec<_>>().chunks(per_message) {
+                        let batch: Vec<Reservation> = chunk
+                            .iter()
+                            .map(|n| reservation(&format!("b{task}-{n}")))
+                            .collect();
+                        let id = BatchId(Uuid::now_v7());
+                        assert_eq!(
+                            queue.enqueue(id, batch).await.expect("enqueue"),
+                            Enqueued::Durable
+                        );
+                    }
+                })
             })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("task");
+            .collect();
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let enqueued = started.elapsed();
+        let total = TASKS * PER_TASK;
+        assert_eq!(queue.depth(), total);
+        let started = Instant::now();
+        let mut drained = 0;
+        while drained < total {
+            let batch = queue
+                .take_batch(500, Duration::from_millis(500))
+                .await
+                .expect("take");
+            assert!(!batch.is_empty(), "drained {drained} of {total}");
+            let ids: Vec<OrderId> = batch.iter().map(|r| r.order_id).collect();
+            queue.ack(&ids).await.expect("ack");
+            drained += ids.len();
+        }
+        let drain = started.elapsed();
+        assert_eq!(queue.depth(), 0);
+        eprintln!(
+            "nats, {per_message} per message: {total} reservations from {TASKS} tasks: {:.0}/s ({enqueued:?}); drained with acks: {:.0}/s ({drain:?})",
+            total as f64 / enqueued.as_secs_f64(),
+            total as f64 / drain.as_secs_f64()
+        );
     }
-    let enqueued = started.elapsed();
-    let total = TASKS * PER_TASK;
-    assert_eq!(queue.depth(), total);
-    let started = Instant::now();
-    let mut drained = 0;
-    while drained < total {
-        let batch = queue
-            .take_batch(500, Duration::from_millis(500))
-            .await
-            .expect("take");
-        assert!(!batch.is_empty(), "drained {drained} of {total}");
-        let ids: Vec<OrderId> = batch.iter().map(|r| r.order_id).collect();
-        queue.ack(&ids).await.expect("ack");
-        drained += ids.len();
-    }
-    let drain = started.elapsed();
-    assert_eq!(queue.depth(), 0);
-    eprintln!(
-        "nats: {total} publishes from {TASKS} tasks: {:.0}/s ({enqueued:?}); drained with acks: {:.0}/s ({drain:?})",
-        total as f64 / enqueued.as_secs_f64(),
-        total as f64 / drain.as_secs_f64()
-    );
 }
 
 /// A message under a reservation subject that does not decode is never handed to a writer; it
@@ -204,7 +230,7 @@ async fn enqueue_and_drain_throughput_is_reported() {
 async fn an_unreadable_message_goes_to_the_dead_letter_stream() {
     let (queue, stream) = fresh_queue(QueueSetup::default()).await;
     let good = reservation("good");
-    queue.enqueue(good.clone()).await.expect("enqueue");
+    queue.enqueue_alone(good.clone()).await.expect("enqueue");
     let client = async_nats::connect(server_url()).await.expect("connect");
     let jetstream = async_nats::jetstream::new(client);
     let subject = format!("{}.res.{}", stream.name, Uuid::new_v4());

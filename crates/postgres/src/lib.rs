@@ -372,6 +372,7 @@ impl OrderStore for PgStore {
                     order_id: STORED.order_id(&text(row, "id")?)?,
                     buyer: STORED.buyer(&text(row, "buyer")?)?,
                     live: status.is_live(),
+                    batch: None,
                 })
             })
             .collect()

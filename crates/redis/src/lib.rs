@@ -3,30 +3,47 @@
 //!
 //! Layout, per sale, all under one hash tag so a sale's keys live in one Redis Cluster slot and
 //! every script touches a single slot:
-//! - `{fs:<prefix>:<sale>}:meta` (hash): `total`, `limit`, `available`;
+//! - `{fs:<prefix>:<sale>}:meta` (hash): `total`, `limit`, `available` (the counter: units on
+//!   no lease and in no reservation);
 //! - `{fs:<prefix>:<sale>}:res` (hash): order id → state letter (`P`ending, `D`urable,
-//!   `R`eturned) followed by the buyer id;
-//! - `{fs:<prefix>:<sale>}:buyers` (hash): buyer id → live reservations.
+//!   `R`eturned), then the batch id (36 characters, dashes when the order was restored from
+//!   the store), then the buyer id;
+//! - `{fs:<prefix>:<sale>}:buyers` (hash): buyer id → live reservations;
+//! - `{fs:<prefix>:<sale>}:pend` (set): the pending order ids, for the reconciler;
+//! - `{fs:<prefix>:<sale>}:leases` (hash): node id → `<units>:<expires at, Redis ms>`.
 //!
-//! Each operation is one script call, atomic in Redis, checking in `SaleLedger`'s order: an
-//! unknown sale first, then a known order id (`Duplicate`), then stock, then the buyer's limit.
+//! One `reserve` call is one script for a whole batch of buys, checking each in
+//! `SaleLedger`'s order: an unknown sale first, then a known order id (`Duplicate`), then stock,
+//! then the buyer's limit. So a batch of any size costs one round trip and one script run.
+//!
+//! **Leases** (`RedisStockConfig::lease`, the batched design): a node's lease is a block of
+//! units set aside for it. Its batches take from its own lease first, then from the counter,
+//! and only when both are empty from other nodes' leases, so a unit is never stranded on a
+//! node that is not selling it. At the end of each batch the node's lease is topped up from the
+//! counter (at most an eighth of what is left, so leases shrink as stock runs low) and its
+//! expiry moved on; a lease nobody renews (its node died) is reclaimed into the counter by the
+//! next batch that needs it. `release_lease` gives a node's lease back at the sale's end and at
+//! shutdown. Expiry times are Redis's own clock (`TIME`), so nodes' clocks never matter.
+//! Without a lease the script takes from the counter only: the classic design.
+//!
 //! Scripts are loaded at connect and called by SHA (`redis::Script` reloads them if a restarted
 //! Redis forgot them). `open_sale` checks the holdings in Rust with `SaleLedger::restore` before
 //! writing anything, writes the new ledger into staging keys of the same slot, and swaps them in
 //! with one script, so a sale of millions of holdings never blocks Redis in one long call and a
 //! refused open changes nothing.
 //!
-//! Not here yet (issue 5, later parts): stock leases to nodes, the `reserved → published →
-//! confirmed` record and its reconciler, and rebuilding after Redis restarts empty. Until the
-//! rebuild exists, a Redis that lost its data answers "unknown sale" (a determinate error, so
-//! buys fail with 503 and nothing is oversold) until the service opens the sale again.
+//! A Redis that lost its data answers "unknown sale" (a determinate error, so buys fail with
+//! 503 and nothing is oversold) until the service rebuilds the sale (`Shop::sync_once`).
 
 use async_trait::async_trait;
 use flashsale_core::{
-    BuyerId, OrderId, ReservationState, ReserveOutcome, ReturnOutcome, SaleId, SaleLedger,
+    BatchId, BuyerId, OrderId, ReservationState, ReserveOutcome, ReturnOutcome, SaleId, SaleLedger,
 };
 use flashsale_service::ports::redact_password;
-use flashsale_service::{BackendError, BackendResult, Holding, OpenMode, Opened, StockLedger};
+use flashsale_service::{
+    BackendError, BackendResult, Buy, Holding, LedgerEntry, OpenMode, Opened, PendingReservation,
+    StockLedger,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use serde::{Deserialize, Serialize};
@@ -41,79 +58,202 @@ const STAGING_FIELDS_PER_COMMAND_MAX: usize = 1_000;
 /// Staging keys expire unless swapped in by then, so an `open_sale` that died halfway leaves
 /// nothing behind.
 const STAGING_TTL_SECS: u64 = 600;
+/// Length of a batch id as text; a reservation's entry holds one (or as many dashes).
+const BATCH_CHARS: usize = 36;
+/// The batch field of an entry restored from the store, which has no batch.
+const NO_BATCH: &str = "------------------------------------";
 
-/// Takes one unit. KEYS: meta, res, buyers, pend. ARGV: order id, buyer.
+/// Reserves a batch. KEYS: meta, res, buyers, pend, leases. ARGV: batch id, node id ('' for no
+/// lease), lease units max, lease ttl ms, then an order id and a buyer per buy. Answers one
+/// word per buy, or `{'unknown_sale'}` having written nothing.
 const RESERVE_LUA: &str = r"
 local meta = redis.call('HMGET', KEYS[1], 'available', 'limit')
-if not meta[1] then return 'unknown_sale' end
-local state = redis.call('HGET', KEYS[2], ARGV[1])
-if state then return 'duplicate:' .. string.sub(state, 1, 1) end
-if tonumber(meta[1]) <= 0 then return 'sold_out' end
-local live = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
-if live >= tonumber(meta[2]) then return 'limit_reached' end
-redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
-redis.call('HINCRBY', KEYS[1], 'available', -1)
-redis.call('HSET', KEYS[2], ARGV[1], 'P' .. ARGV[2])
-redis.call('SADD', KEYS[4], ARGV[1])
-return 'reserved'
+if not meta[1] then return {'unknown_sale'} end
+local available, limit = tonumber(meta[1]), tonumber(meta[2])
+local batch, node = ARGV[1], ARGV[2]
+local leasing = node ~= ''
+local lease_max, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+local function units_of(lease)
+  return tonumber(string.match(lease or '', '^(%d+):')) or 0
+end
+local now, own = 0, 0
+if leasing then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  own = units_of(redis.call('HGET', KEYS[5], node))
+end
+-- Other nodes' leases, read only once this node's lease and the counter are empty.
+local others = nil
+local function other_units()
+  if others then return others end
+  others = {total = 0, list = {}}
+  if not leasing then return others end
+  local all = redis.call('HGETALL', KEYS[5])
+  for i = 1, #all, 2 do
+    if all[i] ~= node then
+      local units = units_of(all[i + 1])
+      local expires = tonumber(string.match(all[i + 1], ':(%d+)$')) or 0
+      if expires <= now then
+        -- Nobody renewed it: its node is gone, and its units go back on sale.
+        available = available + units
+        redis.call('HDEL', KEYS[5], all[i])
+      elseif units > 0 then
+        table.insert(others.list, {all[i], units, expires, false})
+        others.total = others.total + units
+      end
+    end
+  end
+  return others
+end
+-- Reading the other leases may reclaim expired ones into the counter: look at it again after.
+local function has_unit()
+  return own + available > 0 or other_units().total > 0 or available > 0
+end
+local answers = {}
+for i = 5, #ARGV, 2 do
+  local order, buyer = ARGV[i], ARGV[i + 1]
+  local state = redis.call('HGET', KEYS[2], order)
+  if state then
+    answers[#answers + 1] = 'duplicate:' .. string.sub(state, 1, 1)
+  elseif not has_unit() then
+    answers[#answers + 1] = 'sold_out'
+  elseif tonumber(redis.call('HGET', KEYS[3], buyer) or '0') >= limit then
+    answers[#answers + 1] = 'limit_reached'
+  else
+    if own > 0 then
+      own = own - 1
+    elseif available > 0 then
+      available = available - 1
+    else
+      for _, lease in ipairs(others.list) do
+        if lease[2] > 0 then
+          lease[2], lease[4] = lease[2] - 1, true
+          break
+        end
+      end
+      others.total = others.total - 1
+    end
+    redis.call('HINCRBY', KEYS[3], buyer, 1)
+    redis.call('HSET', KEYS[2], order, 'P' .. batch .. buyer)
+    redis.call('SADD', KEYS[4], order)
+    answers[#answers + 1] = 'reserved'
+  end
+end
+if leasing then
+  if own == 0 and available > 0 then
+    own = math.min(lease_max, math.max(1, math.floor(available / 8)))
+    available = available - own
+  end
+  if own > 0 then
+    redis.call('HSET', KEYS[5], node, own .. ':' .. (now + ttl))
+  else
+    redis.call('HDEL', KEYS[5], node)
+  end
+  for _, lease in ipairs(others and others.list or {}) do
+    if lease[4] then
+      if lease[2] > 0 then
+        redis.call('HSET', KEYS[5], lease[1], lease[2] .. ':' .. lease[3])
+      else
+        redis.call('HDEL', KEYS[5], lease[1])
+      end
+    end
+  end
+end
+redis.call('HSET', KEYS[1], 'available', available)
+return answers
 ";
 
-/// Pending → durable. KEYS: meta, res, pend. ARGV: order id.
+/// Pending → durable. KEYS: meta, res, pend. ARGV: order ids.
 const CONFIRM_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown_sale' end
-local state = redis.call('HGET', KEYS[2], ARGV[1])
-if state and string.sub(state, 1, 1) == 'P' then
-  redis.call('HSET', KEYS[2], ARGV[1], 'D' .. string.sub(state, 2))
-  redis.call('SREM', KEYS[3], ARGV[1])
-  return 'confirmed'
+for i = 1, #ARGV do
+  local state = redis.call('HGET', KEYS[2], ARGV[i])
+  if state and string.sub(state, 1, 1) == 'P' then
+    redis.call('HSET', KEYS[2], ARGV[i], 'D' .. string.sub(state, 2))
+    redis.call('SREM', KEYS[3], ARGV[i])
+  end
 end
-return 'unchanged'
+return 'ok'
 ";
 
 /// Gives back a unit and the buyer's count, and drops the order from the pending set. Shared
-/// head of the two releasing scripts.
+/// head of the two releasing scripts. KEYS: meta, res, buyers, pend.
 const RELEASE_LUA: &str = r"
-local function release(buyer)
-  redis.call('SREM', KEYS[4], ARGV[1])
+local function release(order, state)
+  local buyer = string.sub(state, 38)
+  redis.call('SREM', KEYS[4], order)
   redis.call('HINCRBY', KEYS[1], 'available', 1)
   if redis.call('HINCRBY', KEYS[3], buyer, -1) <= 0 then redis.call('HDEL', KEYS[3], buyer) end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown_sale' end
-local state = redis.call('HGET', KEYS[2], ARGV[1])
 ";
 
-/// Pending → forgotten, unit back. KEYS: meta, res, buyers, pend. ARGV: order id.
+/// Pending → forgotten, unit back. ARGV: order ids.
 const CANCEL_PENDING_TAIL_LUA: &str = r"
-if state and string.sub(state, 1, 1) == 'P' then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  release(string.sub(state, 2))
-  return 'cancelled'
+for i = 1, #ARGV do
+  local state = redis.call('HGET', KEYS[2], ARGV[i])
+  if state and string.sub(state, 1, 1) == 'P' then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    release(ARGV[i], state)
+  end
 end
-return 'unchanged'
+return 'ok'
 ";
 
 /// Durable (or pending: see `SaleLedger::return_unit`) → returned, unit back, exactly once.
-/// KEYS: meta, res, buyers, pend. ARGV: order id.
+/// ARGV: order id.
 const RETURN_UNIT_TAIL_LUA: &str = r"
+local state = redis.call('HGET', KEYS[2], ARGV[1])
 if not state then return 'unknown' end
-local letter = string.sub(state, 1, 1)
-if letter == 'R' then return 'already_returned' end
+if string.sub(state, 1, 1) == 'R' then return 'already_returned' end
 redis.call('HSET', KEYS[2], ARGV[1], 'R' .. string.sub(state, 2))
-release(string.sub(state, 2))
+release(ARGV[1], state)
 return 'returned'
+";
+
+/// Units not in any reservation: the counter plus every lease. KEYS: meta, leases. -1 for an
+/// unknown sale.
+const AVAILABLE_LUA: &str = r"
+local available = redis.call('HGET', KEYS[1], 'available')
+if not available then return -1 end
+local total = tonumber(available)
+for _, lease in ipairs(redis.call('HVALS', KEYS[2])) do
+  total = total + (tonumber(string.match(lease, '^(%d+):')) or 0)
+end
+return total
+";
+
+/// Gives a node's lease back to the counter. KEYS: meta, leases. ARGV: node id.
+const RELEASE_LEASE_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown_sale' end
+local lease = redis.call('HGET', KEYS[2], ARGV[1])
+if not lease then return 'none' end
+redis.call('HINCRBY', KEYS[1], 'available', tonumber(string.match(lease, '^(%d+):')) or 0)
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 'released'
+";
+
+/// The pending order ids with their entries. KEYS: res, pend.
+const PENDING_LUA: &str = r"
+local out = {}
+for _, order in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  out[#out + 1] = order
+  out[#out + 1] = redis.call('HGET', KEYS[1], order) or ''
+end
+return out
 ";
 
 /// Swaps a staged ledger in, replacing the live one, or (ARGV[1] = 'if_absent') only when there
 /// is none: the check and the swap are one step, so two nodes recovering at once cannot replace
 /// a ledger another node already sells from. KEYS: meta, res, buyers, then the three staged
-/// keys in the same order, then pend (a new ledger has nothing pending).
+/// keys in the same order, then pend and leases (a new ledger has nothing pending or leased).
 const SWAP_IN_LUA: &str = r"
 if ARGV[1] == 'if_absent' and redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('UNLINK', KEYS[4], KEYS[5], KEYS[6])
   return 'present'
 end
 if redis.call('EXISTS', KEYS[4]) == 0 then return 'staging_missing' end
-redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[7])
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[7], KEYS[8])
 for i = 1, 3 do
   if redis.call('EXISTS', KEYS[i + 3]) == 1 then
     redis.call('RENAME', KEYS[i + 3], KEYS[i])
@@ -135,6 +275,9 @@ pub struct RedisStockConfig {
     pub response_timeout_ms: u64,
     /// How long connecting (and reconnecting) may take.
     pub connect_timeout_ms: u64,
+    /// Stock leases for this node (the batched design); `None` takes every unit from the
+    /// sale's counter (the classic design).
+    pub lease: Option<LeaseConfig>,
 }
 
 impl Default for RedisStockConfig {
@@ -143,6 +286,27 @@ impl Default for RedisStockConfig {
             key_prefix: "flashsale".to_owned(),
             response_timeout_ms: 2_000,
             connect_timeout_ms: 2_000,
+            lease: None,
+        }
+    }
+}
+
+/// A node's stock leases (see the crate docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeaseConfig {
+    /// Most units one lease sets aside; a lease takes at most an eighth of what is left.
+    pub units_max: u32,
+    /// A lease not renewed for this long (its node stopped selling, or died) goes back on sale.
+    /// Each batch renews its node's lease.
+    pub ttl_ms: u64,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            units_max: 64,
+            ttl_ms: 3_000,
         }
     }
 }
@@ -163,6 +327,8 @@ struct SaleKeys {
     buyers: String,
     /// The set of pending order ids, for the reconciler (never staged: a new ledger has none).
     pend: String,
+    /// The nodes' leases (never staged: a new ledger has none).
+    leases: String,
 }
 
 impl SaleKeys {
@@ -173,6 +339,7 @@ impl SaleKeys {
             res: format!("{tag}:res"),
             buyers: format!("{tag}:buyers"),
             pend: format!("{tag}:pend"),
+            leases: format!("{tag}:leases"),
         }
     }
 
@@ -183,6 +350,7 @@ impl SaleKeys {
             res: format!("{}:staging:{nonce}", self.res),
             buyers: format!("{}:staging:{nonce}", self.buyers),
             pend: format!("{}:staging:{nonce}", self.pend),
+            leases: format!("{}:staging:{nonce}", self.leases),
         }
     }
 }
@@ -194,6 +362,9 @@ struct Scripts {
     confirm: Script,
     cancel_pending: Script,
     return_unit: Script,
+    available: Script,
+    release_lease: Script,
+    pending: Script,
     swap_in: Script,
 }
 
@@ -204,42 +375,60 @@ impl Scripts {
             confirm: Script::new(CONFIRM_LUA),
             cancel_pending: Script::new(&format!("{RELEASE_LUA}{CANCEL_PENDING_TAIL_LUA}")),
             return_unit: Script::new(&format!("{RELEASE_LUA}{RETURN_UNIT_TAIL_LUA}")),
+            available: Script::new(AVAILABLE_LUA),
+            release_lease: Script::new(RELEASE_LEASE_LUA),
+            pending: Script::new(PENDING_LUA),
             swap_in: Script::new(SWAP_IN_LUA),
         }
     }
 
-    fn all(&self) -> [&Script; 5] {
+    fn all(&self) -> [&Script; 8] {
         [
             &self.reserve,
             &self.confirm,
             &self.cancel_pending,
             &self.return_unit,
+            &self.available,
+            &self.release_lease,
+            &self.pending,
             &self.swap_in,
         ]
     }
 }
 
+/// This node's lease settings and the id its leases carry.
+#[derive(Debug, Clone)]
+struct Leasing {
+    node: String,
+    units_max: String,
+    ttl_ms: String,
+}
+
 /// Stock and per-buyer limits in Redis, shared by every node.
 ///
-/// Cheap to clone: clones share the multiplexed connection, which reconnects by itself.
+/// Cheap to clone: clones share the multiplexed connection, which reconnects by itself, and
+/// the node id (a clone is the same node).
 #[derive(Clone)]
 pub struct RedisStock {
     connection: ConnectionManager,
     prefix: String,
     scripts: std::sync::Arc<Scripts>,
+    leasing: Option<Leasing>,
 }
 
 impl std::fmt::Debug for RedisStock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStock")
             .field("prefix", &self.prefix)
+            .field("leasing", &self.leasing)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStock {
     /// Connects to `url` (`redis://host:port[/db]`) and loads the scripts, so a server that
-    /// cannot run them is found at start, not at the first buy.
+    /// cannot run them is found at start, not at the first buy. With leases, this node gets a
+    /// fresh id: a restarted node never renews the lease of its earlier life, which expires.
     pub async fn connect(url: &str, config: RedisStockConfig) -> Result<Self, RedisStockOpenError> {
         let fail = |message: String| RedisStockOpenError {
             url: redact_password(url),
@@ -250,6 +439,13 @@ impl RedisStock {
                 "key prefix {:?} must be non-empty and without braces",
                 config.key_prefix
             )));
+        }
+        if let Some(lease) = &config.lease
+            && (lease.units_max == 0 || lease.ttl_ms == 0)
+        {
+            return Err(fail(
+                "lease units_max and ttl_ms must be greater than 0".to_owned(),
+            ));
         }
         let client = redis::Client::open(url).map_err(|e| fail(format!("bad URL: {e}")))?;
         let manager_config = ConnectionManagerConfig::new()
@@ -269,26 +465,37 @@ impl RedisStock {
                 .await
                 .map_err(|e| fail(format!("loading a script: {e}")))?;
         }
+        let leasing = config.lease.map(|lease| Leasing {
+            node: uuid::Uuid::new_v4().simple().to_string(),
+            units_max: lease.units_max.to_string(),
+            ttl_ms: lease.ttl_ms.to_string(),
+        });
         Ok(Self {
             connection,
             prefix: config.key_prefix,
             scripts: std::sync::Arc::new(scripts),
+            leasing,
         })
+    }
+
+    /// This node's id in its leases, if it takes leases.
+    pub fn node_id(&self) -> Option<&str> {
+        self.leasing.as_ref().map(|l| l.node.as_str())
     }
 
     fn keys(&self, sale: SaleId) -> SaleKeys {
         SaleKeys::new(&self.prefix, sale)
     }
 
-    /// Runs a script that answers with a status word.
-    async fn run(
+    /// Runs a script and reads its answer as `T`.
+    async fn run<T: redis::FromRedisValue>(
         &self,
         what: &str,
         script: &Script,
         keys: &[&str],
         args: &[&str],
         writes: bool,
-    ) -> BackendResult<String> {
+    ) -> BackendResult<T> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(*key);
@@ -347,6 +554,39 @@ impl RedisStock {
     }
 }
 
+/// An entry of the `res` hash: state letter, batch field, buyer.
+fn encode_entry(letter: char, batch: Option<BatchId>, buyer: &BuyerId) -> String {
+    match batch {
+        Some(batch) => format!("{letter}{batch}{buyer}"),
+        None => format!("{letter}{NO_BATCH}{buyer}"),
+    }
+}
+
+fn decode_entry(text: &str) -> BackendResult<LedgerEntry> {
+    let bad = || unexpected("reading a reservation", text);
+    let state = match text.as_bytes().first() {
+        Some(b'P') => ReservationState::Pending,
+        Some(b'D') => ReservationState::Durable,
+        Some(b'R') => ReservationState::Returned,
+        _ => return Err(bad()),
+    };
+    let batch_text = text.get(1..1 + BATCH_CHARS).ok_or_else(bad)?;
+    let batch = if batch_text == NO_BATCH {
+        None
+    } else {
+        Some(BatchId::parse(batch_text).map_err(|_| bad())?)
+    };
+    let buyer = text
+        .get(1 + BATCH_CHARS..)
+        .and_then(|b| BuyerId::parse(b).ok())
+        .ok_or_else(bad)?;
+    Ok(LedgerEntry {
+        state,
+        buyer,
+        batch,
+    })
+}
+
 #[async_trait]
 impl StockLedger for RedisStock {
     async fn open_sale(
@@ -359,28 +599,25 @@ impl StockLedger for RedisStock {
     ) -> BackendResult<Opened> {
         // The rules of a rebuild (an order listed twice counts once, live if either says so;
         // refuse more live holdings than stock) are core's: check with it before touching Redis.
-        let ledger = SaleLedger::restore(
-            stock_total,
-            per_buyer_limit,
-            holdings
-                .iter()
-                .map(|h| (h.order_id, h.buyer.clone(), h.live)),
-        )
-        .map_err(|e| BackendError::determinate(BACKEND, format!("sale {sale}: {e}")))?;
-        let mut records: HashMap<OrderId, (&BuyerId, bool)> = HashMap::new();
+        let ledger = SaleLedger::restore(stock_total, per_buyer_limit, holdings.iter().cloned())
+            .map_err(|e| BackendError::determinate(BACKEND, format!("sale {sale}: {e}")))?;
+        let mut records: HashMap<OrderId, (&BuyerId, bool, Option<BatchId>)> = HashMap::new();
         for h in &holdings {
-            let entry = records.entry(h.order_id).or_insert((&h.buyer, h.live));
+            let entry = records
+                .entry(h.order_id)
+                .or_insert((&h.buyer, h.live, h.batch));
             entry.1 |= h.live;
+            entry.2 = entry.2.or(h.batch);
         }
         let mut live_by_buyer: HashMap<&BuyerId, u32> = HashMap::new();
         let reservations: Vec<(String, String)> = records
             .iter()
-            .map(|(order, (buyer, live))| {
+            .map(|(order, (buyer, live, batch))| {
                 if *live {
                     *live_by_buyer.entry(*buyer).or_default() += 1;
                 }
                 let letter = if *live { 'D' } else { 'R' };
-                (order.to_string(), format!("{letter}{buyer}"))
+                (order.to_string(), encode_entry(letter, *batch, buyer))
             })
             .collect();
         let buyers: Vec<(String, String)> = live_by_buyer
@@ -403,7 +640,7 @@ impl StockLedger for RedisStock {
             &buyers,
         )
         .await?;
-        let answer = self
+        let answer: String = self
             .run(
                 "opening a sale",
                 &self.scripts.swap_in,
@@ -415,6 +652,7 @@ impl StockLedger for RedisStock {
                     &staging.res,
                     &staging.buyers,
                     &keys.pend,
+                    &keys.leases,
                 ],
                 &[mode_arg],
                 true,
@@ -434,70 +672,114 @@ impl StockLedger for RedisStock {
     async fn reserve(
         &self,
         sale: SaleId,
-        order: OrderId,
-        buyer: &BuyerId,
-    ) -> BackendResult<ReserveOutcome> {
+        batch: BatchId,
+        buys: &[Buy],
+    ) -> BackendResult<Vec<ReserveOutcome>> {
+        if buys.is_empty() {
+            return Ok(Vec::new());
+        }
         let keys = self.keys(sale);
-        let answer = self
+        let batch = batch.to_string();
+        let (node, units_max, ttl_ms) = match &self.leasing {
+            Some(l) => (l.node.as_str(), l.units_max.as_str(), l.ttl_ms.as_str()),
+            None => ("", "0", "0"),
+        };
+        let orders: Vec<String> = buys.iter().map(|b| b.order.to_string()).collect();
+        let mut args: Vec<&str> = Vec::with_capacity(4 + 2 * buys.len());
+        args.extend([batch.as_str(), node, units_max, ttl_ms]);
+        for (order, buy) in orders.iter().zip(buys) {
+            args.push(order);
+            args.push(buy.buyer.as_str());
+        }
+        let answers: Vec<String> = self
             .run(
                 "reserving",
                 &self.scripts.reserve,
-                &[&keys.meta, &keys.res, &keys.buyers, &keys.pend],
-                &[&order.to_string(), buyer.as_str()],
+                &[
+                    &keys.meta,
+                    &keys.res,
+                    &keys.buyers,
+                    &keys.pend,
+                    &keys.leases,
+                ],
+                &args,
                 true,
             )
             .await?;
-        Ok(match answer.as_str() {
-            "reserved" => ReserveOutcome::Reserved,
-            "sold_out" => ReserveOutcome::SoldOut,
-            "limit_reached" => ReserveOutcome::LimitReached,
-            "duplicate:P" => ReserveOutcome::Duplicate(ReservationState::Pending),
-            "duplicate:D" => ReserveOutcome::Duplicate(ReservationState::Durable),
-            "duplicate:R" => ReserveOutcome::Duplicate(ReservationState::Returned),
-            "unknown_sale" => return Err(unknown_sale(sale)),
-            other => return Err(unexpected("reserving", other)),
-        })
+        if answers.len() == 1 && answers[0] == "unknown_sale" {
+            return Err(unknown_sale(sale));
+        }
+        if answers.len() != buys.len() {
+            return Err(unexpected(
+                "reserving",
+                &format!("{} answers for {} buys", answers.len(), buys.len()),
+            ));
+        }
+        answers
+            .iter()
+            .map(|answer| {
+                Ok(match answer.as_str() {
+                    "reserved" => ReserveOutcome::Reserved,
+                    "sold_out" => ReserveOutcome::SoldOut,
+                    "limit_reached" => ReserveOutcome::LimitReached,
+                    "duplicate:P" => ReserveOutcome::Duplicate(ReservationState::Pending),
+                    "duplicate:D" => ReserveOutcome::Duplicate(ReservationState::Durable),
+                    "duplicate:R" => ReserveOutcome::Duplicate(ReservationState::Returned),
+                    other => return Err(unexpected("reserving", other)),
+                })
+            })
+            .collect()
     }
 
-    async fn confirm(&self, sale: SaleId, order: OrderId) -> BackendResult<()> {
+    async fn confirm(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()> {
+        if orders.is_empty() {
+            return Ok(());
+        }
         let keys = self.keys(sale);
-        let answer = self
+        let orders: Vec<String> = orders.iter().map(OrderId::to_string).collect();
+        let args: Vec<&str> = orders.iter().map(String::as_str).collect();
+        let answer: String = self
             .run(
                 "confirming",
                 &self.scripts.confirm,
                 &[&keys.meta, &keys.res, &keys.pend],
-                &[&order.to_string()],
+                &args,
                 true,
             )
             .await?;
         match answer.as_str() {
-            "confirmed" | "unchanged" => Ok(()),
+            "ok" => Ok(()),
             "unknown_sale" => Err(unknown_sale(sale)),
             other => Err(unexpected("confirming", other)),
         }
     }
 
-    async fn cancel_pending(&self, sale: SaleId, order: OrderId) -> BackendResult<()> {
+    async fn cancel_pending(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()> {
+        if orders.is_empty() {
+            return Ok(());
+        }
         let keys = self.keys(sale);
-        let answer = self
+        let orders: Vec<String> = orders.iter().map(OrderId::to_string).collect();
+        let args: Vec<&str> = orders.iter().map(String::as_str).collect();
+        let answer: String = self
             .run(
-                "cancelling a pending reservation",
+                "cancelling pending reservations",
                 &self.scripts.cancel_pending,
                 &[&keys.meta, &keys.res, &keys.buyers, &keys.pend],
-                &[&order.to_string()],
+                &args,
                 true,
             )
             .await?;
         match answer.as_str() {
-            "cancelled" | "unchanged" => Ok(()),
+            "ok" => Ok(()),
             "unknown_sale" => Err(unknown_sale(sale)),
-            other => Err(unexpected("cancelling a pending reservation", other)),
+            other => Err(unexpected("cancelling pending reservations", other)),
         }
     }
 
     async fn return_unit(&self, sale: SaleId, order: OrderId) -> BackendResult<ReturnOutcome> {
         let keys = self.keys(sale);
-        let answer = self
+        let answer: String = self
             .run(
                 "returning a unit",
                 &self.scripts.return_unit,
@@ -517,32 +799,82 @@ impl StockLedger for RedisStock {
 
     async fn available(&self, sale: SaleId) -> BackendResult<u32> {
         let keys = self.keys(sale);
-        let mut connection = self.connection.clone();
-        let available: Option<u32> = redis::cmd("HGET")
-            .arg(&keys.meta)
-            .arg("available")
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| redis_error("reading available stock", &e, false))?;
-        available.ok_or_else(|| unknown_sale(sale))
+        let available: i64 = self
+            .run(
+                "reading available stock",
+                &self.scripts.available,
+                &[&keys.meta, &keys.leases],
+                &[],
+                false,
+            )
+            .await?;
+        u32::try_from(available).map_err(|_| unknown_sale(sale))
     }
 
-    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<OrderId>> {
+    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<PendingReservation>> {
+        let keys = self.keys(sale);
+        let pairs: Vec<String> = self
+            .run(
+                "listing pending reservations",
+                &self.scripts.pending,
+                &[&keys.res, &keys.pend],
+                &[],
+                false,
+            )
+            .await?;
+        let mut pending = Vec::with_capacity(pairs.len() / 2);
+        for pair in pairs.chunks(2) {
+            let [order, entry] = pair else {
+                return Err(unexpected("listing pending reservations", "an odd reply"));
+            };
+            let order = OrderId::parse(order).map_err(|e| {
+                unexpected("listing pending reservations", &format!("{order}: {e}"))
+            })?;
+            // Settled between the two reads of the script: not pending any more.
+            if entry.is_empty() {
+                continue;
+            }
+            let entry = decode_entry(entry)?;
+            if entry.state == ReservationState::Pending
+                && let Some(batch) = entry.batch
+            {
+                pending.push(PendingReservation { order, batch });
+            }
+        }
+        Ok(pending)
+    }
+
+    async fn entry(&self, sale: SaleId, order: OrderId) -> BackendResult<Option<LedgerEntry>> {
         let keys = self.keys(sale);
         let mut connection = self.connection.clone();
-        let members: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(&keys.pend)
+        let entry: Option<String> = redis::cmd("HGET")
+            .arg(&keys.res)
+            .arg(order.to_string())
             .query_async(&mut connection)
             .await
-            .map_err(|e| redis_error("listing pending reservations", &e, false))?;
-        members
-            .iter()
-            .map(|member| {
-                OrderId::parse(member).map_err(|e| {
-                    unexpected("listing pending reservations", &format!("{member}: {e}"))
-                })
-            })
-            .collect()
+            .map_err(|e| redis_error("reading a reservation", &e, false))?;
+        entry.as_deref().map(decode_entry).transpose()
+    }
+
+    async fn release_lease(&self, sale: SaleId) -> BackendResult<()> {
+        let Some(leasing) = &self.leasing else {
+            return Ok(());
+        };
+        let keys = self.keys(sale);
+        let answer: String = self
+            .run(
+                "releasing a lease",
+                &self.scripts.release_lease,
+                &[&keys.meta, &keys.leases],
+                &[&leasing.node],
+                true,
+            )
+            .await?;
+        match answer.as_str() {
+            // A sale Redis no longer knows has no lease to give back.
+            "released" | "none" | "unknown_sale" => Ok(()),
+            other => Err(unexpected("releasing a lease", other)),
+        }
     }
 }
 
@@ -592,7 +924,13 @@ mod tests {
         let sale = SaleId(Uuid::from_u128(7));
         let keys = SaleKeys::new("shop", sale);
         let tag = format!("{{fs:shop:{sale}}}");
-        for key in [&keys.meta, &keys.res, &keys.buyers, &keys.pend] {
+        for key in [
+            &keys.meta,
+            &keys.res,
+            &keys.buyers,
+            &keys.pend,
+            &keys.leases,
+        ] {
             assert!(key.starts_with(&tag), "{key}");
         }
         let staging = keys.staging(42);
@@ -602,6 +940,21 @@ mod tests {
             assert_eq!(key.matches('{').count(), 1, "{key}");
         }
         assert_ne!(staging.meta, keys.meta);
+    }
+
+    #[test]
+    fn entries_round_trip_with_and_without_a_batch() {
+        let buyer = BuyerId::parse("a|b-c").expect("buyer");
+        let batch = BatchId(Uuid::from_u128(99));
+        for (letter, batch) in [('P', Some(batch)), ('D', None), ('R', Some(batch))] {
+            let text = encode_entry(letter, batch, &buyer);
+            let entry = decode_entry(&text).expect("decodes");
+            assert_eq!(entry.buyer, buyer);
+            assert_eq!(entry.batch, batch);
+        }
+        for bad in ["", "X", "P123", &format!("Q{NO_BATCH}a")] {
+            assert!(decode_entry(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -24,12 +24,12 @@
 //! not fail on precision no contract promises.
 
 use crate::ports::{
-    Enqueued, Holding, OpenMode, Opened, OrderCounts, OrderStore, PayOutcome, ReservationQueue,
-    StockLedger, VoidOutcome,
+    BackendResult, Buy, Enqueued, Holding, LedgerEntry, OpenMode, Opened, OrderCounts, OrderStore,
+    PayOutcome, PendingReservation, Queued, ReservationQueue, StockLedger, VoidOutcome,
 };
 use flashsale_core::{
-    BuyerId, Order, OrderId, OrderStatus, PaymentId, Reservation, ReservationState, ReserveOutcome,
-    ReturnOutcome, Sale, SaleId, SaleSpec, Timestamp,
+    BatchId, BuyerId, Order, OrderId, OrderStatus, PaymentId, Reservation, ReservationState,
+    ReserveOutcome, ReturnOutcome, Sale, SaleId, SaleSpec, Timestamp,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -108,6 +108,63 @@ fn spec(name: &str, stock: u32) -> SaleSpec {
     }
 }
 
+/// One buy as its own batch, the way the classic design reserves: most stock cases are about
+/// the rules of one reservation, and read better one call at a time.
+trait ReserveOne {
+    async fn reserve_one(
+        &self,
+        sale: SaleId,
+        order: OrderId,
+        buyer: &BuyerId,
+    ) -> BackendResult<ReserveOutcome>;
+}
+
+impl ReserveOne for dyn StockLedger {
+    async fn reserve_one(
+        &self,
+        sale: SaleId,
+        order: OrderId,
+        buyer: &BuyerId,
+    ) -> BackendResult<ReserveOutcome> {
+        let buys = [Buy {
+            order,
+            buyer: buyer.clone(),
+        }];
+        let outcomes = self.reserve(sale, BatchId::of_order(order), &buys).await?;
+        assert_eq!(outcomes.len(), 1, "one answer per buy: {outcomes:?}");
+        Ok(outcomes[0])
+    }
+}
+
+/// Reservations enqueued alone (each its own batch), for the cases about queue rules that do
+/// not depend on batching.
+trait EnqueueOne {
+    async fn enqueue_one(&self, reservation: Reservation) -> BackendResult<Enqueued>;
+    async fn find_one(&self, order: OrderId) -> BackendResult<Option<Reservation>>;
+    /// `all_queued`, without the batches.
+    async fn queued(&self) -> BackendResult<Vec<Reservation>>;
+}
+
+impl EnqueueOne for dyn ReservationQueue {
+    async fn enqueue_one(&self, reservation: Reservation) -> BackendResult<Enqueued> {
+        self.enqueue(BatchId::of_order(reservation.order_id), vec![reservation])
+            .await
+    }
+
+    async fn find_one(&self, order: OrderId) -> BackendResult<Option<Reservation>> {
+        self.find(BatchId::of_order(order), order).await
+    }
+
+    async fn queued(&self) -> BackendResult<Vec<Reservation>> {
+        Ok(self
+            .all_queued()
+            .await?
+            .into_iter()
+            .map(|q| q.reservation)
+            .collect())
+    }
+}
+
 fn sorted_ids(reservations: &[Reservation]) -> Vec<OrderId> {
     let mut ids: Vec<OrderId> = reservations.iter().map(|r| r.order_id).collect();
     ids.sort();
@@ -133,14 +190,14 @@ pub mod stock {
         assert_eq!(ledger.available(sale).await.expect("available"), 3);
         assert_eq!(
             ledger
-                .reserve(sale, new_order_id(), &a)
+                .reserve_one(sale, new_order_id(), &a)
                 .await
                 .expect("reserve"),
             ReserveOutcome::Reserved
         );
         assert_eq!(
             ledger
-                .reserve(sale, new_order_id(), &a)
+                .reserve_one(sale, new_order_id(), &a)
                 .await
                 .expect("reserve"),
             ReserveOutcome::Reserved
@@ -148,7 +205,7 @@ pub mod stock {
         assert_eq!(ledger.available(sale).await.expect("available"), 1);
         assert_eq!(
             ledger
-                .reserve(sale, new_order_id(), &a)
+                .reserve_one(sale, new_order_id(), &a)
                 .await
                 .expect("reserve"),
             ReserveOutcome::LimitReached
@@ -160,14 +217,14 @@ pub mod stock {
         );
         assert_eq!(
             ledger
-                .reserve(sale, new_order_id(), &b)
+                .reserve_one(sale, new_order_id(), &b)
                 .await
                 .expect("reserve"),
             ReserveOutcome::Reserved
         );
         assert_eq!(
             ledger
-                .reserve(sale, new_order_id(), &c)
+                .reserve_one(sale, new_order_id(), &c)
                 .await
                 .expect("reserve"),
             ReserveOutcome::SoldOut
@@ -185,7 +242,7 @@ pub mod stock {
         let mut reserved = 0;
         for n in 0..10 {
             match ledger
-                .reserve(sale, new_order_id(), &buyer(&format!("b{n}")))
+                .reserve_one(sale, new_order_id(), &buyer(&format!("b{n}")))
                 .await
                 .expect("reserve")
             {
@@ -209,16 +266,16 @@ pub mod stock {
         let a = buyer("a");
         let first = new_order_id();
         assert_eq!(
-            ledger.reserve(sale, first, &a).await.expect("reserve"),
+            ledger.reserve_one(sale, first, &a).await.expect("reserve"),
             ReserveOutcome::Reserved
         );
         assert_eq!(
-            ledger.reserve(sale, first, &a).await.expect("reserve"),
+            ledger.reserve_one(sale, first, &a).await.expect("reserve"),
             ReserveOutcome::Duplicate(ReservationState::Pending)
         );
-        ledger.confirm(sale, first).await.expect("confirm");
+        ledger.confirm(sale, &[first]).await.expect("confirm");
         assert_eq!(
-            ledger.reserve(sale, first, &a).await.expect("reserve"),
+            ledger.reserve_one(sale, first, &a).await.expect("reserve"),
             ReserveOutcome::Duplicate(ReservationState::Durable)
         );
         assert_eq!(
@@ -228,20 +285,20 @@ pub mod stock {
         );
         assert_eq!(
             ledger
-                .reserve(sale, new_order_id(), &buyer("b"))
+                .reserve_one(sale, new_order_id(), &buyer("b"))
                 .await
                 .expect("reserve"),
             ReserveOutcome::Reserved
         );
         assert_eq!(
             ledger
-                .reserve(sale, new_order_id(), &buyer("c"))
+                .reserve_one(sale, new_order_id(), &buyer("c"))
                 .await
                 .expect("reserve"),
             ReserveOutcome::SoldOut
         );
         assert_eq!(
-            ledger.reserve(sale, first, &a).await.expect("reserve"),
+            ledger.reserve_one(sale, first, &a).await.expect("reserve"),
             ReserveOutcome::Duplicate(ReservationState::Durable),
             "a retry after sold out is still a duplicate"
         );
@@ -258,10 +315,10 @@ pub mod stock {
         let a = buyer("a");
         let order = new_order_id();
         assert_eq!(
-            ledger.reserve(sale, order, &a).await.expect("reserve"),
+            ledger.reserve_one(sale, order, &a).await.expect("reserve"),
             ReserveOutcome::Reserved
         );
-        ledger.cancel_pending(sale, order).await.expect("cancel");
+        ledger.cancel_pending(sale, &[order]).await.expect("cancel");
         assert_eq!(
             ledger.available(sale).await.expect("available"),
             2,
@@ -269,27 +326,27 @@ pub mod stock {
         );
         // Forgotten: the same id reserves afresh, and the buyer's limit was released too.
         assert_eq!(
-            ledger.reserve(sale, order, &a).await.expect("reserve"),
+            ledger.reserve_one(sale, order, &a).await.expect("reserve"),
             ReserveOutcome::Reserved
         );
-        ledger.confirm(sale, order).await.expect("confirm");
-        ledger.confirm(sale, order).await.expect("confirm twice");
+        ledger.confirm(sale, &[order]).await.expect("confirm");
+        ledger.confirm(sale, &[order]).await.expect("confirm twice");
         assert_eq!(
-            ledger.reserve(sale, order, &a).await.expect("reserve"),
+            ledger.reserve_one(sale, order, &a).await.expect("reserve"),
             ReserveOutcome::Duplicate(ReservationState::Durable)
         );
         // Not pending any more: cancel_pending changes nothing.
         ledger
-            .cancel_pending(sale, order)
+            .cancel_pending(sale, &[order])
             .await
             .expect("cancel durable");
         assert_eq!(ledger.available(sale).await.expect("available"), 1);
         assert_eq!(
-            ledger.reserve(sale, order, &a).await.expect("reserve"),
+            ledger.reserve_one(sale, order, &a).await.expect("reserve"),
             ReserveOutcome::Duplicate(ReservationState::Durable)
         );
         ledger
-            .cancel_pending(sale, new_order_id())
+            .cancel_pending(sale, &[new_order_id()])
             .await
             .expect("cancel unknown");
         assert_eq!(ledger.available(sale).await.expect("available"), 1);
@@ -307,7 +364,7 @@ pub mod stock {
         let a = buyer("a");
         let order = new_order_id();
         assert_eq!(
-            ledger.reserve(sale, order, &a).await.expect("reserve"),
+            ledger.reserve_one(sale, order, &a).await.expect("reserve"),
             ReserveOutcome::Reserved
         );
         assert_eq!(
@@ -318,11 +375,11 @@ pub mod stock {
             ledger.return_unit(sale, order).await.expect("return"),
             ReturnOutcome::AlreadyReturned
         );
-        ledger.cancel_pending(sale, order).await.expect("cancel");
+        ledger.cancel_pending(sale, &[order]).await.expect("cancel");
         assert_eq!(ledger.available(sale).await.expect("available"), 1);
         assert_eq!(
             ledger
-                .reserve(sale, new_order_id(), &a)
+                .reserve_one(sale, new_order_id(), &a)
                 .await
                 .expect("reserve"),
             ReserveOutcome::Reserved,
@@ -343,21 +400,24 @@ pub mod stock {
         let orders: Vec<OrderId> = (0..4).map(|_| new_order_id()).collect();
         for &order in &orders {
             assert_eq!(
-                ledger.reserve(sale, order, &a).await.expect("reserve"),
+                ledger.reserve_one(sale, order, &a).await.expect("reserve"),
                 ReserveOutcome::Reserved
             );
         }
-        ledger.confirm(sale, orders[1]).await.expect("confirm");
+        ledger.confirm(sale, &[orders[1]]).await.expect("confirm");
         ledger
-            .cancel_pending(sale, orders[2])
+            .cancel_pending(sale, &[orders[2]])
             .await
             .expect("cancel");
         ledger.return_unit(sale, orders[3]).await.expect("return");
         assert_eq!(
             ledger.pending_orders(sale).await.expect("pending"),
-            vec![orders[0]]
+            vec![PendingReservation {
+                order: orders[0],
+                batch: BatchId::of_order(orders[0]),
+            }]
         );
-        ledger.confirm(sale, orders[0]).await.expect("confirm");
+        ledger.confirm(sale, &[orders[0]]).await.expect("confirm");
         assert!(
             ledger
                 .pending_orders(sale)
@@ -377,11 +437,11 @@ pub mod stock {
         let a = buyer("a");
         let order = new_order_id();
         assert_eq!(
-            ledger.reserve(sale, order, &a).await.expect("reserve"),
+            ledger.reserve_one(sale, order, &a).await.expect("reserve"),
             ReserveOutcome::Reserved
         );
         assert_eq!(ledger.available(sale).await.expect("available"), 0);
-        ledger.confirm(sale, order).await.expect("confirm");
+        ledger.confirm(sale, &[order]).await.expect("confirm");
         assert_eq!(
             ledger.return_unit(sale, order).await.expect("return"),
             ReturnOutcome::Returned
@@ -397,7 +457,7 @@ pub mod stock {
             "the second return changed nothing"
         );
         assert_eq!(
-            ledger.reserve(sale, order, &a).await.expect("reserve"),
+            ledger.reserve_one(sale, order, &a).await.expect("reserve"),
             ReserveOutcome::Duplicate(ReservationState::Returned),
             "the original request does not buy again"
         );
@@ -411,7 +471,7 @@ pub mod stock {
         // The unit is on sale again, and the buyer may buy it with a new request.
         assert_eq!(
             ledger
-                .reserve(sale, new_order_id(), &a)
+                .reserve_one(sale, new_order_id(), &a)
                 .await
                 .expect("reserve"),
             ReserveOutcome::Reserved
@@ -429,12 +489,12 @@ pub mod stock {
         for &order in &orders {
             assert_eq!(
                 ledger
-                    .reserve(sale, order, &buyer("a"))
+                    .reserve_one(sale, order, &buyer("a"))
                     .await
                     .expect("reserve"),
                 ReserveOutcome::Reserved
             );
-            ledger.confirm(sale, order).await.expect("confirm");
+            ledger.confirm(sale, &[order]).await.expect("confirm");
         }
         let orders = Arc::new(orders);
         let tasks: Vec<_> = (0..16)
@@ -472,22 +532,26 @@ pub mod stock {
                 order_id: live_a,
                 buyer: a.clone(),
                 live: true,
+                batch: None,
             },
             Holding {
                 order_id: live_b,
                 buyer: b.clone(),
                 live: true,
+                batch: None,
             },
             Holding {
                 order_id: gone_a,
                 buyer: a.clone(),
                 live: false,
+                batch: None,
             },
             // Listed twice (in the store and still in the queue): counts once.
             Holding {
                 order_id: live_b,
                 buyer: b.clone(),
                 live: true,
+                batch: None,
             },
         ];
         ledger
@@ -497,17 +561,17 @@ pub mod stock {
         assert_eq!(ledger.available(sale).await.expect("available"), 3);
         assert_eq!(
             ledger
-                .reserve(sale, new_order_id(), &a)
+                .reserve_one(sale, new_order_id(), &a)
                 .await
                 .expect("reserve"),
             ReserveOutcome::LimitReached
         );
         assert_eq!(
-            ledger.reserve(sale, live_a, &a).await.expect("reserve"),
+            ledger.reserve_one(sale, live_a, &a).await.expect("reserve"),
             ReserveOutcome::Duplicate(ReservationState::Durable)
         );
         assert_eq!(
-            ledger.reserve(sale, gone_a, &a).await.expect("reserve"),
+            ledger.reserve_one(sale, gone_a, &a).await.expect("reserve"),
             ReserveOutcome::Duplicate(ReservationState::Returned)
         );
         assert_eq!(
@@ -520,14 +584,14 @@ pub mod stock {
         );
         assert_eq!(
             ledger
-                .reserve(sale, new_order_id(), &a)
+                .reserve_one(sale, new_order_id(), &a)
                 .await
                 .expect("reserve"),
             ReserveOutcome::Reserved
         );
         assert_eq!(
             ledger
-                .reserve(sale, new_order_id(), &c)
+                .reserve_one(sale, new_order_id(), &c)
                 .await
                 .expect("reserve"),
             ReserveOutcome::Reserved
@@ -549,7 +613,7 @@ pub mod stock {
         let order = new_order_id();
         assert_eq!(
             ledger
-                .reserve(sale, order, &buyer("a"))
+                .reserve_one(sale, order, &buyer("a"))
                 .await
                 .expect("reserve"),
             ReserveOutcome::Reserved
@@ -564,14 +628,14 @@ pub mod stock {
         assert_eq!(ledger.available(sale).await.expect("available"), 1);
         assert_eq!(
             ledger
-                .reserve(sale, order, &buyer("a"))
+                .reserve_one(sale, order, &buyer("a"))
                 .await
                 .expect("reserve"),
             ReserveOutcome::Duplicate(ReservationState::Pending)
         );
         assert_eq!(
             ledger
-                .reserve(sale, new_order_id(), &buyer("a"))
+                .reserve_one(sale, new_order_id(), &buyer("a"))
                 .await
                 .expect("reserve"),
             ReserveOutcome::LimitReached,
@@ -589,7 +653,7 @@ pub mod stock {
         let order = new_order_id();
         assert_eq!(
             ledger
-                .reserve(sale, order, &buyer("a"))
+                .reserve_one(sale, order, &buyer("a"))
                 .await
                 .expect("reserve"),
             ReserveOutcome::Reserved
@@ -601,7 +665,7 @@ pub mod stock {
         assert_eq!(ledger.available(sale).await.expect("available"), 4);
         assert_eq!(
             ledger
-                .reserve(sale, order, &buyer("a"))
+                .reserve_one(sale, order, &buyer("a"))
                 .await
                 .expect("reserve"),
             ReserveOutcome::Reserved
@@ -617,6 +681,7 @@ pub mod stock {
                     order_id: new_order_id(),
                     buyer: buyer(&format!("b{i}")),
                     live: true,
+                    batch: None,
                 })
                 .collect()
         };
@@ -629,7 +694,7 @@ pub mod stock {
         );
         assert!(
             ledger
-                .reserve(fresh, new_order_id(), &buyer("a"))
+                .reserve_one(fresh, new_order_id(), &buyer("a"))
                 .await
                 .is_err(),
             "the sale was not opened"
@@ -643,12 +708,12 @@ pub mod stock {
         let held = new_order_id();
         assert_eq!(
             ledger
-                .reserve(sale, held, &buyer("a"))
+                .reserve_one(sale, held, &buyer("a"))
                 .await
                 .expect("reserve"),
             ReserveOutcome::Reserved
         );
-        ledger.confirm(sale, held).await.expect("confirm");
+        ledger.confirm(sale, &[held]).await.expect("confirm");
         assert!(
             ledger
                 .open_sale(sale, 2, 1, over(3), OpenMode::Replace)
@@ -662,7 +727,7 @@ pub mod stock {
         );
         assert_eq!(
             ledger
-                .reserve(sale, held, &buyer("a"))
+                .reserve_one(sale, held, &buyer("a"))
                 .await
                 .expect("reserve"),
             ReserveOutcome::Duplicate(ReservationState::Durable)
@@ -672,7 +737,7 @@ pub mod stock {
     /// Reserving in a sale the ledger does not know is a determinate error.
     pub async fn stock_unknown_sale_is_determinate_error(ledger: Arc<dyn StockLedger>) {
         let error = ledger
-            .reserve(new_sale_id(), new_order_id(), &buyer("a"))
+            .reserve_one(new_sale_id(), new_order_id(), &buyer("a"))
             .await
             .expect_err("unknown sale must fail");
         assert!(error.outcome_known, "nothing can have happened: {error}");
@@ -700,12 +765,12 @@ pub mod stock {
                         let who = (task * 7 + n * 13) % BUYERS;
                         let order = new_order_id();
                         match ledger
-                            .reserve(sale, order, &buyer(&format!("b{who}")))
+                            .reserve_one(sale, order, &buyer(&format!("b{who}")))
                             .await
                             .expect("reserve")
                         {
                             ReserveOutcome::Reserved => {
-                                ledger.confirm(sale, order).await.expect("confirm");
+                                ledger.confirm(sale, &[order]).await.expect("confirm");
                                 won.push((who, order));
                             }
                             ReserveOutcome::SoldOut | ReserveOutcome::LimitReached => {}
@@ -714,7 +779,7 @@ pub mod stock {
                         // A retry of the previous request is always a duplicate.
                         if let Some(&(who, order)) = won.last() {
                             let retry = ledger
-                                .reserve(sale, order, &buyer(&format!("b{who}")))
+                                .reserve_one(sale, order, &buyer(&format!("b{who}")))
                                 .await
                                 .expect("retry");
                             assert_eq!(retry, ReserveOutcome::Duplicate(ReservationState::Durable));
@@ -730,6 +795,274 @@ pub mod stock {
             for (who, _) in task.await.expect("task") {
                 *per_buyer.entry(who).or_default() += 1;
                 total += 1;
+            }
+        }
+        assert_eq!(total, STOCK, "exactly the stock is reserved");
+        assert_eq!(ledger.available(sale).await.expect("available"), 0);
+        assert!(
+            per_buyer.values().all(|&n| n <= LIMIT),
+            "a buyer went over the limit: {per_buyer:?}"
+        );
+    }
+
+    fn buys(list: &[(OrderId, &BuyerId)]) -> Vec<Buy> {
+        list.iter()
+            .map(|(order, buyer)| Buy {
+                order: *order,
+                buyer: (*buyer).clone(),
+            })
+            .collect()
+    }
+
+    /// One `reserve` call answers every buy of a batch in order, as if they came one after the
+    /// other: a repeat within the batch is a duplicate, the limit and the stock hold within it.
+    /// The reserved ones are pending in that batch, and `entry` tells state, buyer and batch.
+    pub async fn stock_batch_answers_each_buy_in_order(ledger: Arc<dyn StockLedger>) {
+        let sale = new_sale_id();
+        ledger
+            .open_sale(sale, 3, 2, vec![], OpenMode::Replace)
+            .await
+            .expect("open");
+        let (a, b, c) = (buyer("a"), buyer("b"), buyer("c"));
+        let o: Vec<OrderId> = (0..5).map(|_| new_order_id()).collect();
+        let batch = BatchId(Uuid::now_v7());
+        let outcomes = ledger
+            .reserve(
+                sale,
+                batch,
+                &buys(&[
+                    (o[0], &a),
+                    (o[0], &a),
+                    (o[1], &a),
+                    (o[2], &a),
+                    (o[3], &b),
+                    (o[4], &c),
+                ]),
+            )
+            .await
+            .expect("reserve");
+        assert_eq!(
+            outcomes,
+            vec![
+                ReserveOutcome::Reserved,
+                ReserveOutcome::Duplicate(ReservationState::Pending),
+                ReserveOutcome::Reserved,
+                ReserveOutcome::LimitReached,
+                ReserveOutcome::Reserved,
+                ReserveOutcome::SoldOut,
+            ]
+        );
+        assert_eq!(ledger.available(sale).await.expect("available"), 0);
+        let mut pending = ledger.pending_orders(sale).await.expect("pending");
+        pending.sort_by_key(|p| p.order);
+        let mut expected: Vec<PendingReservation> = [o[0], o[1], o[3]]
+            .into_iter()
+            .map(|order| PendingReservation { order, batch })
+            .collect();
+        expected.sort_by_key(|p| p.order);
+        assert_eq!(pending, expected);
+        assert_eq!(
+            ledger.entry(sale, o[3]).await.expect("entry"),
+            Some(LedgerEntry {
+                state: ReservationState::Pending,
+                buyer: b.clone(),
+                batch: Some(batch),
+            })
+        );
+        assert_eq!(ledger.entry(sale, o[2]).await.expect("entry"), None);
+
+        ledger.confirm(sale, &[o[0], o[1]]).await.expect("confirm");
+        ledger.cancel_pending(sale, &[o[3]]).await.expect("cancel");
+        assert_eq!(
+            ledger
+                .entry(sale, o[0])
+                .await
+                .expect("entry")
+                .map(|e| e.state),
+            Some(ReservationState::Durable)
+        );
+        assert_eq!(ledger.entry(sale, o[3]).await.expect("entry"), None);
+        assert_eq!(ledger.available(sale).await.expect("available"), 1);
+        assert!(
+            ledger
+                .pending_orders(sale)
+                .await
+                .expect("pending")
+                .is_empty()
+        );
+        assert!(
+            ledger
+                .reserve(sale, batch, &[])
+                .await
+                .expect("an empty batch")
+                .is_empty()
+        );
+    }
+
+    /// A rebuilt ledger remembers the batch a queued reservation waits in (so a lookup finds
+    /// it in the queue), and none for an order already in the store.
+    pub async fn stock_entry_after_restore_keeps_the_queued_batch(ledger: Arc<dyn StockLedger>) {
+        let sale = new_sale_id();
+        let (queued, written) = (new_order_id(), new_order_id());
+        let batch = BatchId(Uuid::now_v7());
+        let holdings = vec![
+            Holding {
+                order_id: queued,
+                buyer: buyer("a"),
+                live: true,
+                batch: Some(batch),
+            },
+            Holding {
+                order_id: written,
+                buyer: buyer("b"),
+                live: false,
+                batch: None,
+            },
+        ];
+        ledger
+            .open_sale(sale, 5, 1, holdings, OpenMode::Replace)
+            .await
+            .expect("open");
+        assert_eq!(
+            ledger.entry(sale, queued).await.expect("entry"),
+            Some(LedgerEntry {
+                state: ReservationState::Durable,
+                buyer: buyer("a"),
+                batch: Some(batch),
+            })
+        );
+        assert_eq!(
+            ledger.entry(sale, written).await.expect("entry"),
+            Some(LedgerEntry {
+                state: ReservationState::Returned,
+                buyer: buyer("b"),
+                batch: None,
+            })
+        );
+    }
+
+    /// `release_lease` hands back only what no reservation holds: every reservation, the
+    /// available count and the rules stay as they were, and buying goes on.
+    pub async fn stock_release_lease_keeps_reservations(ledger: Arc<dyn StockLedger>) {
+        let sale = new_sale_id();
+        ledger
+            .open_sale(sale, 10, 1, vec![], OpenMode::Replace)
+            .await
+            .expect("open");
+        let (a, b) = (buyer("a"), buyer("b"));
+        let (first, second) = (new_order_id(), new_order_id());
+        assert_eq!(
+            ledger
+                .reserve(
+                    sale,
+                    BatchId(Uuid::now_v7()),
+                    &buys(&[(first, &a), (second, &b)])
+                )
+                .await
+                .expect("reserve"),
+            vec![ReserveOutcome::Reserved, ReserveOutcome::Reserved]
+        );
+        ledger.confirm(sale, &[first]).await.expect("confirm");
+        ledger.release_lease(sale).await.expect("release");
+        assert_eq!(ledger.available(sale).await.expect("available"), 8);
+        assert_eq!(
+            ledger
+                .entry(sale, second)
+                .await
+                .expect("entry")
+                .map(|e| e.state),
+            Some(ReservationState::Pending)
+        );
+        assert_eq!(
+            ledger
+                .reserve_one(sale, new_order_id(), &a)
+                .await
+                .expect("reserve"),
+            ReserveOutcome::LimitReached
+        );
+        assert_eq!(
+            ledger
+                .reserve_one(sale, new_order_id(), &buyer("c"))
+                .await
+                .expect("reserve"),
+            ReserveOutcome::Reserved
+        );
+        ledger.release_lease(sale).await.expect("release twice");
+        assert_eq!(ledger.available(sale).await.expect("available"), 7);
+    }
+
+    /// The hammer with batches: 16 tasks sending batches of 8 buys from overlapping buyers,
+    /// with repeats inside batches. Exactly the stock is reserved, never more, no buyer goes
+    /// over the limit, and every answer matches what the ledger holds.
+    pub async fn stock_concurrent_batches_never_oversell(ledger: Arc<dyn StockLedger>) {
+        const TASKS: usize = 16;
+        const BATCHES_PER_TASK: usize = 12;
+        const BATCH: usize = 8;
+        const BUYERS: usize = 200;
+        const STOCK: u32 = 300;
+        const LIMIT: u32 = 2;
+        let sale = new_sale_id();
+        ledger
+            .open_sale(sale, STOCK, LIMIT, vec![], OpenMode::Replace)
+            .await
+            .expect("open");
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let ledger = ledger.clone();
+                tokio::spawn(async move {
+                    let mut won: Vec<(usize, OrderId)> = Vec::new();
+                    for n in 0..BATCHES_PER_TASK {
+                        let mut list: Vec<(usize, OrderId)> = (0..BATCH)
+                            .map(|i| ((task * 31 + n * 17 + i * 7) % BUYERS, new_order_id()))
+                            .collect();
+                        // The same request twice in one batch.
+                        list.push(list[0]);
+                        let buys: Vec<Buy> = list
+                            .iter()
+                            .map(|(who, order)| Buy {
+                                order: *order,
+                                buyer: buyer(&format!("b{who}")),
+                            })
+                            .collect();
+                        let batch = BatchId(Uuid::now_v7());
+                        let outcomes = ledger.reserve(sale, batch, &buys).await.expect("reserve");
+                        assert_eq!(outcomes.len(), buys.len());
+                        assert_ne!(
+                            outcomes[BATCH],
+                            ReserveOutcome::Reserved,
+                            "a repeat in the batch took a second unit"
+                        );
+                        let mut reserved = Vec::new();
+                        for (&(who, order), outcome) in list.iter().zip(&outcomes).take(BATCH) {
+                            match outcome {
+                                ReserveOutcome::Reserved => {
+                                    reserved.push(order);
+                                    won.push((who, order));
+                                }
+                                ReserveOutcome::SoldOut | ReserveOutcome::LimitReached => {}
+                                other => panic!("a fresh order id came back {other:?}"),
+                            }
+                        }
+                        ledger.confirm(sale, &reserved).await.expect("confirm");
+                    }
+                    won
+                })
+            })
+            .collect();
+        let mut per_buyer: HashMap<usize, u32> = HashMap::new();
+        let mut total = 0u32;
+        for task in tasks {
+            for (who, order) in task.await.expect("task") {
+                *per_buyer.entry(who).or_default() += 1;
+                total += 1;
+                assert_eq!(
+                    ledger
+                        .entry(sale, order)
+                        .await
+                        .expect("entry")
+                        .map(|e| e.state),
+                    Some(ReservationState::Durable)
+                );
             }
         }
         assert_eq!(total, STOCK, "exactly the stock is reserved");
@@ -764,6 +1097,10 @@ macro_rules! stock_ledger_conformance {
                 stock_open_sale_over_stock_fails_changing_nothing,
                 stock_unknown_sale_is_determinate_error,
                 stock_concurrent_reserves_never_oversell,
+                stock_batch_answers_each_buy_in_order,
+                stock_entry_after_restore_keeps_the_queued_batch,
+                stock_release_lease_keeps_reservations,
+                stock_concurrent_batches_never_oversell,
             ]
         );
     };
@@ -809,13 +1146,13 @@ pub mod queue {
             .collect();
         for r in &sent {
             assert_eq!(
-                queue.enqueue(r.clone()).await.expect("enqueue"),
+                queue.enqueue_one(r.clone()).await.expect("enqueue"),
                 Enqueued::Durable
             );
         }
         assert_eq!(queue.depth(), 3);
         assert_eq!(
-            queue.find(sent[1].order_id).await.expect("find"),
+            queue.find_one(sent[1].order_id).await.expect("find"),
             Some(sent[1].clone())
         );
         let mut got = queue
@@ -835,7 +1172,7 @@ pub mod queue {
             "delivered reservations are not handed out again while held"
         );
         assert_eq!(queue.depth(), 3, "delivered but not acked still counts");
-        assert_eq!(queue.find(new_order_id()).await.expect("find"), None);
+        assert_eq!(queue.find_one(new_order_id()).await.expect("find"), None);
     }
 
     /// `take_batch` gives at most `max`, waits up to `wait` on an empty queue, and wakes early
@@ -863,7 +1200,7 @@ pub mod queue {
         let sale = new_sale_id();
         for n in 0..5 {
             queue
-                .enqueue(reservation(sale, &format!("b{n}"), t0(), 600))
+                .enqueue_one(reservation(sale, &format!("b{n}"), t0(), 600))
                 .await
                 .expect("enqueue");
         }
@@ -897,7 +1234,7 @@ pub mod queue {
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
         let late = reservation(sale, "late", t0(), 600);
-        queue.enqueue(late.clone()).await.expect("enqueue");
+        queue.enqueue_one(late.clone()).await.expect("enqueue");
         let (got, waited) = waiter.await.expect("waiter");
         assert_eq!(got, vec![late]);
         assert!(
@@ -928,28 +1265,28 @@ pub mod queue {
             .collect();
         for r in &kept {
             assert_eq!(
-                queue.enqueue(r.clone()).await.expect("enqueue"),
+                queue.enqueue_one(r.clone()).await.expect("enqueue"),
                 Enqueued::Durable
             );
         }
         let refused = reservation(sale, "late", t0(), 600);
         assert_eq!(
-            queue.enqueue(refused.clone()).await.expect("enqueue"),
+            queue.enqueue_one(refused.clone()).await.expect("enqueue"),
             Enqueued::Full
         );
         assert_eq!(
-            queue.find(refused.order_id).await.expect("find"),
+            queue.find_one(refused.order_id).await.expect("find"),
             None,
             "Full stores nothing"
         );
         assert_eq!(queue.depth(), 4);
         assert_eq!(
-            sorted_ids(&queue.all_queued().await.expect("all")),
+            sorted_ids(&queue.queued().await.expect("all")),
             sorted_ids(&kept)
         );
         // Re-enqueuing something already queued is never a new entry; at capacity either answer
         // (it is durable already, or the queue refuses to look) is within the contract.
-        queue.enqueue(kept[0].clone()).await.expect("enqueue");
+        queue.enqueue_one(kept[0].clone()).await.expect("enqueue");
         assert_eq!(queue.depth(), 4);
 
         let taken = queue
@@ -958,15 +1295,15 @@ pub mod queue {
             .expect("take");
         queue.ack(&[taken[0].order_id]).await.expect("ack");
         assert_eq!(
-            queue.enqueue(refused.clone()).await.expect("enqueue"),
+            queue.enqueue_one(refused.clone()).await.expect("enqueue"),
             Enqueued::Durable
         );
         assert_eq!(queue.depth(), 4);
     }
 
-    /// Enqueuing an order id already queued stores it once: sequential retries, concurrent
-    /// retries, and a retry while the first copy is out with a consumer.
-    pub async fn queue_same_order_id_stored_once<F, Fut, G>(make: F)
+    /// Enqueuing a batch already queued stores it once: sequential retries, concurrent retries,
+    /// and a retry while the first copy is out with a consumer.
+    pub async fn queue_same_batch_stored_once<F, Fut, G>(make: F)
     where
         F: Fn(QueueSetup) -> Fut,
         Fut: Future<Output = (Arc<dyn ReservationQueue>, G)>,
@@ -976,11 +1313,11 @@ pub mod queue {
         let sale = new_sale_id();
         let r = reservation(sale, "a", t0(), 600);
         assert_eq!(
-            queue.enqueue(r.clone()).await.expect("enqueue"),
+            queue.enqueue_one(r.clone()).await.expect("enqueue"),
             Enqueued::Durable
         );
         assert_eq!(
-            queue.enqueue(r.clone()).await.expect("enqueue"),
+            queue.enqueue_one(r.clone()).await.expect("enqueue"),
             Enqueued::Durable
         );
         assert_eq!(queue.depth(), 1);
@@ -989,14 +1326,14 @@ pub mod queue {
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let (queue, twin) = (queue.clone(), twin.clone());
-                tokio::spawn(async move { queue.enqueue(twin).await.expect("enqueue") })
+                tokio::spawn(async move { queue.enqueue_one(twin).await.expect("enqueue") })
             })
             .collect();
         for task in tasks {
             assert_eq!(task.await.expect("task"), Enqueued::Durable);
         }
         assert_eq!(queue.depth(), 2);
-        assert_eq!(queue.all_queued().await.expect("all").len(), 2);
+        assert_eq!(queue.queued().await.expect("all").len(), 2);
 
         let delivered = queue
             .take_batch(10, Duration::from_millis(500))
@@ -1004,7 +1341,7 @@ pub mod queue {
             .expect("take");
         assert_eq!(delivered.len(), 2);
         assert_eq!(
-            queue.enqueue(r.clone()).await.expect("enqueue"),
+            queue.enqueue_one(r.clone()).await.expect("enqueue"),
             Enqueued::Durable
         );
         assert!(
@@ -1017,7 +1354,7 @@ pub mod queue {
         );
         queue.ack(&[r.order_id, twin.order_id]).await.expect("ack");
         assert_eq!(queue.depth(), 0);
-        assert!(queue.all_queued().await.expect("all").is_empty());
+        assert!(queue.queued().await.expect("all").is_empty());
     }
 
     /// Concurrent consumers never hold the same reservation at once, and together they drain
@@ -1037,7 +1374,10 @@ pub mod queue {
             tokio::spawn(async move {
                 for n in 0..RESERVATIONS {
                     let r = reservation(sale, &format!("b{n}"), t0(), 600);
-                    assert_eq!(queue.enqueue(r).await.expect("enqueue"), Enqueued::Durable);
+                    assert_eq!(
+                        queue.enqueue_one(r).await.expect("enqueue"),
+                        Enqueued::Durable
+                    );
                 }
             })
         };
@@ -1084,7 +1424,7 @@ pub mod queue {
             "everything was delivered"
         );
         assert_eq!(queue.depth(), 0);
-        assert!(queue.all_queued().await.expect("all").is_empty());
+        assert!(queue.queued().await.expect("all").is_empty());
     }
 
     /// `ack` removes for good (unknown ids are a no-op); `nack` hands back for immediate
@@ -1101,8 +1441,8 @@ pub mod queue {
             reservation(sale, "a", t0(), 600),
             reservation(sale, "b", t0(), 600),
         );
-        queue.enqueue(done.clone()).await.expect("enqueue");
-        queue.enqueue(retry.clone()).await.expect("enqueue");
+        queue.enqueue_one(done.clone()).await.expect("enqueue");
+        queue.enqueue_one(retry.clone()).await.expect("enqueue");
         assert_eq!(
             queue
                 .take_batch(10, Duration::from_millis(500))
@@ -1116,9 +1456,9 @@ pub mod queue {
             .ack(&[done.order_id, new_order_id()])
             .await
             .expect("ack");
-        assert_eq!(queue.find(done.order_id).await.expect("find"), None);
+        assert_eq!(queue.find_one(done.order_id).await.expect("find"), None);
         assert_eq!(queue.depth(), 1);
-        assert_eq!(queue.all_queued().await.expect("all"), vec![retry.clone()]);
+        assert_eq!(queue.queued().await.expect("all"), vec![retry.clone()]);
 
         queue.nack(&[retry.order_id]).await.expect("nack");
         let again = queue
@@ -1163,7 +1503,7 @@ pub mod queue {
         .await;
         let queue = &backend.queue;
         let r = reservation(new_sale_id(), "a", t0(), 600);
-        queue.enqueue(r.clone()).await.expect("enqueue");
+        queue.enqueue_one(r.clone()).await.expect("enqueue");
         let delivered_at = tokio::time::Instant::now();
         assert_eq!(
             queue
@@ -1183,7 +1523,7 @@ pub mod queue {
             "redelivered before the ack deadline: {:?}",
             delivered_at.elapsed()
         );
-        assert_eq!(queue.all_queued().await.expect("all"), vec![r.clone()]);
+        assert_eq!(queue.queued().await.expect("all"), vec![r.clone()]);
         queue.ack(&[r.order_id]).await.expect("ack");
         assert_eq!(queue.depth(), 0);
     }
@@ -1201,7 +1541,7 @@ pub mod queue {
             .map(|n| reservation(sale, &format!("b{n}"), t0(), 600))
             .collect();
         for r in &sent {
-            queue.enqueue(r.clone()).await.expect("enqueue");
+            queue.enqueue_one(r.clone()).await.expect("enqueue");
         }
         let taken = queue
             .take_batch(1, Duration::from_millis(500))
@@ -1209,11 +1549,11 @@ pub mod queue {
             .expect("take");
         assert_eq!(taken.len(), 1);
         assert_eq!(
-            queue.find(taken[0].order_id).await.expect("find"),
+            queue.find_one(taken[0].order_id).await.expect("find"),
             Some(taken[0].clone())
         );
         assert_eq!(
-            sorted_ids(&queue.all_queued().await.expect("all")),
+            sorted_ids(&queue.queued().await.expect("all")),
             sorted_ids(&sent)
         );
         assert_eq!(queue.depth(), 3);
@@ -1233,36 +1573,45 @@ pub mod queue {
         let stored = reservation(sale, "stored", t0(), 600);
         let late = reservation(sale, "late", t0(), 600);
         assert_eq!(
-            queue.enqueue(stored.clone()).await.expect("enqueue"),
+            queue.enqueue_one(stored.clone()).await.expect("enqueue"),
             Enqueued::Durable
         );
         assert_eq!(
-            queue.void(stored.order_id).await.expect("void"),
+            queue
+                .void(BatchId::of_order(stored.order_id))
+                .await
+                .expect("void"),
             VoidOutcome::AlreadyStored
         );
         assert_eq!(
-            queue.find(stored.order_id).await.expect("find"),
+            queue.find_one(stored.order_id).await.expect("find"),
             Some(stored.clone()),
             "a void never touches a stored reservation"
         );
 
         assert_eq!(
-            queue.void(late.order_id).await.expect("void"),
+            queue
+                .void(BatchId::of_order(late.order_id))
+                .await
+                .expect("void"),
             VoidOutcome::Voided
         );
-        assert_eq!(queue.find(late.order_id).await.expect("find"), None);
+        assert_eq!(queue.find_one(late.order_id).await.expect("find"), None);
         let error = queue
-            .enqueue(late.clone())
+            .enqueue_one(late.clone())
             .await
             .expect_err("a voided id cannot become durable");
         assert!(!error.outcome_known, "{error}");
         assert_eq!(
-            queue.void(late.order_id).await.expect("void"),
+            queue
+                .void(BatchId::of_order(late.order_id))
+                .await
+                .expect("void"),
             VoidOutcome::AlreadyStored,
             "a second reconciler sees the first one's tombstone"
         );
         assert_eq!(
-            sorted_ids(&queue.all_queued().await.expect("all")),
+            sorted_ids(&queue.queued().await.expect("all")),
             vec![stored.order_id]
         );
         let mut delivered = Vec::new();
@@ -1276,6 +1625,173 @@ pub mod queue {
         }
         assert_eq!(delivered, vec![stored], "a tombstone is never delivered");
     }
+
+    /// A batch is durable as one: every reservation of it is found in it (and in no other
+    /// batch), listed with its batch id, and delivered; enqueuing the batch again stores it once.
+    pub async fn queue_batch_is_durable_as_one<F, Fut, G>(make: F)
+    where
+        F: Fn(QueueSetup) -> Fut,
+        Fut: Future<Output = (Arc<dyn ReservationQueue>, G)>,
+    {
+        let backend = fresh(&make, QueueSetup::default()).await;
+        let queue = &backend.queue;
+        let sale = new_sale_id();
+        let batch = BatchId(Uuid::now_v7());
+        let sent: Vec<Reservation> = (0..3)
+            .map(|n| reservation(sale, &format!("b{n}"), t0(), 600))
+            .collect();
+        assert_eq!(
+            queue.enqueue(batch, sent.clone()).await.expect("enqueue"),
+            Enqueued::Durable
+        );
+        assert_eq!(queue.depth(), 3);
+        for r in &sent {
+            assert_eq!(
+                queue.find(batch, r.order_id).await.expect("find"),
+                Some(r.clone())
+            );
+        }
+        assert_eq!(
+            queue
+                .find(BatchId(Uuid::now_v7()), sent[0].order_id)
+                .await
+                .expect("find"),
+            None,
+            "found only in its own batch"
+        );
+        assert_eq!(queue.find(batch, new_order_id()).await.expect("find"), None);
+        let mut listed = queue.all_queued().await.expect("all");
+        listed.sort_by_key(|q| q.reservation.order_id);
+        let mut expected: Vec<Queued> = sent
+            .iter()
+            .map(|r| Queued {
+                batch,
+                reservation: r.clone(),
+            })
+            .collect();
+        expected.sort_by_key(|q| q.reservation.order_id);
+        assert_eq!(listed, expected);
+        assert_eq!(
+            queue
+                .enqueue(batch, sent.clone())
+                .await
+                .expect("enqueue again"),
+            Enqueued::Durable
+        );
+        assert_eq!(queue.depth(), 3, "a repeated batch is stored once");
+        assert_eq!(
+            queue
+                .enqueue(BatchId(Uuid::now_v7()), Vec::new())
+                .await
+                .expect("an empty batch"),
+            Enqueued::Durable
+        );
+        let mut got = queue
+            .take_batch(10, Duration::from_millis(500))
+            .await
+            .expect("take");
+        got.sort_by_key(|r| r.order_id);
+        let mut sorted = sent.clone();
+        sorted.sort_by_key(|r| r.order_id);
+        assert_eq!(got, sorted);
+        queue.ack(&sorted_ids(&sent)).await.expect("ack");
+        assert_eq!(queue.depth(), 0);
+    }
+
+    /// At capacity a batch is refused whole: `Full`, and none of it is stored.
+    pub async fn queue_full_refuses_a_whole_batch<F, Fut, G>(make: F)
+    where
+        F: Fn(QueueSetup) -> Fut,
+        Fut: Future<Output = (Arc<dyn ReservationQueue>, G)>,
+    {
+        let backend = fresh(
+            &make,
+            QueueSetup {
+                capacity: 4,
+                ..QueueSetup::default()
+            },
+        )
+        .await;
+        let queue = &backend.queue;
+        let sale = new_sale_id();
+        let kept: Vec<Reservation> = (0..4)
+            .map(|n| reservation(sale, &format!("a{n}"), t0(), 600))
+            .collect();
+        for r in &kept {
+            assert_eq!(
+                queue.enqueue_one(r.clone()).await.expect("enqueue"),
+                Enqueued::Durable
+            );
+        }
+        let refused = BatchId(Uuid::now_v7());
+        let batch: Vec<Reservation> = (0..2)
+            .map(|n| reservation(sale, &format!("b{n}"), t0(), 600))
+            .collect();
+        assert_eq!(
+            queue
+                .enqueue(refused, batch.clone())
+                .await
+                .expect("enqueue"),
+            Enqueued::Full
+        );
+        for r in &batch {
+            assert_eq!(queue.find(refused, r.order_id).await.expect("find"), None);
+        }
+        assert_eq!(queue.depth(), 4);
+        assert_eq!(
+            sorted_ids(&queue.queued().await.expect("all")),
+            sorted_ids(&kept)
+        );
+    }
+
+    /// A batch bigger than `take_batch`'s `max` is delivered completely (in parts of at most
+    /// `max`, or whole where the backend keeps a batch as one unit), and once every part is
+    /// acked nothing of it comes back.
+    pub async fn queue_big_batch_is_delivered_completely<F, Fut, G>(make: F)
+    where
+        F: Fn(QueueSetup) -> Fut,
+        Fut: Future<Output = (Arc<dyn ReservationQueue>, G)>,
+    {
+        let backend = fresh(&make, QueueSetup::default()).await;
+        let queue = &backend.queue;
+        let sale = new_sale_id();
+        let big: Vec<Reservation> = (0..5)
+            .map(|n| reservation(sale, &format!("b{n}"), t0(), 600))
+            .collect();
+        let batch = BatchId(Uuid::now_v7());
+        queue.enqueue(batch, big.clone()).await.expect("enqueue");
+        let mut got = Vec::new();
+        for _ in 0..big.len() {
+            let part = queue
+                .take_batch(2, Duration::from_millis(500))
+                .await
+                .expect("take");
+            assert!(
+                part.len() <= 2 || part.len() == big.len(),
+                "a part is at most max, or the whole batch: {}",
+                part.len()
+            );
+            queue.ack(&sorted_ids(&part)).await.expect("ack part");
+            got.extend(part);
+            if got.len() >= big.len() {
+                break;
+            }
+        }
+        assert_eq!(sorted_ids(&got), sorted_ids(&big), "delivered completely");
+        assert_eq!(queue.depth(), 0);
+        assert!(queue.all_queued().await.expect("all").is_empty());
+        for r in &big {
+            assert_eq!(queue.find(batch, r.order_id).await.expect("find"), None);
+        }
+        assert!(
+            queue
+                .take_batch(10, Duration::from_millis(100))
+                .await
+                .expect("take")
+                .is_empty(),
+            "nothing acked comes back"
+        );
+    }
 }
 
 /// Expands into one `#[tokio::test]` per `ReservationQueue` case. `$factory` is a closure
@@ -1288,12 +1804,15 @@ macro_rules! reservation_queue_conformance {
             queue_enqueue_then_take_batch,
             queue_take_batch_max_and_wait,
             queue_full_at_capacity,
-            queue_same_order_id_stored_once,
+            queue_same_batch_stored_once,
             queue_exclusive_delivery_to_concurrent_consumers,
             queue_ack_removes_and_nack_redelivers,
             queue_redelivers_after_ack_deadline,
             queue_all_queued_and_find_include_delivered,
             queue_void_blocks_a_late_enqueue,
+            queue_batch_is_durable_as_one,
+            queue_full_refuses_a_whole_batch,
+            queue_big_batch_is_delivered_completely,
         ]);
     };
 }
@@ -1818,16 +2337,19 @@ pub mod store {
                 order_id: pending.order_id,
                 buyer: pending.buyer,
                 live: true,
+                batch: None,
             },
             Holding {
                 order_id: paid.order_id,
                 buyer: paid.buyer,
                 live: true,
+                batch: None,
             },
             Holding {
                 order_id: expired.order_id,
                 buyer: expired.buyer,
                 live: false,
+                batch: None,
             },
         ];
         expected.sort_by_key(|h| h.order_id);

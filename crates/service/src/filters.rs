@@ -13,7 +13,7 @@
 
 use flashsale_core::{BuyerId, OrderId, SaleId};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 use serde::Serialize;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -181,8 +181,11 @@ pub struct LayerStats {
     pub buyer_rate_limited: AtomicU64,
     pub sale_rate_limited: AtomicU64,
     pub shed: AtomicU64,
-    /// Calls that reached the stock ledger.
+    /// Buys that reached the stock ledger.
     pub stock_calls: AtomicU64,
+    /// Calls made to the stock ledger for them: one per batch (one per buy in the classic
+    /// design). Scaled out, each is one Redis round trip on the sale's slot.
+    pub ledger_calls: AtomicU64,
     pub reserved: AtomicU64,
     pub duplicates: AtomicU64,
     pub sold_out: AtomicU64,
@@ -201,6 +204,7 @@ pub struct LayerCounts {
     pub sale_rate_limited: u64,
     pub shed: u64,
     pub stock_calls: u64,
+    pub ledger_calls: u64,
     pub reserved: u64,
     pub duplicates: u64,
     pub sold_out: u64,
@@ -220,6 +224,7 @@ impl LayerStats {
             sale_rate_limited: get(&self.sale_rate_limited),
             shed: get(&self.shed),
             stock_calls: get(&self.stock_calls),
+            ledger_calls: get(&self.ledger_calls),
             reserved: get(&self.reserved),
             duplicates: get(&self.duplicates),
             sold_out: get(&self.sold_out),
@@ -254,6 +259,8 @@ pub struct LayerMetrics {
     pub expired: Counter,
     pub reconciled_confirmed: Counter,
     pub reconciled_released: Counter,
+    /// Buys per batch that reached the stock ledger (1 for every buy in the classic design).
+    pub batch_buys: Histogram,
 }
 
 fn layer_counter(layer: &'static str, outcome: &'static str) -> Counter {
@@ -284,6 +291,7 @@ impl LayerMetrics {
             expired: layer_counter("reaper", "expired"),
             reconciled_confirmed: layer_counter("reconciler", "confirmed"),
             reconciled_released: layer_counter("reconciler", "released"),
+            batch_buys: metrics::histogram!("flashsale_batch_buys"),
         }
     }
 }

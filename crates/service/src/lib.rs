@@ -13,15 +13,17 @@ pub mod stored;
 
 pub use clock::{ManualClock, SystemClock};
 pub use ports::{
-    BackendError, BackendResult, Clock, Enqueued, Holding, OpenMode, Opened, OrderCounts,
-    OrderStore, PayOutcome, ReservationQueue, StockLedger, VoidOutcome,
+    BackendError, BackendResult, Buy, Clock, Enqueued, Holding, LedgerEntry, OpenMode, Opened,
+    OrderCounts, OrderStore, PayOutcome, PendingReservation, Queued, ReservationQueue, StockLedger,
+    VoidOutcome,
 };
 pub mod shop;
 pub mod writers;
 
 pub use filters::{FilterConfig, LayerCounts};
 pub use shop::{
-    AdminError, Backends, BuyOutcome, ClusterConfig, OrderView, OrderViewStatus, PayAnswer,
-    ReaperConfig, SaleCounters, SaleStatus, SaleView, ServiceError, Shop, ShopConfig,
+    AdminError, Backends, BuyOutcome, ClusterConfig, Design, OrderView, OrderViewStatus, PayAnswer,
+    ReaperConfig, ReservationConfig, SaleCounters, SaleStatus, SaleView, ServiceError, Shop,
+    ShopConfig,
 };
 pub use writers::{WriterConfig, WriterPool};

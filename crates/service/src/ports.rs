@@ -4,9 +4,10 @@
 
 use async_trait::async_trait;
 use flashsale_core::{
-    BuyerId, Order, OrderId, PaymentId, Reservation, ReserveOutcome, ReturnOutcome, Sale, SaleId,
-    Timestamp,
+    BatchId, BuyerId, Order, OrderId, PaymentId, Reservation, ReserveOutcome, ReturnOutcome, Sale,
+    SaleId, Timestamp,
 };
+pub use flashsale_core::{Holding, LedgerEntry};
 use std::time::Duration;
 
 /// Something a backend could not do. Business answers (sold out, limit reached, queue full,
@@ -47,12 +48,18 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
 }
 
-/// One known order of a sale, for rebuilding stock state: whether it still holds its unit.
+/// One buy of a `StockLedger::reserve` call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holding {
-    pub order_id: OrderId,
+pub struct Buy {
+    pub order: OrderId,
     pub buyer: BuyerId,
-    pub live: bool,
+}
+
+/// A reservation taken and not yet settled, and the batch it was taken for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PendingReservation {
+    pub order: OrderId,
+    pub batch: BatchId,
 }
 
 /// How `StockLedger::open_sale` treats a ledger that already exists for the sale.
@@ -93,22 +100,25 @@ pub trait StockLedger: Send + Sync {
         mode: OpenMode,
     ) -> BackendResult<Opened>;
 
-    /// Takes one unit for `order` on behalf of `buyer` (see `SaleLedger::reserve` for the
-    /// order of checks). `Reserved` leaves the reservation pending until `confirm` or
-    /// `cancel_pending`. An unknown sale is a determinate error.
+    /// Takes one unit for each buy, in order, as `SaleLedger::reserve` would one after the
+    /// other (see there for the order of checks), and answers each. Each `Reserved` buy is
+    /// pending in `batch` until `confirm` or `cancel_pending`. One call, so a backend across
+    /// the network pays one round trip for the whole batch. An unknown sale is a determinate
+    /// error; an error says nothing about single buys, so after an unknown outcome any of them
+    /// may be pending (the reconciler settles them).
     async fn reserve(
         &self,
         sale: SaleId,
-        order: OrderId,
-        buyer: &BuyerId,
-    ) -> BackendResult<ReserveOutcome>;
+        batch: BatchId,
+        buys: &[Buy],
+    ) -> BackendResult<Vec<ReserveOutcome>>;
 
-    /// Marks a pending reservation durable (it is in the queue). Idempotent.
-    async fn confirm(&self, sale: SaleId, order: OrderId) -> BackendResult<()>;
+    /// Marks pending reservations durable (they are in the queue). Idempotent.
+    async fn confirm(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()>;
 
-    /// Gives back the unit of a pending reservation that could not be made durable, and
-    /// forgets the order id. A no-op for anything not pending.
-    async fn cancel_pending(&self, sale: SaleId, order: OrderId) -> BackendResult<()>;
+    /// Gives back the units of pending reservations that could not be made durable, and
+    /// forgets their order ids. A no-op for anything not pending.
+    async fn cancel_pending(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()>;
 
     /// Gives back the unit of a durable reservation whose order expired or was cancelled;
     /// exactly once: a second call answers `AlreadyReturned` and changes nothing.
@@ -120,19 +130,36 @@ pub trait StockLedger: Send + Sync {
     /// Reservations still pending: taken, and neither confirmed, cancelled nor returned. The
     /// reconciler settles the ones that stay pending too long (their node died between the
     /// take and the enqueue's answer). Meant to be small: only buys in flight are pending.
-    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<OrderId>>;
+    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<PendingReservation>>;
+
+    /// What the ledger knows of one order id, if anything.
+    async fn entry(&self, sale: SaleId, order: OrderId) -> BackendResult<Option<LedgerEntry>>;
+
+    /// Gives back the units this node holds for the sale beyond its reservations (its stock
+    /// lease), so other nodes can sell them: at the sale's end and at shutdown. A no-op for a
+    /// ledger without leases.
+    async fn release_lease(&self, _sale: SaleId) -> BackendResult<()> {
+        Ok(())
+    }
 }
 
 /// Answer to `ReservationQueue::void`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VoidOutcome {
-    /// Nothing was stored under this order id; now a tombstone is, so a late enqueue of it can
+    /// Nothing was stored under this batch id; now a tombstone is, so a late enqueue of it can
     /// no longer become durable.
     Voided,
-    /// Something was stored under this order id before: the reservation itself (queued, or
-    /// already written and acknowledged) or an earlier tombstone. `find` and the order store
-    /// tell which.
+    /// Something was stored under this batch id before: the batch itself (queued, or already
+    /// written and acknowledged) or an earlier tombstone. `find` and the order store tell
+    /// which.
     AlreadyStored,
+}
+
+/// A reservation in the queue and the batch it was enqueued in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub batch: BatchId,
+    pub reservation: Reservation,
 }
 
 /// Answer to an enqueue.
@@ -145,16 +172,31 @@ pub enum Enqueued {
 }
 
 /// The durable, bounded queue of reservations: the acknowledgement point of a buy.
+///
+/// Reservations are enqueued in batches, and a batch is made durable as one unit: all of its
+/// reservations or none. A batch id names it; the stock ledger remembers each reservation's
+/// batch, which is how `find` and `void` are addressed.
 #[async_trait]
 pub trait ReservationQueue: Send + Sync {
-    /// Stores the reservation durably and only then returns `Durable`. Enqueuing an order id
-    /// that is already queued stores it once. Returns `Full` at once, storing nothing, when
-    /// the queue holds its capacity.
-    async fn enqueue(&self, reservation: Reservation) -> BackendResult<Enqueued>;
+    /// Stores the batch's reservations durably, all or none, and only then returns `Durable`.
+    /// Enqueuing a batch id that is already queued stores it once (and answers `Durable`).
+    /// Returns `Full` at once, storing nothing, when the queue is at its capacity. The capacity
+    /// counts reservations; a backend that can bound only messages and bytes (JetStream)
+    /// counts a batch as one message and by its size, so batched it may hold more reservations
+    /// than the capacity before it answers `Full`, never fewer. An empty batch is `Durable` at
+    /// once.
+    async fn enqueue(
+        &self,
+        batch: BatchId,
+        reservations: Vec<Reservation>,
+    ) -> BackendResult<Enqueued>;
 
     /// Hands out up to `max` queued reservations that no other consumer holds, waiting up to
-    /// `wait` for the first. Each is delivered again if it is neither acked nor nacked within
-    /// the queue's ack deadline (the consumer died).
+    /// `wait` for the first. A backend that keeps a batch as one unit (one message) may hand
+    /// out a batch bigger than `max` whole, but never more than one batch beyond `max`. Each
+    /// reservation is delivered again if it is neither acked nor nacked within the queue's ack
+    /// deadline (the consumer died); a reservation acked alone may come back with the rest of
+    /// its batch if that is nacked or times out (order writers insert idempotently).
     async fn take_batch(&self, max: usize, wait: Duration) -> BackendResult<Vec<Reservation>>;
 
     /// Removes delivered reservations for good (they are written as orders). Acking an
@@ -164,17 +206,18 @@ pub trait ReservationQueue: Send + Sync {
     /// Hands delivered reservations back for immediate redelivery.
     async fn nack(&self, orders: &[OrderId]) -> BackendResult<()>;
 
-    /// A queued (not yet acknowledged) reservation, if any. A tombstone is not one.
-    async fn find(&self, order: OrderId) -> BackendResult<Option<Reservation>>;
+    /// The reservation of `order` if it is queued (not yet acknowledged) in `batch`. A
+    /// tombstone holds none.
+    async fn find(&self, batch: BatchId, order: OrderId) -> BackendResult<Option<Reservation>>;
 
-    /// Makes sure a reservation with this order id can no longer become durable, unless it
-    /// already is: the reconciler's step for a reservation whose node died before the
-    /// enqueue's answer. Atomic with `enqueue` of the same id: after `Voided`, an enqueue of
-    /// it fails with an unknown outcome, and the tombstone is never delivered or listed.
-    async fn void(&self, order: OrderId) -> BackendResult<VoidOutcome>;
+    /// Makes sure a batch with this id can no longer become durable, unless it already is: the
+    /// reconciler's step for reservations whose node died before the enqueue's answer. Atomic
+    /// with `enqueue` of the same id: after `Voided`, an enqueue of it fails with an unknown
+    /// outcome, and the tombstone is never delivered or listed.
+    async fn void(&self, batch: BatchId) -> BackendResult<VoidOutcome>;
 
     /// Every reservation still queued, delivered or not, for rebuilding stock state at start.
-    async fn all_queued(&self) -> BackendResult<Vec<Reservation>>;
+    async fn all_queued(&self) -> BackendResult<Vec<Queued>>;
 
     /// Reservations queued and not yet acknowledged (approximate under concurrency).
     fn depth(&self) -> usize;

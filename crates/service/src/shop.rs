@@ -8,14 +8,14 @@ use crate::filters::{
     FilterConfig, LayerCounts, LayerMetrics, LayerStats, Limiters, SaleGate, WindowKey, should_shed,
 };
 use crate::ports::{
-    BackendError, Clock, Enqueued, Holding, OpenMode, Opened, OrderCounts, OrderStore, PayOutcome,
-    ReservationQueue, StockLedger, VoidOutcome,
+    BackendError, Buy, Clock, Enqueued, Holding, OpenMode, Opened, OrderCounts, OrderStore,
+    PayOutcome, PendingReservation, ReservationQueue, StockLedger, VoidOutcome,
 };
 use crate::writers::{WriterConfig, WriterPool};
 use flashsale_core::sale::ChangeError;
 use flashsale_core::tokens::BuyPathSigner;
 use flashsale_core::{
-    BuyerId, IdempotencyKey, Order, OrderId, OrderStatus, PaymentId, Phase, Reservation,
+    BatchId, BuyerId, IdempotencyKey, Order, OrderId, OrderStatus, PaymentId, Phase, Reservation,
     ReservationState, ReserveOutcome, ReturnOutcome, Sale, SaleId, SalePatch, SaleSpec, SpecError,
     Timestamp,
 };
@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +45,44 @@ impl Default for ReaperConfig {
     }
 }
 
+/// How buys that reach the stock ledger are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Design {
+    /// Concurrent buys share one stock-ledger call and one durable write (a group commit):
+    /// while a batch is in flight the next one gathers, so batches grow with the load and a
+    /// lone buy waits for nobody. Scaled out, the stock ledger also sells from leases.
+    Batched,
+    /// One stock-ledger call, one enqueue and one confirm per buy: the design most flash-sale
+    /// systems use, kept as the baseline the benchmark compares against.
+    Classic,
+}
+
+/// The reservation layer's pace: the design and, when batched, its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationConfig {
+    pub design: Design,
+    /// Most buys in one batch (one ledger call, one durable write).
+    pub batch_max: usize,
+    /// Batches in flight at once on this node; more buys wait and join the next batch.
+    pub batches_in_flight_max: usize,
+}
+
+impl Default for ReservationConfig {
+    fn default() -> Self {
+        Self {
+            design: Design::Batched,
+            batch_max: 256,
+            batches_in_flight_max: 4,
+        }
+    }
+}
+
 /// Everything the service needs to know, and nothing it does not.
 #[derive(Clone)]
 pub struct ShopConfig {
     /// Secret for buy-path tokens.
     pub buy_path_secret: Vec<u8>,
+    pub reservations: ReservationConfig,
     pub writers: WriterConfig,
     pub reaper: ReaperConfig,
     pub filters: FilterConfig,
@@ -287,22 +321,22 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A unit taken for a reservation that is not durable yet. Dropped while still armed (an
-/// early return, a panic), it gives the unit back from a task of its own; `keep` disarms it
-/// once the enqueue starts, whose outcome decides.
-struct PendingUnit {
+/// Units taken for a batch that is not durable yet. Dropped while still armed (an early
+/// return, a panic), it gives the units back from a task of its own; `keep` disarms it once
+/// the enqueue starts, whose outcome decides.
+struct PendingUnits {
     stock: Arc<dyn StockLedger>,
     slot: Arc<SaleSlot>,
-    order: OrderId,
+    orders: Vec<OrderId>,
     armed: bool,
 }
 
-impl PendingUnit {
-    fn new(stock: Arc<dyn StockLedger>, slot: Arc<SaleSlot>, order: OrderId) -> Self {
+impl PendingUnits {
+    fn new(stock: Arc<dyn StockLedger>, slot: Arc<SaleSlot>, orders: Vec<OrderId>) -> Self {
         Self {
             stock,
             slot,
-            order,
+            orders,
             armed: true,
         }
     }
@@ -311,36 +345,64 @@ impl PendingUnit {
         self.armed = false;
     }
 
-    /// The reservation surely did not become durable: the unit goes back now.
+    /// The reservations surely did not become durable: the units go back now.
     async fn give_back(mut self) {
         self.armed = false;
-        give_back(&*self.stock, &self.slot, self.order).await;
+        give_back(&*self.stock, &self.slot, &self.orders).await;
     }
 }
 
-impl Drop for PendingUnit {
+impl Drop for PendingUnits {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
-        let (stock, slot, order) = (self.stock.clone(), self.slot.clone(), self.order);
+        let (stock, slot) = (self.stock.clone(), self.slot.clone());
+        let orders = std::mem::take(&mut self.orders);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(async move { give_back(&*stock, &slot, order).await });
+                runtime.spawn(async move { give_back(&*stock, &slot, &orders).await });
             }
             Err(_) => {
-                tracing::error!(%order, "no runtime to give a unit back; it stays taken until rebuild")
+                tracing::error!(
+                    units = orders.len(),
+                    "no runtime to give units back; they stay taken until rebuild"
+                )
             }
         }
     }
 }
 
-async fn give_back(stock: &dyn StockLedger, slot: &SaleSlot, order: OrderId) {
-    match stock.cancel_pending(slot.sale.id, order).await {
+async fn give_back(stock: &dyn StockLedger, slot: &SaleSlot, orders: &[OrderId]) {
+    match stock.cancel_pending(slot.sale.id, orders).await {
         Ok(()) => slot.sold_out.store(false, Ordering::Relaxed),
         Err(error) => {
-            tracing::error!(%error, %order, "could not give back a unit; it stays taken until rebuild")
+            tracing::error!(%error, units = orders.len(), "could not give back units; they stay taken until the reconciler or a rebuild")
         }
+    }
+}
+
+/// What the stock ledger and the queue know of an order the store does not have.
+enum Unwritten {
+    /// No ledger of this node's sales knows it for this buyer.
+    Unknown,
+    /// Waiting in the queue.
+    Queued(Reservation),
+    /// The ledger knows it, the queue does not hold it: written meanwhile, or never durable.
+    NotQueued,
+}
+
+/// One buy waiting for its batch: the reservation it would become, and where its answer goes.
+struct BuyRequest {
+    slot: Arc<SaleSlot>,
+    reservation: Reservation,
+    answer: oneshot::Sender<Result<BuyOutcome, ServiceError>>,
+}
+
+impl BuyRequest {
+    fn answer(self, outcome: Result<BuyOutcome, ServiceError>) {
+        // A caller that went away (hung up, timed out) needs no answer; the batch went on.
+        let _ = self.answer.send(outcome);
     }
 }
 
@@ -368,6 +430,10 @@ pub struct Shop {
     window: Option<moka::future::Cache<WindowKey, BuyOutcome>>,
     limiters: Limiters,
     metrics: LayerMetrics,
+    /// Where buys wait for their batch (`Design::Batched`); `None` in the classic design.
+    batcher: Option<mpsc::Sender<BuyRequest>>,
+    /// Sales whose end this node has seen and whose lease it gave back.
+    leases_released: std::sync::Mutex<HashSet<SaleId>>,
 }
 
 impl Shop {
@@ -388,7 +454,17 @@ impl Shop {
                 .time_to_live(Duration::from_millis(config.filters.buyer_window_ms))
                 .build()
         });
+        let reservations = config.reservations.clone();
+        let (batcher, gathered) = match reservations.design {
+            Design::Batched => {
+                let (sender, receiver) = mpsc::channel(batcher_waiting_max(&reservations));
+                (Some(sender), Some(receiver))
+            }
+            Design::Classic => (None, None),
+        };
         let shop = Arc::new(Self {
+            batcher,
+            leases_released: std::sync::Mutex::new(HashSet::new()),
             window,
             limiters: Limiters::new(&config.filters),
             metrics: LayerMetrics::register(),
@@ -404,6 +480,9 @@ impl Shop {
             pending_seen: std::sync::Mutex::new(HashMap::new()),
         });
         shop.recover().await?;
+        if let Some(gathered) = gathered {
+            tokio::spawn(run_batcher(Arc::downgrade(&shop), gathered, reservations));
+        }
         shop.writers.set_count(shop.config.writers.count).await;
         tokio::spawn(run_reaper(shop.clone()));
         if let Some(cluster) = shop.config.cluster.clone() {
@@ -456,11 +535,13 @@ impl Shop {
         sales: &[SaleId],
     ) -> Result<HashMap<SaleId, Vec<Holding>>, ServiceError> {
         let mut holdings: HashMap<SaleId, Vec<Holding>> = HashMap::new();
-        for r in self.backends.queue.all_queued().await? {
+        for queued in self.backends.queue.all_queued().await? {
+            let r = queued.reservation;
             holdings.entry(r.sale_id).or_default().push(Holding {
                 order_id: r.order_id,
                 buyer: r.buyer,
                 live: true,
+                batch: Some(queued.batch),
             });
         }
         for &sale in sales {
@@ -661,70 +742,11 @@ impl Shop {
             metrics.shed.increment(1);
             return Ok(BuyOutcome::Overloaded);
         }
-        // From here the attempt is a task of its own. A caller that goes away (the client hung
-        // up, the request timed out) drops its future, and dropping this part between taking
+        // From here the attempt is out of the caller's hands. A caller that goes away (the
+        // client hung up, the request timed out) drops its future, and stopping between taking
         // a unit and hearing from the queue would strand the unit, or leave a durable
-        // reservation unconfirmed.
-        let task = tokio::spawn({
-            let (shop, slot, buyer) = (Arc::clone(self), Arc::clone(slot), buyer.clone());
-            async move { shop.reserve_and_enqueue(slot, order_id, buyer, now).await }
-        });
-        match task.await {
-            Ok(answer) => answer,
-            Err(error) => {
-                tracing::error!(%error, %order_id, "a buy attempt failed inside");
-                Err(ServiceError::Internal(format!(
-                    "a buy attempt failed inside: {error}"
-                )))
-            }
-        }
-    }
-
-    /// Takes a unit, makes the reservation durable, and answers. See `attempt`.
-    async fn reserve_and_enqueue(
-        &self,
-        slot: Arc<SaleSlot>,
-        order_id: OrderId,
-        buyer: BuyerId,
-        now: Timestamp,
-    ) -> Result<BuyOutcome, ServiceError> {
-        let (stats, metrics) = (&slot.shared.stats, &self.metrics);
-        let sale_id = slot.sale.id;
-        let (stock, queue) = (&self.backends.stock, &self.backends.queue);
-        faults::point("shop.buy.before_reserve", faults::Happened::No).await?;
-        bump(&stats.stock_calls);
-        match stock.reserve(sale_id, order_id, &buyer).await? {
-            ReserveOutcome::Reserved => {
-                bump(&stats.reserved);
-                metrics.reserved.increment(1);
-            }
-            ReserveOutcome::Duplicate(ReservationState::Pending) => {
-                return self.answer_pending_duplicate(&slot, order_id, &buyer).await;
-            }
-            ReserveOutcome::Duplicate(_) => {
-                bump(&stats.duplicates);
-                metrics.duplicate.increment(1);
-                return Ok(BuyOutcome::Accepted {
-                    order_id,
-                    replay: true,
-                });
-            }
-            ReserveOutcome::SoldOut => {
-                bump(&stats.sold_out);
-                metrics.sold_out.increment(1);
-                slot.sold_out.store(true, Ordering::Relaxed);
-                return Ok(BuyOutcome::SoldOut);
-            }
-            ReserveOutcome::LimitReached => {
-                bump(&stats.limit_reached);
-                metrics.limit_reached.increment(1);
-                return Ok(BuyOutcome::LimitReached);
-            }
-        }
-        // Until the enqueue starts nothing durable exists, so an early return or a panic gives
-        // the unit back.
-        let mut unit = PendingUnit::new(stock.clone(), slot.clone(), order_id);
-        faults::point("shop.buy.after_reserve", faults::Happened::No).await?;
+        // reservation unconfirmed: so the batch (a task of its own) owns the attempt, and the
+        // caller only waits for the answer.
         let reservation = Reservation::new(
             order_id,
             sale_id,
@@ -732,44 +754,195 @@ impl Shop {
             now,
             slot.sale.spec.payment_window_secs,
         );
-        // From here a panic is an unknown outcome: the unit stays taken (see below).
-        unit.keep();
-        match queue.enqueue(reservation).await {
-            Ok(Enqueued::Durable) => {
-                faults::point("shop.buy.after_enqueue", faults::Happened::Yes).await?;
-                if let Err(error) = stock.confirm(sale_id, order_id).await {
-                    // The reservation is durable and will become an order. A ledger entry left
-                    // pending is still returned on expiry, and a retry of this request finds
-                    // the reservation (`answer_pending_duplicate`).
-                    tracing::warn!(%error, %order_id, "could not mark a durable reservation confirmed");
+        let (answer, answered) = oneshot::channel();
+        let request = BuyRequest {
+            slot: slot.clone(),
+            reservation,
+            answer,
+        };
+        match &self.batcher {
+            Some(batcher) => {
+                if batcher.try_send(request).is_err() {
+                    // More buys wait for a batch than batches can take in time: fail fast.
+                    bump(&stats.shed);
+                    metrics.shed.increment(1);
+                    return Ok(BuyOutcome::Overloaded);
                 }
-                slot.shared.remember_accepted([(order_id, &buyer)]);
-                bump(&stats.queued);
-                metrics.queued.increment(1);
-                Ok(BuyOutcome::Accepted {
-                    order_id,
-                    replay: false,
-                })
+            }
+            None => {
+                let shop = Arc::clone(self);
+                let batch = BatchId::of_order(order_id);
+                tokio::spawn(async move { shop.run_batch(batch, vec![request]).await });
+            }
+        }
+        answered.await.unwrap_or_else(|_| {
+            // The batch task ended without answering: it panicked, or the shop shut down.
+            tracing::error!(%order_id, "a buy attempt ended without an answer");
+            Err(ServiceError::Internal(
+                "a buy attempt ended without an answer".into(),
+            ))
+        })
+    }
+
+    /// Takes a unit for each buy of the batch (one ledger call), makes the reserved ones
+    /// durable together (one enqueue), and answers each buyer; then confirms them. Every buy
+    /// of the batch is of one sale. The classic design runs this with one buy per batch.
+    ///
+    /// The order matters: the 202s go out only after the enqueue said `Durable`, and the
+    /// confirm after the 202s, off the buyers' wait. A confirm that never happens (the node
+    /// died) leaves the reservations pending in a durable batch, which the reconciler (or a
+    /// retry of the request) finds and confirms.
+    async fn run_batch(self: Arc<Self>, batch: BatchId, requests: Vec<BuyRequest>) {
+        let Some(first) = requests.first() else {
+            return;
+        };
+        let slot = first.slot.clone();
+        let (stats, metrics) = (&slot.shared.stats, &self.metrics);
+        let sale_id = slot.sale.id;
+        let (stock, queue) = (&self.backends.stock, &self.backends.queue);
+        if let Err(error) = faults::point("shop.buy.before_reserve", faults::Happened::No).await {
+            return answer_all(requests, Err(error.into()));
+        }
+        let buys: Vec<Buy> = requests
+            .iter()
+            .map(|r| Buy {
+                order: r.reservation.order_id,
+                buyer: r.reservation.buyer.clone(),
+            })
+            .collect();
+        stats
+            .stock_calls
+            .fetch_add(buys.len() as u64, Ordering::Relaxed);
+        bump(&stats.ledger_calls);
+        metrics.batch_buys.record(buys.len() as f64);
+        let outcomes = match stock.reserve(sale_id, batch, &buys).await {
+            Ok(outcomes) if outcomes.len() == requests.len() => outcomes,
+            Ok(outcomes) => {
+                let error = ServiceError::Corrupt(format!(
+                    "the stock ledger answered {} of {} buys",
+                    outcomes.len(),
+                    requests.len()
+                ));
+                return answer_all(requests, Err(error));
+            }
+            // Unknown outcome: some units may be taken, pending in a batch that never reaches
+            // the queue; the reconciler (shared backends) or the rebuild at start settles them.
+            Err(error) => return answer_all(requests, Err(error.into())),
+        };
+        let mut reserved = Vec::new();
+        for (request, outcome) in requests.into_iter().zip(outcomes) {
+            let order_id = request.reservation.order_id;
+            match outcome {
+                ReserveOutcome::Reserved => {
+                    bump(&stats.reserved);
+                    metrics.reserved.increment(1);
+                    reserved.push(request);
+                }
+                ReserveOutcome::Duplicate(ReservationState::Pending) => {
+                    // Asks the queue and the store: off the batch's path, it is rare.
+                    let shop = Arc::clone(&self);
+                    tokio::spawn(async move {
+                        let answer = shop
+                            .answer_pending_duplicate(
+                                &request.slot,
+                                order_id,
+                                &request.reservation.buyer,
+                            )
+                            .await;
+                        request.answer(answer);
+                    });
+                }
+                ReserveOutcome::Duplicate(_) => {
+                    bump(&stats.duplicates);
+                    metrics.duplicate.increment(1);
+                    request.answer(Ok(BuyOutcome::Accepted {
+                        order_id,
+                        replay: true,
+                    }));
+                }
+                ReserveOutcome::SoldOut => {
+                    bump(&stats.sold_out);
+                    metrics.sold_out.increment(1);
+                    request.slot.sold_out.store(true, Ordering::Relaxed);
+                    request.answer(Ok(BuyOutcome::SoldOut));
+                }
+                ReserveOutcome::LimitReached => {
+                    bump(&stats.limit_reached);
+                    metrics.limit_reached.increment(1);
+                    request.answer(Ok(BuyOutcome::LimitReached));
+                }
+            }
+        }
+        if reserved.is_empty() {
+            return;
+        }
+        let orders: Vec<OrderId> = reserved.iter().map(|r| r.reservation.order_id).collect();
+        // Until the enqueue starts nothing durable exists, so an early return or a panic gives
+        // the units back.
+        let mut units = PendingUnits::new(stock.clone(), slot.clone(), orders.clone());
+        if let Err(error) = faults::point("shop.buy.after_reserve", faults::Happened::No).await {
+            units.give_back().await;
+            return answer_all(reserved, Err(error.into()));
+        }
+        let reservations: Vec<Reservation> =
+            reserved.iter().map(|r| r.reservation.clone()).collect();
+        // From here a panic is an unknown outcome: the units stay taken (see below).
+        units.keep();
+        match queue.enqueue(batch, reservations).await {
+            Ok(Enqueued::Durable) => {
+                if let Err(error) =
+                    faults::point("shop.buy.after_enqueue", faults::Happened::Yes).await
+                {
+                    return answer_all(reserved, Err(error.into()));
+                }
+                slot.shared.remember_accepted(
+                    reserved
+                        .iter()
+                        .map(|r| (r.reservation.order_id, &r.reservation.buyer)),
+                );
+                stats
+                    .queued
+                    .fetch_add(reserved.len() as u64, Ordering::Relaxed);
+                metrics.queued.increment(reserved.len() as u64);
+                for request in reserved {
+                    let order_id = request.reservation.order_id;
+                    request.answer(Ok(BuyOutcome::Accepted {
+                        order_id,
+                        replay: false,
+                    }));
+                }
+                if let Err(error) = stock.confirm(sale_id, &orders).await {
+                    // The reservations are durable and will become orders. Ledger entries left
+                    // pending are still returned on expiry, a retry of such a request finds
+                    // its batch (`answer_pending_duplicate`), and the reconciler confirms them.
+                    tracing::warn!(%error, units = orders.len(), "could not mark durable reservations confirmed");
+                }
             }
             Ok(Enqueued::Full) => {
-                bump(&stats.queue_full);
-                metrics.queue_full.increment(1);
-                unit.give_back().await;
-                Ok(BuyOutcome::Overloaded)
+                stats
+                    .queue_full
+                    .fetch_add(reserved.len() as u64, Ordering::Relaxed);
+                metrics.queue_full.increment(reserved.len() as u64);
+                PendingUnits::new(stock.clone(), slot.clone(), orders)
+                    .give_back()
+                    .await;
+                answer_all(reserved, Ok(BuyOutcome::Overloaded));
             }
             Err(error) if error.outcome_known => {
-                metrics.queue_failed.increment(1);
-                tracing::warn!(%error, "durable queue refused a reservation");
-                unit.give_back().await;
-                Ok(BuyOutcome::Overloaded)
+                metrics.queue_failed.increment(reserved.len() as u64);
+                tracing::warn!(%error, "durable queue refused a batch");
+                PendingUnits::new(stock.clone(), slot.clone(), orders)
+                    .give_back()
+                    .await;
+                answer_all(reserved, Ok(BuyOutcome::Overloaded));
             }
             Err(error) => {
-                metrics.queue_failed.increment(1);
-                // The reservation may be durable after all. Keeping the unit taken can strand
-                // it until the next rebuild, but giving it back could oversell. If it is
-                // durable it becomes an order, and that order's expiry returns the unit.
-                tracing::error!(%error, %order_id, "durable queue outcome unknown; unit held");
-                Ok(BuyOutcome::Overloaded)
+                metrics.queue_failed.increment(reserved.len() as u64);
+                // The batch may be durable after all. Keeping the units taken can strand them
+                // until the reconciler or the next rebuild, but giving them back could
+                // oversell. If it is durable its orders' expiry returns the units.
+                tracing::error!(%error, units = orders.len(), "durable queue outcome unknown; units held");
+                answer_all(reserved, Ok(BuyOutcome::Overloaded));
             }
         }
     }
@@ -783,11 +956,21 @@ impl Shop {
         order_id: OrderId,
         buyer: &BuyerId,
     ) -> Result<BuyOutcome, ServiceError> {
-        if !self.is_durable(order_id).await? {
+        let batch = self
+            .backends
+            .stock
+            .entry(slot.sale.id, order_id)
+            .await?
+            .and_then(|entry| entry.batch);
+        let durable = match batch {
+            Some(batch) => self.is_durable(batch, order_id).await?,
+            None => false,
+        };
+        if !durable {
             self.metrics.in_progress.increment(1);
             return Ok(BuyOutcome::InProgress);
         }
-        if let Err(error) = self.backends.stock.confirm(slot.sale.id, order_id).await {
+        if let Err(error) = self.backends.stock.confirm(slot.sale.id, &[order_id]).await {
             tracing::warn!(%error, %order_id, "could not mark a durable reservation confirmed");
         }
         slot.shared.remember_accepted([(order_id, buyer)]);
@@ -800,20 +983,23 @@ impl Shop {
     }
 
     /// The buyer's own order, or `None` (someone else's order looks the same as none).
-    /// The queue is asked first: an order is written before it leaves the queue, so this
-    /// order of lookups never misses one in between.
+    ///
+    /// An order the writers have not written yet is found through the stock ledger, which
+    /// knows the batch it waits in. The store is asked again after the queue: a writer may have
+    /// moved the order from one to the other in between.
     pub async fn order(
         &self,
         buyer: &BuyerId,
         id: OrderId,
     ) -> Result<Option<OrderView>, ServiceError> {
-        let queued = self.backends.queue.find(id).await?;
-        if queued.as_ref().is_some_and(|r| &r.buyer != buyer) {
-            return Ok(None);
+        if let Some(order) = self.backends.store.get_order(id).await? {
+            return Ok((&order.buyer == buyer).then(|| view(&order)));
         }
-        // Asked even when the queue has it: a writer that wrote the order and died before its
-        // ack leaves the message queued until it is delivered again, and the store then
-        // knows better (the order may even be paid).
+        let queued = match self.find_unwritten(buyer, id).await? {
+            Unwritten::Unknown => return Ok(None),
+            Unwritten::Queued(reservation) => Some(reservation),
+            Unwritten::NotQueued => None,
+        };
         if let Some(order) = self.backends.store.get_order(id).await? {
             return Ok((&order.buyer == buyer).then(|| view(&order)));
         }
@@ -823,6 +1009,40 @@ impl Shop {
             status: OrderViewStatus::Queued,
             expires_at: r.expires_at,
         }))
+    }
+
+    /// Where the buyer's order `id` is when the store does not have it: the stock ledgers of
+    /// this node's sales (newest first, usually one is live) say whether it exists and which
+    /// batch it was taken for, and the queue whether that batch holds it. Someone else's order
+    /// is `Unknown`.
+    async fn find_unwritten(
+        &self,
+        buyer: &BuyerId,
+        id: OrderId,
+    ) -> Result<Unwritten, ServiceError> {
+        let mut sales: Vec<SaleId> = self
+            .sales
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        // Sale ids are UUID v7: the newest sorts last.
+        sales.sort_unstable_by(|a, b| b.cmp(a));
+        for sale in sales.into_iter().take(ORDER_LOOKUP_SALES_MAX) {
+            let Some(entry) = self.backends.stock.entry(sale, id).await? else {
+                continue;
+            };
+            if &entry.buyer != buyer {
+                return Ok(Unwritten::Unknown);
+            }
+            let queued = match entry.batch {
+                Some(batch) => self.backends.queue.find(batch, id).await?,
+                None => None,
+            };
+            return Ok(queued.map_or(Unwritten::NotQueued, Unwritten::Queued));
+        }
+        Ok(Unwritten::Unknown)
     }
 
     pub async fn pay(
@@ -841,9 +1061,15 @@ impl Shop {
                 PayOutcome::PaidByOtherPayment => PayAnswer::PaidByOtherPayment,
                 PayOutcome::Expired => PayAnswer::Expired,
                 PayOutcome::Cancelled => PayAnswer::Cancelled,
-                PayOutcome::NotFound => match self.backends.queue.find(id).await? {
-                    Some(r) if &r.buyer == buyer => PayAnswer::NotYetWritten,
-                    _ => PayAnswer::NotFound,
+                PayOutcome::NotFound => match self.find_unwritten(buyer, id).await? {
+                    Unwritten::Queued(_) => PayAnswer::NotYetWritten,
+                    // Known to the ledger but out of the queue: written since the store was
+                    // asked, or never made durable. A retry tells which.
+                    Unwritten::NotQueued => match self.backends.store.get_order(id).await? {
+                        Some(_) => PayAnswer::NotYetWritten,
+                        None => PayAnswer::NotFound,
+                    },
+                    Unwritten::Unknown => PayAnswer::NotFound,
                 },
             },
         )
@@ -1087,6 +1313,7 @@ impl Shop {
             }
             sales
         };
+        self.release_ended_leases(&sales, now).await;
         let mut lost = Vec::new();
         let mut open = HashSet::new();
         for sale in sales {
@@ -1167,49 +1394,96 @@ impl Shop {
     ) -> Result<(), ServiceError> {
         let pending = self.backends.stock.pending_orders(sale.id).await?;
         let deadline = Duration::from_millis(cluster.rebuild_fence_ms);
-        let overdue: Vec<OrderId> = {
+        let overdue: Vec<PendingReservation> = {
             let mut seen = self.pending_seen.lock().unwrap_or_else(|e| e.into_inner());
             let now = std::time::Instant::now();
-            let pending: HashSet<OrderId> = pending.into_iter().collect();
-            seen.retain(|(s, order), _| *s != sale.id || pending.contains(order));
+            let pending: HashSet<PendingReservation> = pending.into_iter().collect();
+            let orders: HashSet<OrderId> = pending.iter().map(|p| p.order).collect();
+            seen.retain(|(s, order), _| *s != sale.id || orders.contains(order));
             pending
                 .into_iter()
-                .filter(|order| {
-                    let first_seen = *seen.entry((sale.id, *order)).or_insert(now);
+                .filter(|p| {
+                    let first_seen = *seen.entry((sale.id, p.order)).or_insert(now);
                     now.duration_since(first_seen) >= deadline
                 })
                 .collect()
         };
-        for order in overdue {
-            let durable = self.is_durable(order).await?
-                || match self.backends.queue.void(order).await? {
-                    VoidOutcome::Voided => false,
-                    VoidOutcome::AlreadyStored => self.is_durable(order).await?,
-                };
+        let mut by_batch: HashMap<BatchId, Vec<OrderId>> = HashMap::new();
+        for p in overdue {
+            by_batch.entry(p.batch).or_default().push(p.order);
+        }
+        for (batch, orders) in by_batch {
+            let (mut durable, mut unknown) = (Vec::new(), Vec::new());
+            for order in orders {
+                if self.is_durable(batch, order).await? {
+                    durable.push(order);
+                } else {
+                    unknown.push(order);
+                }
+            }
+            let mut released = Vec::new();
+            if !unknown.is_empty() {
+                match self.backends.queue.void(batch).await? {
+                    VoidOutcome::Voided => released = unknown,
+                    // The batch landed after all, or another node's reconciler voided it
+                    // first: look again.
+                    VoidOutcome::AlreadyStored => {
+                        for order in unknown {
+                            if self.is_durable(batch, order).await? {
+                                durable.push(order);
+                            } else {
+                                released.push(order);
+                            }
+                        }
+                    }
+                }
+            }
             let stock = &self.backends.stock;
-            if durable {
-                stock.confirm(sale.id, order).await?;
-                self.metrics.reconciled_confirmed.increment(1);
-                tracing::warn!(sale_id = %sale.id, %order, "reconciler confirmed a reservation left pending");
-            } else {
-                stock.cancel_pending(sale.id, order).await?;
-                self.metrics.reconciled_released.increment(1);
+            if !durable.is_empty() {
+                stock.confirm(sale.id, &durable).await?;
+                self.metrics
+                    .reconciled_confirmed
+                    .increment(durable.len() as u64);
+                tracing::warn!(sale_id = %sale.id, %batch, units = durable.len(), "reconciler confirmed reservations left pending");
+            }
+            if !released.is_empty() {
+                stock.cancel_pending(sale.id, &released).await?;
+                self.metrics
+                    .reconciled_released
+                    .increment(released.len() as u64);
                 if let Some(slot) = self.slot(sale.id) {
                     slot.sold_out.store(false, Ordering::Relaxed);
                 }
-                tracing::warn!(sale_id = %sale.id, %order, "reconciler gave back the unit of a reservation that never became durable");
+                tracing::warn!(sale_id = %sale.id, %batch, units = released.len(), "reconciler gave back the units of reservations that never became durable");
             }
         }
         Ok(())
     }
 
-    /// Whether the reservation is in the queue or the store. The queue is asked first: a
-    /// writer inserts the order before it acks the message, so this order of lookups never
-    /// misses a reservation moving between the two (the other order did, and the reconciler
-    /// gave back the unit of a written order: found by the scaled-out kill cycles).
-    async fn is_durable(&self, order: OrderId) -> Result<bool, ServiceError> {
-        Ok(self.backends.queue.find(order).await?.is_some()
+    /// Whether the reservation is in the queue (in its batch) or the store. The queue is asked
+    /// first: a writer inserts the order before it acks the message, so this order of lookups
+    /// never misses a reservation moving between the two (the other order did, and the
+    /// reconciler gave back the unit of a written order: found by the scaled-out kill cycles).
+    async fn is_durable(&self, batch: BatchId, order: OrderId) -> Result<bool, ServiceError> {
+        Ok(self.backends.queue.find(batch, order).await?.is_some()
             || self.backends.store.get_order(order).await?.is_some())
+    }
+
+    /// Gives back this node's stock leases of sales that have ended, once per sale.
+    async fn release_ended_leases(&self, sales: &[Sale], now: Timestamp) {
+        for sale in sales {
+            if sale.phase(now, true) != Phase::Ended {
+                continue;
+            }
+            let newly_ended = self
+                .leases_released
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(sale.id);
+            if newly_ended && let Err(error) = self.backends.stock.release_lease(sale.id).await {
+                tracing::warn!(sale_id = %sale.id, %error, "could not give back the stock lease of an ended sale; it comes back when it expires");
+            }
+        }
     }
 
     // ----- shutdown -----
@@ -1218,6 +1492,20 @@ impl Shop {
     /// drain timeout), then stop them.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
+        // The server has stopped taking requests: what this node holds beyond its reservations
+        // goes back for the other nodes now, not when its leases expire.
+        let sales: Vec<SaleId> = self
+            .sales
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for sale in sales {
+            if let Err(error) = self.backends.stock.release_lease(sale).await {
+                tracing::warn!(sale_id = %sale, %error, "could not give back a stock lease at shutdown; it comes back when it expires");
+            }
+        }
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(self.config.drain_timeout_ms);
         if self.writers.count() == 0 {
@@ -1243,6 +1531,79 @@ fn view(order: &Order) -> OrderView {
         sale_id: order.sale_id,
         status: order.status.into(),
         expires_at: order.expires_at,
+    }
+}
+
+/// Most of this node's sales `Shop::order` asks the stock ledger about for an order not yet
+/// written: the newest ones, where orders are being written now.
+const ORDER_LOOKUP_SALES_MAX: usize = 16;
+
+fn answer_all(requests: Vec<BuyRequest>, outcome: Result<BuyOutcome, ServiceError>) {
+    for request in requests {
+        request.answer(outcome.clone());
+    }
+}
+
+/// Buys that may wait for a batch before new ones are refused (503): enough to fill every
+/// batch in flight twice over.
+fn batcher_waiting_max(config: &ReservationConfig) -> usize {
+    (config.batch_max.max(1) * config.batches_in_flight_max.max(1) * 2).max(1)
+}
+
+/// The group commit of the reservation layer: gathers the buys waiting when a batch slot is
+/// free (at most `batch_max`, of one sale each) and runs them as one batch. While
+/// `batches_in_flight_max` batches run, new buys wait and join the next one, so batches grow
+/// with the load and a buy at a quiet moment runs alone at once. Ends when the shop is dropped.
+async fn run_batcher(
+    shop: Weak<Shop>,
+    mut waiting: mpsc::Receiver<BuyRequest>,
+    config: ReservationConfig,
+) {
+    let slots = Arc::new(Semaphore::new(config.batches_in_flight_max.max(1)));
+    let batch_max = config.batch_max.max(1);
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = waiting.recv().await else {
+            return;
+        };
+        let mut gathered = vec![first];
+        while gathered.len() < batch_max {
+            match waiting.try_recv() {
+                Ok(request) => gathered.push(request),
+                Err(_) => break,
+            }
+        }
+        let Some(shop) = shop.upgrade() else {
+            return;
+        };
+        let mut by_sale: HashMap<SaleId, Vec<BuyRequest>> = HashMap::new();
+        for request in gathered {
+            by_sale
+                .entry(request.slot.sale.id)
+                .or_default()
+                .push(request);
+        }
+        let mut slot = Some(slot);
+        for (_, requests) in by_sale {
+            let permit = match slot.take() {
+                Some(permit) => permit,
+                // A second sale in the same gathering needs a slot of its own.
+                None => match slots.clone().acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
+            let shop = shop.clone();
+            let batch = BatchId::new_v7(shop.now());
+            tokio::spawn(async move {
+                // A panic inside costs this batch (its callers hear "ended without an answer";
+                // its units are as after a crash), never the batcher.
+                shop.run_batch(batch, requests).await;
+                drop(permit);
+            });
+        }
     }
 }
 

@@ -7,12 +7,13 @@ use crate::rng::SharedRng;
 use crate::trace::Trace;
 use async_trait::async_trait;
 use flashsale_core::{
-    BuyerId, Order, OrderId, PaymentId, Reservation, ReserveOutcome, ReturnOutcome, Sale, SaleId,
-    Timestamp,
+    BatchId, BuyerId, Order, OrderId, PaymentId, Reservation, ReserveOutcome, ReturnOutcome, Sale,
+    SaleId, Timestamp,
 };
 use flashsale_service::{
-    BackendError, BackendResult, Enqueued, Holding, OpenMode, Opened, OrderCounts, OrderStore,
-    PayOutcome, ReservationQueue, StockLedger, VoidOutcome,
+    BackendError, BackendResult, Buy, Enqueued, Holding, LedgerEntry, OpenMode, Opened,
+    OrderCounts, OrderStore, PayOutcome, PendingReservation, Queued, ReservationQueue, StockLedger,
+    VoidOutcome,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -251,28 +252,28 @@ impl StockLedger for FaultyStock {
     async fn reserve(
         &self,
         sale: SaleId,
-        order: OrderId,
-        buyer: &BuyerId,
-    ) -> BackendResult<ReserveOutcome> {
+        batch: BatchId,
+        buys: &[Buy],
+    ) -> BackendResult<Vec<ReserveOutcome>> {
         self.faults
             .call(self.node, Port::Stock, "stock.reserve", || {
-                self.inner.reserve(sale, order, buyer)
+                self.inner.reserve(sale, batch, buys)
             })
             .await
     }
 
-    async fn confirm(&self, sale: SaleId, order: OrderId) -> BackendResult<()> {
+    async fn confirm(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()> {
         self.faults
             .call(self.node, Port::Stock, "stock.confirm", || {
-                self.inner.confirm(sale, order)
+                self.inner.confirm(sale, orders)
             })
             .await
     }
 
-    async fn cancel_pending(&self, sale: SaleId, order: OrderId) -> BackendResult<()> {
+    async fn cancel_pending(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()> {
         self.faults
             .call(self.node, Port::Stock, "stock.cancel_pending", || {
-                self.inner.cancel_pending(sale, order)
+                self.inner.cancel_pending(sale, orders)
             })
             .await
     }
@@ -293,10 +294,18 @@ impl StockLedger for FaultyStock {
             .await
     }
 
-    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<OrderId>> {
+    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<PendingReservation>> {
         self.faults
             .call(self.node, Port::Stock, "stock.pending_orders", || {
                 self.inner.pending_orders(sale)
+            })
+            .await
+    }
+
+    async fn entry(&self, sale: SaleId, order: OrderId) -> BackendResult<Option<LedgerEntry>> {
+        self.faults
+            .call(self.node, Port::Stock, "stock.entry", || {
+                self.inner.entry(sale, order)
             })
             .await
     }
@@ -311,10 +320,14 @@ pub struct FaultyQueue {
 
 #[async_trait]
 impl ReservationQueue for FaultyQueue {
-    async fn enqueue(&self, reservation: Reservation) -> BackendResult<Enqueued> {
+    async fn enqueue(
+        &self,
+        batch: BatchId,
+        reservations: Vec<Reservation>,
+    ) -> BackendResult<Enqueued> {
         self.faults
             .call(self.node, Port::Queue, "queue.enqueue", || {
-                self.inner.enqueue(reservation)
+                self.inner.enqueue(batch, reservations)
             })
             .await
     }
@@ -343,23 +356,23 @@ impl ReservationQueue for FaultyQueue {
             .await
     }
 
-    async fn void(&self, order: OrderId) -> BackendResult<VoidOutcome> {
+    async fn void(&self, batch: BatchId) -> BackendResult<VoidOutcome> {
         self.faults
             .call(self.node, Port::Queue, "queue.void", || {
-                self.inner.void(order)
+                self.inner.void(batch)
             })
             .await
     }
 
-    async fn find(&self, order: OrderId) -> BackendResult<Option<Reservation>> {
+    async fn find(&self, batch: BatchId, order: OrderId) -> BackendResult<Option<Reservation>> {
         self.faults
             .call(self.node, Port::Queue, "queue.find", || {
-                self.inner.find(order)
+                self.inner.find(batch, order)
             })
             .await
     }
 
-    async fn all_queued(&self) -> BackendResult<Vec<Reservation>> {
+    async fn all_queued(&self) -> BackendResult<Vec<Queued>> {
         self.faults
             .call(self.node, Port::Queue, "queue.all_queued", || {
                 self.inner.all_queued()

@@ -5,9 +5,9 @@
 
 use crate::clock::SimClock;
 use async_trait::async_trait;
-use flashsale_core::{OrderId, Reservation, Timestamp};
+use flashsale_core::{BatchId, OrderId, Reservation, Timestamp};
 use flashsale_service::{
-    BackendError, BackendResult, Clock, Enqueued, ReservationQueue, VoidOutcome,
+    BackendError, BackendResult, Clock, Enqueued, Queued, ReservationQueue, VoidOutcome,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 #[derive(Debug, Clone)]
 struct Entry {
+    batch: BatchId,
     reservation: Reservation,
     /// Enqueue order; a redelivered entry keeps it, so it goes out before younger ones.
     seq: u64,
@@ -27,8 +28,8 @@ struct Entry {
 struct State {
     next_seq: u64,
     entries: BTreeMap<OrderId, Entry>,
-    /// Reconciler tombstones (`void`): ids that may no longer be enqueued.
-    voided: BTreeSet<OrderId>,
+    /// Reconciler tombstones (`void`): batch ids that may no longer be enqueued.
+    voided: BTreeSet<BatchId>,
 }
 
 #[derive(Debug)]
@@ -103,24 +104,34 @@ impl SimQueue {
 
 #[async_trait]
 impl ReservationQueue for SimQueue {
-    async fn enqueue(&self, reservation: Reservation) -> BackendResult<Enqueued> {
+    async fn enqueue(
+        &self,
+        batch: BatchId,
+        reservations: Vec<Reservation>,
+    ) -> BackendResult<Enqueued> {
         {
             let mut state = self.lock();
-            if state.voided.contains(&reservation.order_id) {
+            if state.voided.contains(&batch) {
                 return Err(BackendError::indeterminate(
                     "simulated queue",
-                    "the reservation was voided",
+                    "the batch was voided",
                 ));
             }
-            if !state.entries.contains_key(&reservation.order_id) {
-                if state.entries.len() >= self.capacity {
-                    return Ok(Enqueued::Full);
-                }
+            let new: Vec<Reservation> = reservations
+                .into_iter()
+                .filter(|r| !state.entries.contains_key(&r.order_id))
+                .collect();
+            // All or none.
+            if state.entries.len() + new.len() > self.capacity {
+                return Ok(Enqueued::Full);
+            }
+            for reservation in new {
                 let seq = state.next_seq;
                 state.next_seq += 1;
                 state.entries.insert(
                     reservation.order_id,
                     Entry {
+                        batch,
                         reservation,
                         seq,
                         delivered_until: None,
@@ -132,11 +143,11 @@ impl ReservationQueue for SimQueue {
         Ok(Enqueued::Durable)
     }
 
-    async fn void(&self, order: OrderId) -> BackendResult<VoidOutcome> {
-        // The model keeps no dedupe window of acked ids: nothing in the simulation voids an
-        // order that was already written (the reconciler runs only on shared backends).
+    async fn void(&self, batch: BatchId) -> BackendResult<VoidOutcome> {
+        // The model keeps no dedupe window of acked ids: nothing in the simulation voids a
+        // batch that was already written (the reconciler runs only on shared backends).
         let mut state = self.lock();
-        if state.entries.contains_key(&order) || !state.voided.insert(order) {
+        if state.entries.values().any(|e| e.batch == batch) || !state.voided.insert(batch) {
             return Ok(VoidOutcome::AlreadyStored);
         }
         Ok(VoidOutcome::Voided)
@@ -192,23 +203,32 @@ impl ReservationQueue for SimQueue {
         Ok(())
     }
 
-    async fn find(&self, order: OrderId) -> BackendResult<Option<Reservation>> {
+    async fn find(&self, batch: BatchId, order: OrderId) -> BackendResult<Option<Reservation>> {
         Ok(self
             .lock()
             .entries
             .get(&order)
+            .filter(|e| e.batch == batch)
             .map(|e| e.reservation.clone()))
     }
 
-    async fn all_queued(&self) -> BackendResult<Vec<Reservation>> {
-        let mut all: Vec<(u64, Reservation)> = self
+    async fn all_queued(&self) -> BackendResult<Vec<Queued>> {
+        let mut all: Vec<(u64, Queued)> = self
             .lock()
             .entries
             .values()
-            .map(|e| (e.seq, e.reservation.clone()))
+            .map(|e| {
+                (
+                    e.seq,
+                    Queued {
+                        batch: e.batch,
+                        reservation: e.reservation.clone(),
+                    },
+                )
+            })
             .collect();
         all.sort_by_key(|(seq, _)| *seq);
-        Ok(all.into_iter().map(|(_, r)| r).collect())
+        Ok(all.into_iter().map(|(_, q)| q).collect())
     }
 
     fn depth(&self) -> usize {

@@ -4,8 +4,13 @@
 //! again, so two concurrent buys can both take the last unit.
 
 use async_trait::async_trait;
-use flashsale_core::{BuyerId, OrderId, ReservationState, ReserveOutcome, ReturnOutcome, SaleId};
-use flashsale_service::{BackendError, BackendResult, Holding, OpenMode, Opened, StockLedger};
+use flashsale_core::{
+    BatchId, BuyerId, OrderId, ReservationState, ReserveOutcome, ReturnOutcome, SaleId,
+};
+use flashsale_service::{
+    BackendError, BackendResult, Buy, Holding, LedgerEntry, OpenMode, Opened, PendingReservation,
+    StockLedger,
+};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -27,6 +32,8 @@ pub struct SaleStock {
     pub per_buyer_limit: u32,
     pub available: u32,
     pub reservations: BTreeMap<OrderId, (BuyerId, ReservationState)>,
+    /// The batch each reservation was taken for, or found queued in at a restore.
+    pub batches: BTreeMap<OrderId, BatchId>,
 }
 
 impl SaleStock {
@@ -75,10 +82,11 @@ impl SimStock {
     /// saw: the current value when atomic, an older one in the canary.
     fn take(
         ledger: &mut SaleStock,
-        order: OrderId,
-        buyer: &BuyerId,
+        buy: &Buy,
+        batch: BatchId,
         seen_available: u32,
     ) -> ReserveOutcome {
+        let (order, buyer) = (buy.order, &buy.buyer);
         if let Some((_, state)) = ledger.reservations.get(&order) {
             return ReserveOutcome::Duplicate(*state);
         }
@@ -93,6 +101,7 @@ impl SimStock {
         ledger
             .reservations
             .insert(order, (buyer.clone(), ReservationState::Pending));
+        ledger.batches.insert(order, batch);
         ReserveOutcome::Reserved
     }
 }
@@ -110,7 +119,11 @@ impl StockLedger for SimStock {
         // The same rules as `SaleLedger::restore`: an order listed twice counts once, live if
         // either listing says so.
         let mut reservations: BTreeMap<OrderId, (BuyerId, ReservationState)> = BTreeMap::new();
+        let mut batches = BTreeMap::new();
         for holding in holdings {
+            if let Some(batch) = holding.batch {
+                batches.insert(holding.order_id, batch);
+            }
             let state = if holding.live {
                 ReservationState::Durable
             } else {
@@ -145,6 +158,7 @@ impl StockLedger for SimStock {
                 per_buyer_limit,
                 available: stock_total - live,
                 reservations,
+                batches,
             },
         );
         Ok(Opened::Installed)
@@ -153,38 +167,57 @@ impl StockLedger for SimStock {
     async fn reserve(
         &self,
         sale: SaleId,
-        order: OrderId,
-        buyer: &BuyerId,
-    ) -> BackendResult<ReserveOutcome> {
+        batch: BatchId,
+        buys: &[Buy],
+    ) -> BackendResult<Vec<ReserveOutcome>> {
         match self.mode {
             ReserveMode::Atomic => self.with_sale(sale, |ledger| {
-                let available = ledger.available;
-                Self::take(ledger, order, buyer, available)
+                buys.iter()
+                    .map(|buy| {
+                        let available = ledger.available;
+                        Self::take(ledger, buy, batch, available)
+                    })
+                    .collect()
             }),
             ReserveMode::CheckThenAct => {
-                let seen = self.with_sale(sale, |ledger| ledger.available)?;
+                let mut seen = self.with_sale(sale, |ledger| ledger.available)?;
                 // The bug: another buy may take the unit while this one is away.
                 tokio::task::yield_now().await;
-                self.with_sale(sale, |ledger| Self::take(ledger, order, buyer, seen))
+                self.with_sale(sale, |ledger| {
+                    buys.iter()
+                        .map(|buy| {
+                            let outcome = Self::take(ledger, buy, batch, seen);
+                            if outcome == ReserveOutcome::Reserved {
+                                seen -= 1;
+                            }
+                            outcome
+                        })
+                        .collect()
+                })
             }
         }
     }
 
-    async fn confirm(&self, sale: SaleId, order: OrderId) -> BackendResult<()> {
+    async fn confirm(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()> {
         self.with_sale(sale, |ledger| {
-            if let Some((_, state)) = ledger.reservations.get_mut(&order)
-                && *state == ReservationState::Pending
-            {
-                *state = ReservationState::Durable;
+            for order in orders {
+                if let Some((_, state)) = ledger.reservations.get_mut(order)
+                    && *state == ReservationState::Pending
+                {
+                    *state = ReservationState::Durable;
+                }
             }
         })
     }
 
-    async fn cancel_pending(&self, sale: SaleId, order: OrderId) -> BackendResult<()> {
+    async fn cancel_pending(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()> {
         self.with_sale(sale, |ledger| {
-            if let Some((_, ReservationState::Pending)) = ledger.reservations.get(&order) {
-                ledger.reservations.remove(&order);
-                ledger.available += 1;
+            for order in orders {
+                if let Some((_, ReservationState::Pending)) = ledger.reservations.get(order) {
+                    ledger.reservations.remove(order);
+                    ledger.batches.remove(order);
+                    ledger.available += 1;
+                }
             }
         })
     }
@@ -206,14 +239,32 @@ impl StockLedger for SimStock {
         self.with_sale(sale, |ledger| ledger.available)
     }
 
-    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<OrderId>> {
+    async fn pending_orders(&self, sale: SaleId) -> BackendResult<Vec<PendingReservation>> {
         self.with_sale(sale, |ledger| {
             ledger
                 .reservations
                 .iter()
                 .filter(|(_, (_, state))| *state == ReservationState::Pending)
-                .map(|(order, _)| *order)
+                .filter_map(|(order, _)| {
+                    ledger.batches.get(order).map(|&batch| PendingReservation {
+                        order: *order,
+                        batch,
+                    })
+                })
                 .collect()
+        })
+    }
+
+    async fn entry(&self, sale: SaleId, order: OrderId) -> BackendResult<Option<LedgerEntry>> {
+        self.with_sale(sale, |ledger| {
+            ledger
+                .reservations
+                .get(&order)
+                .map(|(buyer, state)| LedgerEntry {
+                    state: *state,
+                    buyer: buyer.clone(),
+                    batch: ledger.batches.get(&order).copied(),
+                })
         })
     }
 }

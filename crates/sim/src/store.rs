@@ -177,6 +177,7 @@ impl OrderStore for SimStore {
                 order_id: o.id,
                 buyer: o.buyer.clone(),
                 live: o.status.is_live(),
+                batch: None,
             })
             .collect())
     }

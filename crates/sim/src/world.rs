@@ -14,8 +14,8 @@ use flashsale_core::{
     BuyerId, IdempotencyKey, OrderId, OrderStatus, PaymentId, Sale, SaleId, SaleSpec, Timestamp,
 };
 use flashsale_service::{
-    Backends, BuyOutcome, Clock, FilterConfig, OrderStore, PayAnswer, ReaperConfig,
-    ReservationQueue, Shop, ShopConfig, WriterConfig,
+    Backends, BuyOutcome, Clock, Design, FilterConfig, OrderStore, PayAnswer, ReaperConfig,
+    ReservationConfig, ReservationQueue, Shop, ShopConfig, WriterConfig,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -328,6 +328,20 @@ impl World {
         ));
         let config = ShopConfig {
             buy_path_secret: b"simulation buy-path secret".to_vec(),
+            // Both designs, drawn per seed; batched with small, varied limits so batches of
+            // several buys, and batches running side by side, both happen.
+            reservations: if rng.chance(50) {
+                ReservationConfig {
+                    design: Design::Classic,
+                    ..ReservationConfig::default()
+                }
+            } else {
+                ReservationConfig {
+                    design: Design::Batched,
+                    batch_max: rng.between(1, 6) as usize,
+                    batches_in_flight_max: rng.between(1, 3) as usize,
+                }
+            },
             writers: WriterConfig {
                 count: rng.between(0, 2) as usize,
                 batch_max: rng.between(1, 4) as usize,
@@ -358,7 +372,7 @@ impl World {
         trace.push(|| {
             format!(
                 "seed {seed} variant {}: stock {} limit {} window {}s sale {}..{} buyers {} keys {} \
-                 queue capacity {} writers {:?} reaper {:?} faults {rates:?}",
+                 queue capacity {} reservations {:?} writers {:?} reaper {:?} faults {rates:?}",
                 variant.name(),
                 sale.spec.stock,
                 sale.spec.per_buyer_limit,
@@ -368,6 +382,7 @@ impl World {
                 buyers.len(),
                 keys.len(),
                 queue.capacity(),
+                config.reservations,
                 config.writers,
                 config.reaper,
             )

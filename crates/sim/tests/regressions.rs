@@ -16,6 +16,7 @@ use std::time::Duration;
 fn config() -> ShopConfig {
     ShopConfig {
         buy_path_secret: b"regression".to_vec(),
+        reservations: Default::default(),
         // No writers: the test plays the writer by hand.
         writers: WriterConfig {
             count: 0,

@@ -288,6 +288,128 @@ async fn repeated_kill_dash_nine_of_a_scaled_out_node_loses_nothing() {
     kill_cycles(dir.path(), &shared.env(), cycles).await;
 }
 
+/// `kill -9` of a scaled-out node while its stock lease holds units: nobody renews the lease,
+/// so its units go back on sale when it expires, and the other node sells them; the units the
+/// dead node took but never made durable come back through the reconciler and are sold too.
+/// Every 202 of either node is one order, and in the end exactly the stock is sold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_of_a_leasing_node_gives_its_lease_back_to_the_sale() {
+    const LEASE_STOCK: u64 = 300;
+    let shared = crate::scaled::SharedBackends::create().await;
+    let mut env = shared.env();
+    env.push(("FLASHSALE_RESERVATIONS__LEASE_TTL_MS", "1000"));
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let tokens = Arc::new(BuyerTokens::new(BUYER_SECRET.as_bytes()));
+    let mut doomed = start_server_with(dir_a.path(), &env).await;
+    let survivor = start_server_with(dir_b.path(), &env).await;
+    let sale = live_sale(&http, &doomed.base, "Leases", LEASE_STOCK).await;
+    let status = |base: String| {
+        let http = http.clone();
+        let sale = sale.clone();
+        async move {
+            read(
+                http.get(format!("{base}/api/sales/{sale}/status"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+            .1
+        }
+    };
+    let path = status(doomed.base.clone()).await["buy_path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The survivor learns of the sale from PostgreSQL (`cluster.sale_sync_ms`).
+    for _ in 0..200 {
+        if status(survivor.base.clone()).await["buy_path"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    let burst = Burst::start(
+        &http,
+        &format!("{}{path}", doomed.base),
+        &tokens,
+        0..LEASE_STOCK as usize,
+        BURST_WORKERS,
+    );
+    for _ in 0..5_000 {
+        if burst.accepted_count() >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let leased: u64 = shared.leases(&sale).values().sum();
+    doomed.child.start_kill().unwrap();
+    doomed.child.wait().await.unwrap();
+    let mut accepted = burst.finish().await;
+    assert!(leased > 0, "the node held no lease when it died");
+
+    // The survivor sells what is left, as long as anything comes back.
+    let mut next_buyer = 10_000;
+    let mut counters = Value::Null;
+    for _ in 0..150 {
+        counters = admin(
+            &http,
+            reqwest::Method::GET,
+            format!("{}/api/admin/sales/{sale}", survivor.base),
+            None,
+        )
+        .await["counters"]
+            .clone();
+        if counters["pending_payment"] == LEASE_STOCK {
+            break;
+        }
+        if let Some(path) = status(survivor.base.clone()).await["buy_path"].as_str() {
+            let buyers = next_buyer..next_buyer + 50;
+            next_buyer += 50;
+            let burst = Burst::start(
+                &http,
+                &format!("{}{path}", survivor.base),
+                &tokens,
+                buyers,
+                BURST_WORKERS,
+            );
+            accepted.extend(burst.finish().await);
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(
+        counters["pending_payment"], LEASE_STOCK,
+        "the dead node's units were never sold: {counters}"
+    );
+    assert_acknowledged_orders_kept(
+        &http,
+        &survivor.base,
+        &sale,
+        &tokens,
+        &accepted,
+        LEASE_STOCK,
+    )
+    .await;
+    // Fewer 202s than orders is allowed: a batch made durable just before the kill becomes
+    // orders whose buyers never heard the answer (the reconciler confirms them).
+    assert!(accepted.len() as u64 <= LEASE_STOCK);
+    assert_eq!(
+        shared.leases(&sale).values().sum::<u64>(),
+        0,
+        "no lease holds units of a sold-out sale: {:?}",
+        shared.leases(&sale)
+    );
+    eprintln!(
+        "leases: the killed node held {leased} leased units; all {LEASE_STOCK} units sold, {} of them answered 202 (each an order)",
+        accepted.len()
+    );
+}
+
 fn cycles_from_env(key: &str, default: usize) -> usize {
     std::env::var(key)
         .ok()

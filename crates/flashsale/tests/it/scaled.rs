@@ -116,6 +116,24 @@ impl SharedBackends {
             .collect()
     }
 
+    /// The sale's stock leases as Redis holds them: node id → units set aside.
+    pub fn leases(&self, sale: &str) -> HashMap<String, u64> {
+        use redis::Commands as _;
+        let mut connection = redis::Client::open(self.redis_url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let raw: HashMap<String, String> = connection
+            .hgetall(format!("{{fs:{}:{sale}}}:leases", self.prefix))
+            .unwrap();
+        raw.into_iter()
+            .map(|(node, lease)| {
+                let units = lease.split(':').next().and_then(|u| u.parse().ok());
+                (node, units.expect("a lease is <units>:<expires at>"))
+            })
+            .collect()
+    }
+
     /// Starts a node on these backends and the given (shared) clock.
     pub async fn node(&self, clock: &Arc<ManualClock>) -> TestApp {
         TestApp::spawn_on_clock(&self.env(), clock.clone()).await
@@ -302,6 +320,21 @@ async fn three_nodes_sell_exactly_the_stock() {
         .map(|o| o["buyer"].as_str().unwrap())
         .collect();
     assert_eq!(buyers.len(), STOCK, "no buyer over the limit of 1");
+
+    // Redis work grows with the stock, not with the crowd: after the sell-out no node calls
+    // the ledger (the sold-out flag), so the calls are at most one per unit sold plus one per
+    // buy in flight when it sold out; batches make them fewer.
+    let mut ledger_calls = 0;
+    for node in nodes.iter() {
+        ledger_calls += node.sale(&sale).await["layers"]["ledger_calls"]
+            .as_u64()
+            .unwrap();
+    }
+    assert!(
+        ledger_calls <= (STOCK + CONCURRENT_BUYS) as u64,
+        "{ledger_calls} ledger calls for {BUYS} buys of a stock of {STOCK}"
+    );
+    eprintln!("{BUYS} buys of a stock of {STOCK} on {NODES} nodes: {ledger_calls} ledger calls");
 
     // A node that joins the running sale adopts the ledger instead of resetting it.
     let late = shared.node(&clock).await;
@@ -656,9 +689,9 @@ async fn nats_stopping_fails_buys_fast_and_the_invariants_hold_after_it_returns(
 /// durable; one whose publish did arrive becomes an order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reconciler_settles_reservations_a_dead_node_left_pending() {
-    use flashsale_core::{BuyerId, OrderId, Reservation, ReserveOutcome, SaleId};
-    use flashsale_redis::{RedisStock, RedisStockConfig};
-    use flashsale_service::{Clock, StockLedger};
+    use flashsale_core::{BatchId, BuyerId, OrderId, Reservation, ReserveOutcome, SaleId};
+    use flashsale_redis::{LeaseConfig, RedisStock, RedisStockConfig};
+    use flashsale_service::{Buy, Clock, StockLedger};
 
     let shared = SharedBackends::create().await;
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
@@ -666,43 +699,62 @@ async fn the_reconciler_settles_reservations_a_dead_node_left_pending() {
     let (sale, _path) = node.live_sale(10, 1).await;
     let sale_id = SaleId::parse(&sale).unwrap();
 
-    // What the dead node did: two units taken in the shared ledger, one of them published.
+    // What the dead node did: three units taken in the shared ledger in two batches, and only
+    // the second batch published. It sold from a lease, which expires unrenewed.
     let dead_node = RedisStock::connect(
         &shared.redis_url,
         RedisStockConfig {
             key_prefix: shared.prefix.clone(),
+            lease: Some(LeaseConfig {
+                units_max: 64,
+                ttl_ms: 500,
+            }),
             ..RedisStockConfig::default()
         },
     )
     .await
     .unwrap();
-    let never_published = OrderId(Uuid::new_v4());
+    let never_published = [OrderId(Uuid::new_v4()), OrderId(Uuid::new_v4())];
     let published = OrderId(Uuid::new_v4());
-    for (order, buyer) in [(never_published, "ghost-1"), (published, "ghost-2")] {
-        assert_eq!(
-            dead_node
-                .reserve(sale_id, order, &BuyerId::parse(buyer).unwrap())
-                .await
-                .unwrap(),
-            ReserveOutcome::Reserved
-        );
+    let (lost_batch, published_batch) = (BatchId(Uuid::now_v7()), BatchId(Uuid::now_v7()));
+    let buy = |order: OrderId, buyer: &str| Buy {
+        order,
+        buyer: BuyerId::parse(buyer).unwrap(),
+    };
+    for (batch, buys) in [
+        (
+            lost_batch,
+            vec![
+                buy(never_published[0], "ghost-1"),
+                buy(never_published[1], "ghost-2"),
+            ],
+        ),
+        (published_batch, vec![buy(published, "ghost-3")]),
+    ] {
+        let outcomes = dead_node.reserve(sale_id, batch, &buys).await.unwrap();
+        assert!(outcomes.iter().all(|o| *o == ReserveOutcome::Reserved));
     }
     let nats = async_nats::connect(&shared.nats_url).await.unwrap();
     let jetstream = async_nats::jetstream::new(nats);
-    let publish = |order: OrderId, buyer: &str| {
-        let reservation = Reservation::new(
-            order,
-            sale_id,
-            BuyerId::parse(buyer).unwrap(),
-            clock.now(),
-            600,
-        );
-        let payload = serde_json::to_vec(&reservation).unwrap();
-        let subject = format!("{}.res.{order}", shared.stream);
+    let publish = |batch: BatchId, orders: Vec<(OrderId, &str)>| {
+        let reservations: Vec<Reservation> = orders
+            .into_iter()
+            .map(|(order, buyer)| {
+                Reservation::new(
+                    order,
+                    sale_id,
+                    BuyerId::parse(buyer).unwrap(),
+                    clock.now(),
+                    600,
+                )
+            })
+            .collect();
+        let payload = serde_json::to_vec(&reservations).unwrap();
+        let subject = format!("{}.res.{batch}", shared.stream);
         let jetstream = jetstream.clone();
         async move {
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", order.to_string().as_str());
+            headers.insert("Nats-Msg-Id", batch.to_string().as_str());
             jetstream
                 .publish_with_headers(subject, headers, payload.into())
                 .await
@@ -711,8 +763,8 @@ async fn the_reconciler_settles_reservations_a_dead_node_left_pending() {
                 .unwrap()
         }
     };
-    publish(published, "ghost-2").await;
-    assert_eq!(node.sale(&sale).await["counters"]["available"], 8);
+    publish(published_batch, vec![(published, "ghost-3")]).await;
+    assert_eq!(node.sale(&sale).await["counters"]["available"], 7);
 
     // The reconciler (sync every 100 ms, fence 1,500 ms in these tests) settles both.
     let mut counters = Value::Null;
@@ -734,7 +786,14 @@ async fn the_reconciler_settles_reservations_a_dead_node_left_pending() {
     );
 
     // The dead node's publish arriving late is dropped: its id holds the tombstone.
-    let late = publish(never_published, "ghost-1").await;
+    let late = publish(
+        lost_batch,
+        vec![
+            (never_published[0], "ghost-1"),
+            (never_published[1], "ghost-2"),
+        ],
+    )
+    .await;
     assert!(
         late.duplicate,
         "a late publish after the void must be a duplicate"
