@@ -118,6 +118,30 @@ impl Api {
             .context("the created sale has no id")
     }
 
+    /// Sets this node's order writer count (`PUT /api/admin/writers`).
+    pub async fn set_writers(&self, count: usize) -> Result<()> {
+        let answer = self
+            .conn()
+            .send(
+                hyper::Method::PUT,
+                "/api/admin/writers",
+                &[
+                    ("authorization", self.admin_auth.as_str()),
+                    ("content-type", "application/json"),
+                ],
+                Some(bytes::Bytes::from(json!({ "count": count }).to_string())),
+            )
+            .await?;
+        if !answer.status.is_success() {
+            bail!(
+                "PUT /api/admin/writers answered {}: {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
+        }
+        Ok(())
+    }
+
     /// The admin view of a sale: spec, phase, counters, layers.
     pub async fn sale(&self, id: &str) -> Result<Value> {
         let answer = self

@@ -200,7 +200,9 @@ impl Pace {
 pub struct Crowd {
     pub shape: CrowdShape,
     pub signer: Signer,
-    pub target: Target,
+    /// The nodes: worker `w` sends to node `w % len`, as a load balancer that keeps each
+    /// connection on one node would.
+    pub targets: Vec<Target>,
     pub buy_path: String,
     /// A buy path with a made-up token (what a cheater guesses).
     pub guessed_path: String,
@@ -237,7 +239,8 @@ impl Crowd {
 
     async fn worker(&self, worker: usize, released: Instant) {
         // Lazily grown: most visits use one connection, double clicks two, many-keys eight.
-        let mut conns: Vec<Conn> = vec![Conn::new(self.target.clone())];
+        let node = self.targets[worker % self.targets.len()].clone();
+        let mut conns: Vec<Conn> = vec![Conn::new(node)];
         loop {
             let i = self.next_visit.fetch_add(1, Ordering::Relaxed);
             if i >= self.shape.buyers {
@@ -287,7 +290,8 @@ impl Crowd {
             ),
         };
         while conns.len() < clicks {
-            conns.push(Conn::new(self.target.clone()));
+            let node = self.targets[worker % self.targets.len()].clone();
+            conns.push(Conn::new(node));
         }
         let auth = format!("Bearer {token}");
         let keys: Vec<String> = (0..clicks)

@@ -16,7 +16,7 @@ pub mod verdict;
 use crate::api::{Api, layer_metrics, parse_time};
 use crate::client::{Conn, Target};
 use crate::crowd::{Crowd, CrowdShape, Pace, Signer};
-use crate::report::{Report, RoundReport, Sample};
+use crate::report::{Drain, Report, RoundReport, Sample};
 use crate::stats::{Outcome, Percentiles, Recorder};
 use crate::verdict::{Evidence, Verdict};
 use anyhow::{Context, Result, bail};
@@ -53,9 +53,22 @@ pub enum Peer {
 /// `flashsale bench` flags.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// The flashsale to load, `http://host:port`.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub target: String,
+    /// The flashsale node(s) to load, `http://host:port`, comma-separated or repeated. With
+    /// several, each load connection sticks to one node in turn, as behind a load balancer;
+    /// the sale is created and judged through the first.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    pub target: Vec<String>,
+    /// Another flashsale deployment (node URLs as for --target), loaded the same way in
+    /// alternating rounds with its own sale and verdict; the report gives ours ÷ theirs. For
+    /// example the same engines with `reservations.design = "classic"`.
+    #[arg(long, value_delimiter = ',')]
+    pub versus: Vec<String>,
+    /// Hold the order writers of every node at 0 while the crowd runs, then set them to this
+    /// count and time the queue draining into the order store: orders written per second by
+    /// the writers alone. The writers stay at this count afterwards. Winners do not pay in
+    /// such a round (their orders are not written until the drain).
+    #[arg(long)]
+    pub drain_writers: Option<usize>,
     /// Admin bearer token of the target.
     #[arg(long, env = "FLASHSALE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
@@ -140,6 +153,12 @@ impl BenchArgs {
         if self.connections == 0 || self.buyers == 0 || self.rounds == 0 {
             bail!("--connections, --buyers and --rounds must be at least 1");
         }
+        if self.target.is_empty() {
+            bail!("--target needs at least one node");
+        }
+        if self.connections < self.target.len() {
+            bail!("--connections must be at least the number of --target nodes");
+        }
         if self.rate.is_some_and(|r| r <= 0.0) || self.spike_factor <= 0.0 {
             bail!("--rate and --spike-factor must be positive");
         }
@@ -176,11 +195,46 @@ pub async fn main(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The nodes of one deployment: the crowd spreads over them, the admin calls go to the first.
+struct Deployment {
+    nodes: Vec<Target>,
+    api: Api,
+    /// One admin client per node, for settings each node has its own of (the writers).
+    node_apis: Vec<Api>,
+}
+
+impl Deployment {
+    fn parse(urls: &[String], admin_token: &str) -> Result<Self> {
+        let nodes = urls
+            .iter()
+            .map(|url| Target::parse(url))
+            .collect::<Result<Vec<_>>>()?;
+        let first = nodes.first().context("a deployment needs at least one node")?;
+        Ok(Self {
+            api: Api::new(first.clone(), admin_token),
+            node_apis: nodes
+                .iter()
+                .map(|node| Api::new(node.clone(), admin_token))
+                .collect(),
+            nodes,
+        })
+    }
+
+    async fn set_writers(&self, count: usize) -> Result<()> {
+        for api in &self.node_apis {
+            api.set_writers(count).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs every round and returns the report (without printing it).
 pub async fn run(args: &BenchArgs) -> Result<Report> {
     args.validate()?;
-    let target = Target::parse(&args.target)?;
-    let api = Api::new(target.clone(), &args.admin_token);
+    let ours = Deployment::parse(&args.target, &args.admin_token)?;
+    let versus = (!args.versus.is_empty())
+        .then(|| Deployment::parse(&args.versus, &args.admin_token))
+        .transpose()?;
     let signer = Signer::new(args.buyer_jwt_secret.as_bytes());
     let peer = match args.peer {
         Some(Peer::Hello) => Some(HelloPeer::start()?),
@@ -188,8 +242,12 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
     };
     let mut report = Report::new(args);
     for round in 0..args.rounds {
-        let ours = flashsale_round(args, round, &target, &api, &signer).await?;
-        report.rounds.push(ours);
+        let mine = flashsale_round(args, round, &ours, &signer, "flashsale").await?;
+        report.rounds.push(mine);
+        if let Some(versus) = &versus {
+            let theirs = flashsale_round(args, round, versus, &signer, "versus").await?;
+            report.rounds.push(theirs);
+        }
         if let Some(peer) = &peer {
             let theirs = peer_round(args, round, &peer.target, &signer).await?;
             report.rounds.push(theirs);
@@ -363,13 +421,17 @@ fn guessed_token(n: u64) -> String {
 async fn flashsale_round(
     args: &BenchArgs,
     round: usize,
-    target: &Target,
-    api: &Api,
+    deployment: &Deployment,
     signer: &Signer,
+    kind: &'static str,
 ) -> Result<RoundReport> {
+    let (api, target) = (&deployment.api, &deployment.nodes[0]);
     let shape = shape(args, round);
     let live = go_live(args, api, target, signer, &shape).await?;
     let before = api.counters(&live.sale_id).await?;
+    if args.drain_writers.is_some() {
+        deployment.set_writers(0).await?;
+    }
     let (pay_tx, pay_rx) = mpsc::channel(PAYMENTS_QUEUED_MAX);
     let crowd = Arc::new(Crowd {
         guessed_path: format!(
@@ -380,7 +442,7 @@ async fn flashsale_round(
         buy_path: live.buy_path.clone(),
         shape: shape.clone(),
         signer: signer.clone(),
-        target: target.clone(),
+        targets: deployment.nodes.clone(),
         pace: args.pace(),
         connections: args.connections,
         duration: args.duration_secs.map(Duration::from_secs_f64),
@@ -393,6 +455,13 @@ async fn flashsale_round(
     });
     let released = Instant::now();
     let stop = CancellationToken::new();
+    // No payers while the writers are held: nothing could be paid before the drain.
+    let pay_rx = if args.drain_writers.is_some() {
+        drop(pay_rx);
+        None
+    } else {
+        Some(pay_rx)
+    };
     let payers = spawn_payers(target, signer, &shape, pay_rx);
     let paid = payers.1.clone();
     let monitor = tokio::spawn(monitor(
@@ -401,10 +470,14 @@ async fn flashsale_round(
         released,
         stop.clone(),
     ));
-    let progress = progress(args, &crowd, released, stop.clone(), "flashsale");
+    let progress = progress(args, &crowd, released, stop.clone(), kind);
     crowd.run(released).await;
     let crowd_secs = released.elapsed().as_secs_f64();
     let tally = crowd.recorder.snapshot();
+    let drain = match args.drain_writers {
+        Some(writers) => Some(drain(deployment, &live.sale_id, writers).await?),
+        None => None,
+    };
     // The crowd is done: the payers finish the queue they have, then the monitor stops.
     drop(
         crowd
@@ -449,8 +522,8 @@ async fn flashsale_round(
     .await?;
     let view = api.sale(&live.sale_id).await.unwrap_or_default();
     let metrics = layer_metrics(&api.metrics().await);
-    Ok(RoundReport::new(
-        "flashsale",
+    let mut report = RoundReport::new(
+        kind,
         round,
         &tally,
         crowd_secs,
@@ -461,8 +534,42 @@ async fn flashsale_round(
         metrics,
         samples,
         Some(verdict),
-    ))
+    );
+    report.drain = drain;
+    Ok(report)
 }
+
+/// How long to wait for a drain before giving up, in seconds.
+const DRAIN_WAIT_SECS_MAX: u64 = 600;
+
+/// Starts `writers` order writers on every node of the deployment and times the sale's queue
+/// draining into the order store.
+async fn drain(deployment: &Deployment, sale_id: &str, writers: usize) -> Result<Drain> {
+    let api = &deployment.api;
+    let queued = api.counters(sale_id).await?.queued;
+    let started = Instant::now();
+    deployment.set_writers(writers).await?;
+    let deadline = started + Duration::from_secs(DRAIN_WAIT_SECS_MAX);
+    loop {
+        if api.counters(sale_id).await?.queued == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the queue of sale {sale_id} did not drain within {DRAIN_WAIT_SECS_MAX} s");
+        }
+        tokio::time::sleep(Duration::from_millis(DRAIN_POLL_INTERVAL_MS)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(Drain {
+        writers,
+        orders: queued,
+        secs,
+        orders_per_sec: queued as f64 / secs.max(1e-9),
+    })
+}
+
+/// How often the drain looks at the queue, in milliseconds.
+const DRAIN_POLL_INTERVAL_MS: u64 = 20;
 
 async fn peer_round(
     args: &BenchArgs,
@@ -478,7 +585,7 @@ async fn peer_round(
         buy_path: format!("/api/sales/{fake_sale}/buy/{}", guessed_token(2)),
         shape,
         signer: signer.clone(),
-        target: target.clone(),
+        targets: vec![target.clone()],
         pace: args.pace(),
         connections: args.connections,
         duration: args.duration_secs.map(Duration::from_secs_f64),
@@ -517,10 +624,13 @@ fn spawn_payers(
     target: &Target,
     signer: &Signer,
     shape: &CrowdShape,
-    rx: mpsc::Receiver<(u64, String)>,
+    rx: Option<mpsc::Receiver<(u64, String)>>,
 ) -> (Vec<tokio::task::JoinHandle<()>>, Arc<AtomicU64>) {
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let paid = Arc::new(AtomicU64::new(0));
+    let Some(rx) = rx else {
+        return (Vec::new(), paid);
+    };
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let tasks = (0..PAYERS)
         .map(|_| {
             let (rx, target, signer, shape, paid) = (

@@ -43,9 +43,19 @@ pub struct Point {
     pub per_sec: BTreeMap<&'static str, f64>,
 }
 
+/// A drain measured after the crowd (`--drain-writers`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Drain {
+    pub writers: usize,
+    /// Reservations queued when the writers started.
+    pub orders: u64,
+    pub secs: f64,
+    pub orders_per_sec: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RoundReport {
-    /// "flashsale" or "peer".
+    /// "flashsale" (the --target nodes), "versus" (the --versus nodes) or "peer".
     pub kind: &'static str,
     pub round: usize,
     pub sale_id: Option<String>,
@@ -68,6 +78,8 @@ pub struct RoundReport {
     /// p50/p99/max latency per second, in milliseconds.
     pub latency_over_time: Vec<Point>,
     pub samples: Vec<Sample>,
+    /// The drain after the crowd, with `--drain-writers`.
+    pub drain: Option<Drain>,
 }
 
 impl RoundReport {
@@ -146,6 +158,7 @@ impl RoundReport {
             throughput,
             latency_over_time,
             samples,
+            drain: None,
         }
     }
 }
@@ -169,7 +182,8 @@ fn written_rates(samples: &[Sample]) -> (f64, f64) {
     (peak, mean)
 }
 
-/// Medians over rounds, ours as a ratio of the peer's.
+/// Medians over rounds, ours as a ratio of the other's (the hello peer, or the --versus
+/// deployment).
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratios {
     pub ours_requests_per_sec: f64,
@@ -188,7 +202,13 @@ pub struct Report {
     pub buyers: u64,
     pub connections: usize,
     pub rounds: Vec<RoundReport>,
+    /// Ours against the hello peer.
     pub ratios: Option<Ratios>,
+    /// Ours against the --versus deployment.
+    pub versus_ratios: Option<Ratios>,
+    /// Median over rounds of the drain rate, ours and theirs.
+    pub drain_orders_per_sec: Option<f64>,
+    pub versus_drain_orders_per_sec: Option<f64>,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -207,7 +227,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 impl Report {
     pub fn new(args: &BenchArgs) -> Self {
         Self {
-            target: args.target.clone(),
+            target: args.target.join(","),
             mode: match args.rate {
                 None => format!("closed loop, {} connections", args.connections),
                 Some(rate) => format!(
@@ -219,6 +239,9 @@ impl Report {
             connections: args.connections,
             rounds: Vec::new(),
             ratios: None,
+            versus_ratios: None,
+            drain_orders_per_sec: None,
+            versus_drain_orders_per_sec: None,
         }
     }
 
@@ -230,6 +253,23 @@ impl Report {
     }
 
     pub fn summarize(&mut self) {
+        self.ratios = self.ratios_of("flashsale", "peer");
+        self.versus_ratios = self.ratios_of("flashsale", "versus");
+        let drain = |kind: &str| {
+            let rates: Vec<f64> = self
+                .rounds
+                .iter()
+                .filter(|r| r.kind == kind)
+                .filter_map(|r| r.drain.as_ref().map(|d| d.orders_per_sec))
+                .collect();
+            (!rates.is_empty()).then(|| median(rates))
+        };
+        self.drain_orders_per_sec = drain("flashsale");
+        self.versus_drain_orders_per_sec = drain("versus");
+    }
+
+    /// Medians over the rounds of `ours` against those of `theirs`, if both ran.
+    fn ratios_of(&self, ours: &str, theirs: &str) -> Option<Ratios> {
         let of = |kind: &str, f: &dyn Fn(&RoundReport) -> f64| {
             median(
                 self.rounds
@@ -239,21 +279,21 @@ impl Report {
                     .collect(),
             )
         };
-        if !self.rounds.iter().any(|r| r.kind == "peer") {
-            return;
+        if !self.rounds.iter().any(|r| r.kind == theirs) {
+            return None;
         }
         let rps = |r: &RoundReport| r.requests_per_sec;
         let p99 = |r: &RoundReport| r.latency["all"].p99_ms;
-        let (ours, peer) = (of("flashsale", &rps), of("peer", &rps));
-        let (ours_p99, peer_p99) = (of("flashsale", &p99), of("peer", &p99));
-        self.ratios = Some(Ratios {
-            ours_requests_per_sec: ours,
-            peer_requests_per_sec: peer,
-            throughput_ratio: ours / peer.max(1e-9),
+        let (ours_rps, theirs_rps) = (of(ours, &rps), of(theirs, &rps));
+        let (ours_p99, theirs_p99) = (of(ours, &p99), of(theirs, &p99));
+        Some(Ratios {
+            ours_requests_per_sec: ours_rps,
+            peer_requests_per_sec: theirs_rps,
+            throughput_ratio: ours_rps / theirs_rps.max(1e-9),
             ours_p99_ms: ours_p99,
-            peer_p99_ms: peer_p99,
-            p99_ratio: ours_p99 / peer_p99.max(1e-9),
-        });
+            peer_p99_ms: theirs_p99,
+            p99_ratio: ours_p99 / theirs_p99.max(1e-9),
+        })
     }
 }
 
@@ -298,7 +338,14 @@ pub fn text(report: &Report) -> String {
         }
         let statuses: Vec<String> = r.statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
         let _ = writeln!(out, "statuses (0 = no answer): {}", statuses.join(" "));
-        if r.kind == "flashsale" {
+        if let Some(d) = &r.drain {
+            let _ = writeln!(
+                out,
+                "drain: {} orders written by {} writers in {:.2} s = {:.0} orders/s",
+                d.orders, d.writers, d.secs, d.orders_per_sec
+            );
+        }
+        if r.kind != "peer" {
             let _ = writeln!(
                 out,
                 "status polls before go-live: {}; payments made: {}",
@@ -336,17 +383,29 @@ pub fn text(report: &Report) -> String {
             }
         }
     }
-    if let Some(x) = &report.ratios {
-        let _ = writeln!(
-            out,
-            "\nvs hello peer (medians over rounds): throughput {:.0} / {:.0} req/s = {:.2}x; p99 {:.2} / {:.2} ms = {:.2}x",
-            x.ours_requests_per_sec,
-            x.peer_requests_per_sec,
-            x.throughput_ratio,
-            x.ours_p99_ms,
-            x.peer_p99_ms,
-            x.p99_ratio
-        );
+    for (name, ratios) in [
+        ("vs hello peer", &report.ratios),
+        ("vs the --versus deployment", &report.versus_ratios),
+    ] {
+        if let Some(x) = ratios {
+            let _ = writeln!(
+                out,
+                "\n{name} (medians over rounds): throughput {:.0} / {:.0} req/s = {:.2}x; p99 {:.2} / {:.2} ms = {:.2}x",
+                x.ours_requests_per_sec,
+                x.peer_requests_per_sec,
+                x.throughput_ratio,
+                x.ours_p99_ms,
+                x.peer_p99_ms,
+                x.p99_ratio
+            );
+        }
+    }
+    if let Some(ours) = report.drain_orders_per_sec {
+        let _ = write!(out, "\ndrain (median over rounds): {ours:.0} orders/s");
+        if let Some(theirs) = report.versus_drain_orders_per_sec {
+            let _ = write!(out, "; the --versus deployment {theirs:.0} orders/s");
+        }
+        let _ = writeln!(out);
     }
     out
 }

@@ -406,6 +406,9 @@ impl BuyRequest {
     }
 }
 
+/// The per-buyer window: (sale, buyer) → the answer a repeat gets.
+type WindowCache = moka::future::Cache<WindowKey, BuyOutcome, foldhash::fast::RandomState>;
+
 /// The sale service of one node.
 pub struct Shop {
     backends: Backends,
@@ -427,7 +430,7 @@ pub struct Shop {
     /// about the sale's clock). A std mutex, never held across an await.
     pending_seen: std::sync::Mutex<HashMap<(SaleId, OrderId), std::time::Instant>>,
     /// The per-buyer window cache; `None` when its window is 0.
-    window: Option<moka::future::Cache<WindowKey, BuyOutcome>>,
+    window: Option<WindowCache>,
     limiters: Limiters,
     metrics: LayerMetrics,
     /// Where buys wait for their batch (`Design::Batched`); `None` in the classic design.
@@ -452,7 +455,13 @@ impl Shop {
             moka::future::Cache::builder()
                 .max_capacity(config.filters.buyer_window_entries_max)
                 .time_to_live(Duration::from_millis(config.filters.buyer_window_ms))
-                .build()
+                // The window is a TTL cache with a cap for safety: TinyLFU's admission sketch
+                // would only cost here (every new buyer is a miss and an insert).
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                // Seeded per process, so buyers cannot aim at one bucket; SipHash, the default,
+                // was the largest single cost of a buy (profiled: the table rehashes as
+                // windows expire).
+                .build_with_hasher(foldhash::fast::RandomState::default())
         });
         let reservations = config.reservations.clone();
         let (batcher, gathered) = match reservations.design {

@@ -23,7 +23,9 @@ use time::format_description::well_known::Rfc3339;
 /// clicks, repeats, cheaters and a 5 s payment window.
 fn short_run(target: String) -> BenchArgs {
     BenchArgs {
-        target,
+        target: vec![target],
+        versus: Vec::new(),
+        drain_writers: None,
         admin_token: ADMIN_TOKEN.into(),
         buyer_jwt_secret: BUYER_SECRET.into(),
         sale: None,
@@ -114,6 +116,66 @@ async fn the_verdict_passes_on_the_real_server() {
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("verdict: PASS"));
     running.stop().await;
+}
+
+/// One run spreads the crowd over two scaled-out nodes, loads a classic deployment on the same
+/// engines in the next round, and times each drain: every verdict passes, both ratios and both
+/// drains are in the report, and the second node served its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_run_covers_two_nodes_a_classic_deployment_and_the_drain() {
+    let batched = crate::scaled::SharedBackends::create().await;
+    let classic = crate::scaled::SharedBackends::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let start = |env: Vec<(&str, &str)>, name: &str| {
+        let flags = FlagOverrides {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(dir.path().join(name)),
+            dev_login: None,
+            ..Default::default()
+        };
+        let config = Config::load(None, test_env(&env), &flags).unwrap();
+        async move { app::start(&config).await.unwrap() }
+    };
+    let first = start(batched.env(), "a").await;
+    let second = start(batched.env(), "b").await;
+    let mut classic_env = classic.env();
+    classic_env.push(("FLASHSALE_RESERVATIONS__DESIGN", "classic"));
+    let baseline = start(classic_env, "c").await;
+
+    let mut args = short_run(format!("http://{}", first.addr));
+    args.target.push(format!("http://{}", second.addr));
+    args.versus = vec![format!("http://{}", baseline.addr)];
+    args.drain_writers = Some(2);
+    args.pay_share = 0.0;
+    let report = flashsale_bench::run(&args).await.unwrap();
+
+    let text = flashsale_bench::report::text(&report);
+    assert!(report.passed(), "{text}");
+    let kinds: Vec<&str> = report.rounds.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, ["flashsale", "versus"]);
+    assert!(report.versus_ratios.is_some(), "{text}");
+    for round in &report.rounds {
+        let drain = round.drain.as_ref().expect("a drain was timed");
+        assert!(drain.orders > 0 && drain.orders_per_sec > 0.0, "{text}");
+    }
+    // The second node's own view of the sale: it took its share of the crowd.
+    let sale = report.rounds[0].sale_id.clone().unwrap();
+    let second_view: Value = reqwest::Client::new()
+        .get(format!("http://{}/api/admin/sales/{sale}", second.addr))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        second_view["layers"]["stock_calls"].as_u64().unwrap() > 0,
+        "{second_view}"
+    );
+    for running in [first, second, baseline] {
+        running.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
