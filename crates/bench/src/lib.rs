@@ -209,7 +209,9 @@ impl Deployment {
             .iter()
             .map(|url| Target::parse(url))
             .collect::<Result<Vec<_>>>()?;
-        let first = nodes.first().context("a deployment needs at least one node")?;
+        let first = nodes
+            .first()
+            .context("a deployment needs at least one node")?;
         Ok(Self {
             api: Api::new(first.clone(), admin_token),
             node_apis: nodes

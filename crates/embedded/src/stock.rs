@@ -81,7 +81,12 @@ impl StockLedger for InProcessStock {
         })
     }
 
-    async fn confirm(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()> {
+    async fn confirm(
+        &self,
+        sale: SaleId,
+        _batch: BatchId,
+        orders: &[OrderId],
+    ) -> BackendResult<()> {
         // `false` means already confirmed (or not pending): confirm is idempotent.
         self.with_sale(sale, |ledger| {
             for &order in orders {

@@ -71,6 +71,7 @@ fn shop_config() -> ShopConfig {
             count: 2,
             batch_max: 16,
             idle_wait_ms: 20,
+            linger_ms: 5,
             retry_backoff_ms_max: 50,
         },
         reaper: ReaperConfig {

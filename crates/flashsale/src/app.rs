@@ -204,6 +204,7 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             count: config.writers.count,
             batch_max: config.writers.batch_max,
             idle_wait_ms: config.writers.idle_wait_ms,
+            linger_ms: config.writers.linger_ms,
             retry_backoff_ms_max: config.writers.retry_backoff_ms_max,
         },
         reaper: ReaperConfig {

@@ -178,6 +178,7 @@ pub struct WritersSection {
     pub count: usize,
     pub batch_max: usize,
     pub idle_wait_ms: u64,
+    pub linger_ms: u64,
     pub retry_backoff_ms_max: u64,
 }
 

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use flashsale_core::SaleId;
-use moka::sync::Cache;
+use flashsale_service::ttl_cache::TtlCache;
 use std::time::Duration;
 
 /// Most sales whose rendered answers are kept.
@@ -12,28 +12,28 @@ const SALES_CACHED_MAX: u64 = 10_000;
 
 pub struct ReadCache {
     /// `None` when the interval is 0 (render every time).
-    status: Option<Cache<SaleId, Bytes>>,
-    pages: Cache<(SaleId, u32), Bytes>,
+    status: Option<TtlCache<SaleId, Bytes>>,
+    pages: TtlCache<(SaleId, u32), Bytes>,
 }
 
 impl ReadCache {
     pub fn new(status_cache_ms: u64) -> Self {
         let status = (status_cache_ms > 0).then(|| {
-            Cache::builder()
-                .max_capacity(SALES_CACHED_MAX)
-                .time_to_live(Duration::from_millis(status_cache_ms))
-                .build()
+            TtlCache::new(
+                Some(Duration::from_millis(status_cache_ms)),
+                SALES_CACHED_MAX,
+            )
         });
         Self {
             status,
-            pages: Cache::builder().max_capacity(SALES_CACHED_MAX).build(),
+            pages: TtlCache::new(None, SALES_CACHED_MAX),
         }
     }
 
     /// The status body: cached, or rendered by `render` (concurrent misses render once).
     pub fn status(&self, sale: SaleId, render: impl FnOnce() -> Option<Bytes>) -> Option<Bytes> {
         match &self.status {
-            Some(cache) => cache.optionally_get_with(sale, render),
+            Some(cache) => cache.get_or_insert_with(&sale, render),
             None => render(),
         }
     }
@@ -47,6 +47,8 @@ impl ReadCache {
 
     /// The sale page of one version; a version's page never changes.
     pub fn page(&self, sale: SaleId, version: u32, render: impl FnOnce() -> Bytes) -> Bytes {
-        self.pages.get_with((sale, version), render)
+        self.pages
+            .get_or_insert_with(&(sale, version), || Some(render()))
+            .unwrap_or_default()
     }
 }

@@ -5,11 +5,15 @@
 //! every script touches a single slot:
 //! - `{fs:<prefix>:<sale>}:meta` (hash): `total`, `limit`, `available` (the counter: units on
 //!   no lease and in no reservation);
-//! - `{fs:<prefix>:<sale>}:res` (hash): order id → state letter (`P`ending, `D`urable,
-//!   `R`eturned), then the batch id (36 characters, dashes when the order was restored from
-//!   the store), then the buyer id;
+//! - `{fs:<prefix>:<sale>}:res` (hash): order id → state letter, then the batch id (36
+//!   characters, dashes when the order was restored from the store), then the buyer id. `T`
+//!   is taken in a batch: pending while the batch is in `pend`, durable once it is not; `D` is
+//!   durable (restored), `R` returned. Scripts answer `P` or `D` for a `T`, never `T`;
 //! - `{fs:<prefix>:<sale>}:buyers` (hash): buyer id → live reservations;
-//! - `{fs:<prefix>:<sale>}:pend` (set): the pending order ids, for the reconciler;
+//! - `{fs:<prefix>:<sale>}:pend` (hash): batch id → its reserved order ids (space-separated),
+//!   for the batches not yet confirmed: what the reconciler reads. Pending is tracked per
+//!   batch because a batch becomes durable as one: a confirm is one `HDEL`, and a reserved
+//!   unit costs three commands (the duplicate check, the buyer's count, its entry);
 //! - `{fs:<prefix>:<sale>}:leases` (hash): node id → `<units>:<expires at, Redis ms>`.
 //!
 //! One `reserve` call is one script for a whole batch of buys, checking each in
@@ -109,15 +113,22 @@ end
 local function has_unit()
   return own + available > 0 or other_units().total > 0 or available > 0
 end
-local answers = {}
+local answers, reserved, fresh = {}, {}, {}
 for i = 5, #ARGV, 2 do
   local order, buyer = ARGV[i], ARGV[i + 1]
   local state = redis.call('HGET', KEYS[2], order)
   if state then
-    answers[#answers + 1] = 'duplicate:' .. string.sub(state, 1, 1)
+    local letter = string.sub(state, 1, 1)
+    if letter == 'T' then
+      -- Pending while its batch is in `pend`, or taken in this call (listed at the end).
+      local waiting = fresh[order] or redis.call('HEXISTS', KEYS[4], string.sub(state, 2, 37)) == 1
+      letter = waiting and 'P' or 'D'
+    end
+    answers[#answers + 1] = 'duplicate:' .. letter
   elseif not has_unit() then
     answers[#answers + 1] = 'sold_out'
-  elseif tonumber(redis.call('HGET', KEYS[3], buyer) or '0') >= limit then
+  elseif redis.call('HINCRBY', KEYS[3], buyer, 1) > limit then
+    redis.call('HINCRBY', KEYS[3], buyer, -1)
     answers[#answers + 1] = 'limit_reached'
   else
     if own > 0 then
@@ -133,11 +144,16 @@ for i = 5, #ARGV, 2 do
       end
       others.total = others.total - 1
     end
-    redis.call('HINCRBY', KEYS[3], buyer, 1)
-    redis.call('HSET', KEYS[2], order, 'P' .. batch .. buyer)
-    redis.call('SADD', KEYS[4], order)
+    redis.call('HSET', KEYS[2], order, 'T' .. batch .. buyer)
+    reserved[#reserved + 1] = order
+    fresh[order] = true
     answers[#answers + 1] = 'reserved'
   end
+end
+if #reserved > 0 then
+  local prior = redis.call('HGET', KEYS[4], batch)
+  local list = table.concat(reserved, ' ')
+  redis.call('HSET', KEYS[4], batch, prior and (prior .. ' ' .. list) or list)
 end
 if leasing then
   if own == 0 and available > 0 then
@@ -163,39 +179,50 @@ redis.call('HSET', KEYS[1], 'available', available)
 return answers
 ";
 
-/// Pending → durable. KEYS: meta, res, pend. ARGV: order ids.
+/// A batch is durable: its `T` entries are no longer pending. KEYS: meta, pend. ARGV: batch.
 const CONFIRM_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown_sale' end
-for i = 1, #ARGV do
-  local state = redis.call('HGET', KEYS[2], ARGV[i])
-  if state and string.sub(state, 1, 1) == 'P' then
-    redis.call('HSET', KEYS[2], ARGV[i], 'D' .. string.sub(state, 2))
-    redis.call('SREM', KEYS[3], ARGV[i])
-  end
-end
+redis.call('HDEL', KEYS[2], ARGV[1])
 return 'ok'
 ";
 
-/// Gives back a unit and the buyer's count, and drops the order from the pending set. Shared
-/// head of the two releasing scripts. KEYS: meta, res, buyers, pend.
+/// Gives back a unit and the buyer's count. Shared head of the two releasing scripts. KEYS:
+/// meta, res, buyers, pend.
 const RELEASE_LUA: &str = r"
-local function release(order, state)
+local function release(state)
   local buyer = string.sub(state, 38)
-  redis.call('SREM', KEYS[4], order)
   redis.call('HINCRBY', KEYS[1], 'available', 1)
   if redis.call('HINCRBY', KEYS[3], buyer, -1) <= 0 then redis.call('HDEL', KEYS[3], buyer) end
+end
+local function pending(state)
+  return string.sub(state, 1, 1) == 'T'
+    and redis.call('HEXISTS', KEYS[4], string.sub(state, 2, 37)) == 1
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown_sale' end
 ";
 
-/// Pending → forgotten, unit back. ARGV: order ids.
+/// Pending → forgotten, unit back; a batch with nothing pending left leaves `pend`. ARGV:
+/// order ids.
 const CANCEL_PENDING_TAIL_LUA: &str = r"
+local touched = {}
 for i = 1, #ARGV do
   local state = redis.call('HGET', KEYS[2], ARGV[i])
-  if state and string.sub(state, 1, 1) == 'P' then
+  if state and pending(state) then
     redis.call('HDEL', KEYS[2], ARGV[i])
-    release(ARGV[i], state)
+    release(state)
+    touched[string.sub(state, 2, 37)] = true
   end
+end
+for batch in pairs(touched) do
+  local left = false
+  for order in string.gmatch(redis.call('HGET', KEYS[4], batch) or '', '%S+') do
+    local state = redis.call('HGET', KEYS[2], order)
+    if state and string.sub(state, 1, 1) == 'T' and string.sub(state, 2, 37) == batch then
+      left = true
+      break
+    end
+  end
+  if not left then redis.call('HDEL', KEYS[4], batch) end
 end
 return 'ok'
 ";
@@ -207,8 +234,19 @@ local state = redis.call('HGET', KEYS[2], ARGV[1])
 if not state then return 'unknown' end
 if string.sub(state, 1, 1) == 'R' then return 'already_returned' end
 redis.call('HSET', KEYS[2], ARGV[1], 'R' .. string.sub(state, 2))
-release(ARGV[1], state)
+release(state)
 return 'returned'
+";
+
+/// One entry, its `T` answered as `P` or `D`. KEYS: res, pend. ARGV: order id.
+const ENTRY_LUA: &str = r"
+local state = redis.call('HGET', KEYS[1], ARGV[1])
+if not state then return false end
+if string.sub(state, 1, 1) == 'T' then
+  local letter = redis.call('HEXISTS', KEYS[2], string.sub(state, 2, 37)) == 1 and 'P' or 'D'
+  return letter .. string.sub(state, 2)
+end
+return state
 ";
 
 /// Units not in any reservation: the counter plus every lease. KEYS: meta, leases. -1 for an
@@ -233,12 +271,20 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 return 'released'
 ";
 
-/// The pending order ids with their entries. KEYS: res, pend.
+/// The pending reservations as (order id, batch id) pairs: the `T` entries of every batch in
+/// `pend`. KEYS: res, pend.
 const PENDING_LUA: &str = r"
 local out = {}
-for _, order in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  out[#out + 1] = order
-  out[#out + 1] = redis.call('HGET', KEYS[1], order) or ''
+local batches = redis.call('HGETALL', KEYS[2])
+for i = 1, #batches, 2 do
+  local batch = batches[i]
+  for order in string.gmatch(batches[i + 1], '%S+') do
+    local state = redis.call('HGET', KEYS[1], order)
+    if state and string.sub(state, 1, 1) == 'T' and string.sub(state, 2, 37) == batch then
+      out[#out + 1] = order
+      out[#out + 1] = batch
+    end
+  end
 end
 return out
 ";
@@ -365,6 +411,7 @@ struct Scripts {
     available: Script,
     release_lease: Script,
     pending: Script,
+    entry: Script,
     swap_in: Script,
 }
 
@@ -378,11 +425,12 @@ impl Scripts {
             available: Script::new(AVAILABLE_LUA),
             release_lease: Script::new(RELEASE_LEASE_LUA),
             pending: Script::new(PENDING_LUA),
+            entry: Script::new(ENTRY_LUA),
             swap_in: Script::new(SWAP_IN_LUA),
         }
     }
 
-    fn all(&self) -> [&Script; 8] {
+    fn all(&self) -> [&Script; 9] {
         [
             &self.reserve,
             &self.confirm,
@@ -391,6 +439,7 @@ impl Scripts {
             &self.available,
             &self.release_lease,
             &self.pending,
+            &self.entry,
             &self.swap_in,
         ]
     }
@@ -731,19 +780,18 @@ impl StockLedger for RedisStock {
             .collect()
     }
 
-    async fn confirm(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()> {
+    async fn confirm(&self, sale: SaleId, batch: BatchId, orders: &[OrderId]) -> BackendResult<()> {
         if orders.is_empty() {
             return Ok(());
         }
+        // A batch is durable as one: confirming it confirms every reservation of it.
         let keys = self.keys(sale);
-        let orders: Vec<String> = orders.iter().map(OrderId::to_string).collect();
-        let args: Vec<&str> = orders.iter().map(String::as_str).collect();
         let answer: String = self
             .run(
                 "confirming",
                 &self.scripts.confirm,
-                &[&keys.meta, &keys.res, &keys.pend],
-                &args,
+                &[&keys.meta, &keys.pend],
+                &[&batch.to_string()],
                 true,
             )
             .await?;
@@ -822,37 +870,32 @@ impl StockLedger for RedisStock {
                 false,
             )
             .await?;
-        let mut pending = Vec::with_capacity(pairs.len() / 2);
-        for pair in pairs.chunks(2) {
-            let [order, entry] = pair else {
-                return Err(unexpected("listing pending reservations", "an odd reply"));
-            };
-            let order = OrderId::parse(order).map_err(|e| {
-                unexpected("listing pending reservations", &format!("{order}: {e}"))
-            })?;
-            // Settled between the two reads of the script: not pending any more.
-            if entry.is_empty() {
-                continue;
-            }
-            let entry = decode_entry(entry)?;
-            if entry.state == ReservationState::Pending
-                && let Some(batch) = entry.batch
-            {
-                pending.push(PendingReservation { order, batch });
-            }
-        }
-        Ok(pending)
+        let bad = |text: &str| unexpected("listing pending reservations", text);
+        pairs
+            .chunks(2)
+            .map(|pair| {
+                let [order, batch] = pair else {
+                    return Err(bad("an odd reply"));
+                };
+                Ok(PendingReservation {
+                    order: OrderId::parse(order).map_err(|_| bad(order))?,
+                    batch: BatchId::parse(batch).map_err(|_| bad(batch))?,
+                })
+            })
+            .collect()
     }
 
     async fn entry(&self, sale: SaleId, order: OrderId) -> BackendResult<Option<LedgerEntry>> {
         let keys = self.keys(sale);
-        let mut connection = self.connection.clone();
-        let entry: Option<String> = redis::cmd("HGET")
-            .arg(&keys.res)
-            .arg(order.to_string())
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| redis_error("reading a reservation", &e, false))?;
+        let entry: Option<String> = self
+            .run(
+                "reading a reservation",
+                &self.scripts.entry,
+                &[&keys.res, &keys.pend],
+                &[&order.to_string()],
+                false,
+            )
+            .await?;
         entry.as_deref().map(decode_entry).transpose()
     }
 

@@ -100,13 +100,11 @@ async fn buy_until_sold_out(stock: &RedisStock, sale: SaleId, name: &str) -> u32
             order,
             buyer: buyer(&format!("{name}-{n}")),
         }];
-        let outcome = stock
-            .reserve(sale, BatchId(Uuid::now_v7()), &buys)
-            .await
-            .expect("reserve")[0];
+        let batch = BatchId(Uuid::now_v7());
+        let outcome = stock.reserve(sale, batch, &buys).await.expect("reserve")[0];
         match outcome {
             ReserveOutcome::Reserved => {
-                stock.confirm(sale, &[order]).await.expect("confirm");
+                stock.confirm(sale, batch, &[order]).await.expect("confirm");
                 reserved += 1;
             }
             ReserveOutcome::SoldOut => return reserved,

@@ -273,7 +273,10 @@ pub mod stock {
             ledger.reserve_one(sale, first, &a).await.expect("reserve"),
             ReserveOutcome::Duplicate(ReservationState::Pending)
         );
-        ledger.confirm(sale, &[first]).await.expect("confirm");
+        ledger
+            .confirm(sale, BatchId::of_order(first), &[first])
+            .await
+            .expect("confirm");
         assert_eq!(
             ledger.reserve_one(sale, first, &a).await.expect("reserve"),
             ReserveOutcome::Duplicate(ReservationState::Durable)
@@ -329,8 +332,14 @@ pub mod stock {
             ledger.reserve_one(sale, order, &a).await.expect("reserve"),
             ReserveOutcome::Reserved
         );
-        ledger.confirm(sale, &[order]).await.expect("confirm");
-        ledger.confirm(sale, &[order]).await.expect("confirm twice");
+        ledger
+            .confirm(sale, BatchId::of_order(order), &[order])
+            .await
+            .expect("confirm");
+        ledger
+            .confirm(sale, BatchId::of_order(order), &[order])
+            .await
+            .expect("confirm twice");
         assert_eq!(
             ledger.reserve_one(sale, order, &a).await.expect("reserve"),
             ReserveOutcome::Duplicate(ReservationState::Durable)
@@ -404,7 +413,10 @@ pub mod stock {
                 ReserveOutcome::Reserved
             );
         }
-        ledger.confirm(sale, &[orders[1]]).await.expect("confirm");
+        ledger
+            .confirm(sale, BatchId::of_order(orders[1]), &[orders[1]])
+            .await
+            .expect("confirm");
         ledger
             .cancel_pending(sale, &[orders[2]])
             .await
@@ -417,7 +429,10 @@ pub mod stock {
                 batch: BatchId::of_order(orders[0]),
             }]
         );
-        ledger.confirm(sale, &[orders[0]]).await.expect("confirm");
+        ledger
+            .confirm(sale, BatchId::of_order(orders[0]), &[orders[0]])
+            .await
+            .expect("confirm");
         assert!(
             ledger
                 .pending_orders(sale)
@@ -441,7 +456,10 @@ pub mod stock {
             ReserveOutcome::Reserved
         );
         assert_eq!(ledger.available(sale).await.expect("available"), 0);
-        ledger.confirm(sale, &[order]).await.expect("confirm");
+        ledger
+            .confirm(sale, BatchId::of_order(order), &[order])
+            .await
+            .expect("confirm");
         assert_eq!(
             ledger.return_unit(sale, order).await.expect("return"),
             ReturnOutcome::Returned
@@ -494,7 +512,10 @@ pub mod stock {
                     .expect("reserve"),
                 ReserveOutcome::Reserved
             );
-            ledger.confirm(sale, &[order]).await.expect("confirm");
+            ledger
+                .confirm(sale, BatchId::of_order(order), &[order])
+                .await
+                .expect("confirm");
         }
         let orders = Arc::new(orders);
         let tasks: Vec<_> = (0..16)
@@ -713,7 +734,10 @@ pub mod stock {
                 .expect("reserve"),
             ReserveOutcome::Reserved
         );
-        ledger.confirm(sale, &[held]).await.expect("confirm");
+        ledger
+            .confirm(sale, BatchId::of_order(held), &[held])
+            .await
+            .expect("confirm");
         assert!(
             ledger
                 .open_sale(sale, 2, 1, over(3), OpenMode::Replace)
@@ -770,7 +794,10 @@ pub mod stock {
                             .expect("reserve")
                         {
                             ReserveOutcome::Reserved => {
-                                ledger.confirm(sale, &[order]).await.expect("confirm");
+                                ledger
+                                    .confirm(sale, BatchId::of_order(order), &[order])
+                                    .await
+                                    .expect("confirm");
                                 won.push((who, order));
                             }
                             ReserveOutcome::SoldOut | ReserveOutcome::LimitReached => {}
@@ -871,8 +898,12 @@ pub mod stock {
         );
         assert_eq!(ledger.entry(sale, o[2]).await.expect("entry"), None);
 
-        ledger.confirm(sale, &[o[0], o[1]]).await.expect("confirm");
+        // What did not become durable goes back first; then the batch is confirmed.
         ledger.cancel_pending(sale, &[o[3]]).await.expect("cancel");
+        ledger
+            .confirm(sale, batch, &[o[0], o[1]])
+            .await
+            .expect("confirm");
         assert_eq!(
             ledger
                 .entry(sale, o[0])
@@ -951,18 +982,16 @@ pub mod stock {
             .expect("open");
         let (a, b) = (buyer("a"), buyer("b"));
         let (first, second) = (new_order_id(), new_order_id());
-        assert_eq!(
-            ledger
-                .reserve(
-                    sale,
-                    BatchId(Uuid::now_v7()),
-                    &buys(&[(first, &a), (second, &b)])
-                )
-                .await
-                .expect("reserve"),
-            vec![ReserveOutcome::Reserved, ReserveOutcome::Reserved]
-        );
-        ledger.confirm(sale, &[first]).await.expect("confirm");
+        for (order, who) in [(first, &a), (second, &b)] {
+            assert_eq!(
+                ledger.reserve_one(sale, order, who).await.expect("reserve"),
+                ReserveOutcome::Reserved
+            );
+        }
+        ledger
+            .confirm(sale, BatchId::of_order(first), &[first])
+            .await
+            .expect("confirm");
         ledger.release_lease(sale).await.expect("release");
         assert_eq!(ledger.available(sale).await.expect("available"), 8);
         assert_eq!(
@@ -1043,7 +1072,10 @@ pub mod stock {
                                 other => panic!("a fresh order id came back {other:?}"),
                             }
                         }
-                        ledger.confirm(sale, &reserved).await.expect("confirm");
+                        ledger
+                            .confirm(sale, batch, &reserved)
+                            .await
+                            .expect("confirm");
                     }
                     won
                 })

@@ -10,6 +10,7 @@ pub mod faults;
 pub mod filters;
 pub mod ports;
 pub mod stored;
+pub mod ttl_cache;
 
 pub use clock::{ManualClock, SystemClock};
 pub use ports::{

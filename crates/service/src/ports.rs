@@ -113,8 +113,12 @@ pub trait StockLedger: Send + Sync {
         buys: &[Buy],
     ) -> BackendResult<Vec<ReserveOutcome>>;
 
-    /// Marks pending reservations durable (they are in the queue). Idempotent.
-    async fn confirm(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()>;
+    /// `batch` is durable (it is in the queue): marks its pending reservations `orders`
+    /// durable. A batch is durable as one, so a backend may mark every reservation of the
+    /// batch still pending durable, whichever of them `orders` names; give back the units of
+    /// a batch's reservations that did not become durable (`cancel_pending`) before
+    /// confirming the rest. Idempotent.
+    async fn confirm(&self, sale: SaleId, batch: BatchId, orders: &[OrderId]) -> BackendResult<()>;
 
     /// Gives back the units of pending reservations that could not be made durable, and
     /// forgets their order ids. A no-op for anything not pending.

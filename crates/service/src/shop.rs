@@ -11,6 +11,7 @@ use crate::ports::{
     BackendError, Buy, Clock, Enqueued, Holding, OpenMode, Opened, OrderCounts, OrderStore,
     PayOutcome, PendingReservation, ReservationQueue, StockLedger, VoidOutcome,
 };
+use crate::ttl_cache::TtlCache;
 use crate::writers::{WriterConfig, WriterPool};
 use flashsale_core::sale::ChangeError;
 use flashsale_core::tokens::BuyPathSigner;
@@ -72,7 +73,7 @@ impl Default for ReservationConfig {
         Self {
             design: Design::Batched,
             batch_max: 256,
-            batches_in_flight_max: 4,
+            batches_in_flight_max: 2,
         }
     }
 }
@@ -407,7 +408,7 @@ impl BuyRequest {
 }
 
 /// The per-buyer window: (sale, buyer) → the answer a repeat gets.
-type WindowCache = moka::future::Cache<WindowKey, BuyOutcome, foldhash::fast::RandomState>;
+type WindowCache = TtlCache<WindowKey, BuyOutcome>;
 
 /// The sale service of one node.
 pub struct Shop {
@@ -452,16 +453,10 @@ impl Shop {
             config.writers.clone(),
         );
         let window = (config.filters.buyer_window_ms > 0).then(|| {
-            moka::future::Cache::builder()
-                .max_capacity(config.filters.buyer_window_entries_max)
-                .time_to_live(Duration::from_millis(config.filters.buyer_window_ms))
-                // The window is a TTL cache with a cap for safety: TinyLFU's admission sketch
-                // would only cost here (every new buyer is a miss and an insert).
-                .eviction_policy(moka::policy::EvictionPolicy::lru())
-                // Seeded per process, so buyers cannot aim at one bucket; SipHash, the default,
-                // was the largest single cost of a buy (profiled: the table rehashes as
-                // windows expire).
-                .build_with_hasher(foldhash::fast::RandomState::default())
+            TtlCache::new(
+                Some(Duration::from_millis(config.filters.buyer_window_ms)),
+                config.filters.buyer_window_entries_max,
+            )
         });
         let reservations = config.reservations.clone();
         let (batcher, gathered) = match reservations.design {
@@ -676,7 +671,7 @@ impl Shop {
             // After the sell-out nobody new can win. Most of a spike arrives now: answer it
             // without inserting into the window (an insert costs more than this whole answer),
             // but a buyer already in the window still gets the answer kept there.
-            if let Some(kept) = window.get(&(sale_id, buyer.clone())).await {
+            if let Some(kept) = window.get(&(sale_id, buyer.clone())) {
                 self.count_window_hit(stats);
                 return Ok(kept);
             }
@@ -684,15 +679,16 @@ impl Shop {
         }
         // Concurrent repeats by one buyer wait for the one attempt in flight and share its
         // answer; later repeats within the window get it from memory. Errors are not kept.
-        let entry = window
-            .entry((sale_id, buyer.clone()))
-            .or_try_insert_with(self.attempt(&slot, buyer, key, now))
-            .await
-            .map_err(|error| (*error).clone())?;
-        if !entry.is_fresh() {
+        let (answer, fresh) = window
+            .get_or_try_insert_with(
+                &(sale_id, buyer.clone()),
+                self.attempt(&slot, buyer, key, now),
+            )
+            .await?;
+        if !fresh {
             self.count_window_hit(stats);
         }
-        Ok(entry.into_value())
+        Ok(answer)
     }
 
     fn count_window_hit(&self, stats: &LayerStats) {
@@ -920,7 +916,7 @@ impl Shop {
                         replay: false,
                     }));
                 }
-                if let Err(error) = stock.confirm(sale_id, &orders).await {
+                if let Err(error) = stock.confirm(sale_id, batch, &orders).await {
                     // The reservations are durable and will become orders. Ledger entries left
                     // pending are still returned on expiry, a retry of such a request finds
                     // its batch (`answer_pending_duplicate`), and the reconciler confirms them.
@@ -971,15 +967,16 @@ impl Shop {
             .entry(slot.sale.id, order_id)
             .await?
             .and_then(|entry| entry.batch);
-        let durable = match batch {
-            Some(batch) => self.is_durable(batch, order_id).await?,
-            None => false,
+        let Some(batch) = batch else {
+            self.metrics.in_progress.increment(1);
+            return Ok(BuyOutcome::InProgress);
         };
-        if !durable {
+        if !self.is_durable(batch, order_id).await? {
             self.metrics.in_progress.increment(1);
             return Ok(BuyOutcome::InProgress);
         }
-        if let Err(error) = self.backends.stock.confirm(slot.sale.id, &[order_id]).await {
+        let stock = &self.backends.stock;
+        if let Err(error) = stock.confirm(slot.sale.id, batch, &[order_id]).await {
             tracing::warn!(%error, %order_id, "could not mark a durable reservation confirmed");
         }
         slot.shared.remember_accepted([(order_id, buyer)]);
@@ -1138,9 +1135,12 @@ impl Shop {
         self.view_of(&slot.sale).await
     }
 
-    /// Forgets idle rate-limiter keys (called by the reaper's loop).
+    /// Forgets idle rate-limiter keys and expired window answers (called by the reaper's loop).
     pub fn housekeeping(&self) {
         self.limiters.forget_idle_keys();
+        if let Some(window) = &self.window {
+            window.forget_expired();
+        }
     }
 
     pub async fn list_sales(&self) -> Result<Vec<SaleView>, AdminError> {
@@ -1447,14 +1447,8 @@ impl Shop {
                     }
                 }
             }
+            // Released before confirmed: a confirm may mark the whole batch durable.
             let stock = &self.backends.stock;
-            if !durable.is_empty() {
-                stock.confirm(sale.id, &durable).await?;
-                self.metrics
-                    .reconciled_confirmed
-                    .increment(durable.len() as u64);
-                tracing::warn!(sale_id = %sale.id, %batch, units = durable.len(), "reconciler confirmed reservations left pending");
-            }
             if !released.is_empty() {
                 stock.cancel_pending(sale.id, &released).await?;
                 self.metrics
@@ -1464,6 +1458,13 @@ impl Shop {
                     slot.sold_out.store(false, Ordering::Relaxed);
                 }
                 tracing::warn!(sale_id = %sale.id, %batch, units = released.len(), "reconciler gave back the units of reservations that never became durable");
+            }
+            if !durable.is_empty() {
+                stock.confirm(sale.id, batch, &durable).await?;
+                self.metrics
+                    .reconciled_confirmed
+                    .increment(durable.len() as u64);
+                tracing::warn!(sale_id = %sale.id, %batch, units = durable.len(), "reconciler confirmed reservations left pending");
             }
         }
         Ok(())

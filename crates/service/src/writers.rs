@@ -20,6 +20,10 @@ pub struct WriterConfig {
     pub batch_max: usize,
     /// How long a writer waits on an empty queue before checking for shutdown again.
     pub idle_wait_ms: u64,
+    /// After writing less than a full batch, how long a writer waits before taking again, so
+    /// a steady trickle is written in fewer, larger transactions (and fewer queue requests)
+    /// instead of one per arrival. The orders wait that much longer; the 202s do not.
+    pub linger_ms: u64,
     /// Longest pause after a failed write before trying again.
     pub retry_backoff_ms_max: u64,
 }
@@ -30,6 +34,7 @@ impl Default for WriterConfig {
             count: 2,
             batch_max: 1000,
             idle_wait_ms: 50,
+            linger_ms: 10,
             retry_backoff_ms_max: 2000,
         }
     }
@@ -213,15 +218,21 @@ async fn run_writer(
         });
         match outcome {
             WriteOutcome::Wrote {
+                taken,
                 new,
                 oldest_reserved_at,
-                ..
             } => {
                 backoff_ms = 10;
                 written.increment(new);
                 // How far the writers run behind the buyers' 202s: the age of the oldest
                 // reservation in the batch just written.
                 lag.set((clock.now() - oldest_reserved_at).as_seconds_f64().max(0.0));
+                if taken < config.batch_max && config.linger_ms > 0 {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(config.linger_ms)) => {}
+                    }
+                }
             }
             WriteOutcome::Idle => {
                 backoff_ms = 10;

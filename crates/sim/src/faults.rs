@@ -262,10 +262,10 @@ impl StockLedger for FaultyStock {
             .await
     }
 
-    async fn confirm(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()> {
+    async fn confirm(&self, sale: SaleId, batch: BatchId, orders: &[OrderId]) -> BackendResult<()> {
         self.faults
             .call(self.node, Port::Stock, "stock.confirm", || {
-                self.inner.confirm(sale, orders)
+                self.inner.confirm(sale, batch, orders)
             })
             .await
     }

@@ -198,7 +198,12 @@ impl StockLedger for SimStock {
         }
     }
 
-    async fn confirm(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()> {
+    async fn confirm(
+        &self,
+        sale: SaleId,
+        _batch: BatchId,
+        orders: &[OrderId],
+    ) -> BackendResult<()> {
         self.with_sale(sale, |ledger| {
             for order in orders {
                 if let Some((_, state)) = ledger.reservations.get_mut(order)

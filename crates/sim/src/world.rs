@@ -346,6 +346,7 @@ impl World {
                 count: rng.between(0, 2) as usize,
                 batch_max: rng.between(1, 4) as usize,
                 idle_wait_ms: rng.between(10, 100),
+                linger_ms: rng.between(0, 50),
                 retry_backoff_ms_max: 200,
             },
             reaper: ReaperConfig {

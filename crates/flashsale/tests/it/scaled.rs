@@ -749,7 +749,7 @@ async fn the_reconciler_settles_reservations_a_dead_node_left_pending() {
                 )
             })
             .collect();
-        let payload = serde_json::to_vec(&reservations).unwrap();
+        let payload = flashsale_nats::encode_batch(&reservations).unwrap();
         let subject = format!("{}.res.{batch}", shared.stream);
         let jetstream = jetstream.clone();
         async move {
