@@ -353,7 +353,7 @@ impl World {
                 interval_ms: rng.between(100, 2000),
                 batch_max: rng.between(1, 3) as usize,
             },
-            // Every layer that reads the real clock (moka's window, governor's limiters) is
+            // Every layer that reads the real clock (the buyer window, governor's limiters) is
             // off: the simulation must not depend on how fast the host runs.
             filters: FilterConfig {
                 buyer_window_ms: 0,
