@@ -598,6 +598,16 @@ impl Shop {
         sales.insert(slot.sale.id, Arc::new(slot));
     }
 
+    /// The sales this node knows, in no particular order.
+    fn sale_ids(&self) -> Vec<SaleId> {
+        self.sales
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
     fn slot(&self, id: SaleId) -> Option<Arc<SaleSlot>> {
         self.sales
             .read()
@@ -928,17 +938,13 @@ impl Shop {
                     .queue_full
                     .fetch_add(reserved.len() as u64, Ordering::Relaxed);
                 metrics.queue_full.increment(reserved.len() as u64);
-                PendingUnits::new(stock.clone(), slot.clone(), orders)
-                    .give_back()
-                    .await;
+                give_back(&**stock, &slot, &orders).await;
                 answer_all(reserved, Ok(BuyOutcome::Overloaded));
             }
             Err(error) if error.outcome_known => {
                 metrics.queue_failed.increment(reserved.len() as u64);
                 tracing::warn!(%error, "durable queue refused a batch");
-                PendingUnits::new(stock.clone(), slot.clone(), orders)
-                    .give_back()
-                    .await;
+                give_back(&**stock, &slot, &orders).await;
                 answer_all(reserved, Ok(BuyOutcome::Overloaded));
             }
             Err(error) => {
@@ -1026,13 +1032,7 @@ impl Shop {
         buyer: &BuyerId,
         id: OrderId,
     ) -> Result<Unwritten, ServiceError> {
-        let mut sales: Vec<SaleId> = self
-            .sales
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .copied()
-            .collect();
+        let mut sales = self.sale_ids();
         // Sale ids are UUID v7: the newest sorts last.
         sales.sort_unstable_by(|a, b| b.cmp(a));
         for sale in sales.into_iter().take(ORDER_LOOKUP_SALES_MAX) {
@@ -1504,14 +1504,7 @@ impl Shop {
         self.shutdown.cancel();
         // The server has stopped taking requests: what this node holds beyond its reservations
         // goes back for the other nodes now, not when its leases expire.
-        let sales: Vec<SaleId> = self
-            .sales
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .copied()
-            .collect();
-        for sale in sales {
+        for sale in self.sale_ids() {
             if let Err(error) = self.backends.stock.release_lease(sale).await {
                 tracing::warn!(sale_id = %sale, %error, "could not give back a stock lease at shutdown; it comes back when it expires");
             }
@@ -1572,7 +1565,7 @@ async fn run_batcher(
     let slots = Arc::new(Semaphore::new(config.batches_in_flight_max.max(1)));
     let batch_max = config.batch_max.max(1);
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
         let Some(first) = waiting.recv().await else {
@@ -1595,9 +1588,9 @@ async fn run_batcher(
                 .or_default()
                 .push(request);
         }
-        let mut slot = Some(slot);
+        let mut first_permit = Some(permit);
         for (_, requests) in by_sale {
-            let permit = match slot.take() {
+            let permit = match first_permit.take() {
                 Some(permit) => permit,
                 // A second sale in the same gathering needs a slot of its own.
                 None => match slots.clone().acquire_owned().await {
