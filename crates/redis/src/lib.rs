@@ -559,6 +559,23 @@ impl RedisStock {
             .map_err(|e| redis_error(what, &e, writes))
     }
 
+    /// Runs a writing script that answers `ok`, or `unknown_sale` having written nothing.
+    async fn run_ok(
+        &self,
+        what: &str,
+        sale: SaleId,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> BackendResult<()> {
+        let answer: String = self.run(what, script, keys, args, true).await?;
+        match answer.as_str() {
+            "ok" => Ok(()),
+            "unknown_sale" => Err(unknown_sale(sale)),
+            other => Err(unexpected(what, other)),
+        }
+    }
+
     /// Writes a ledger into staging keys: meta, then the reservations and buyer counts in
     /// bounded HSETs, each key set to expire in case we die before the swap.
     async fn stage(
@@ -786,20 +803,14 @@ impl StockLedger for RedisStock {
         }
         // A batch is durable as one: confirming it confirms every reservation of it.
         let keys = self.keys(sale);
-        let answer: String = self
-            .run(
-                "confirming",
-                &self.scripts.confirm,
-                &[&keys.meta, &keys.pend],
-                &[&batch.to_string()],
-                true,
-            )
-            .await?;
-        match answer.as_str() {
-            "ok" => Ok(()),
-            "unknown_sale" => Err(unknown_sale(sale)),
-            other => Err(unexpected("confirming", other)),
-        }
+        self.run_ok(
+            "confirming",
+            sale,
+            &self.scripts.confirm,
+            &[&keys.meta, &keys.pend],
+            &[&batch.to_string()],
+        )
+        .await
     }
 
     async fn cancel_pending(&self, sale: SaleId, orders: &[OrderId]) -> BackendResult<()> {
@@ -809,20 +820,14 @@ impl StockLedger for RedisStock {
         let keys = self.keys(sale);
         let orders: Vec<String> = orders.iter().map(OrderId::to_string).collect();
         let args: Vec<&str> = orders.iter().map(String::as_str).collect();
-        let answer: String = self
-            .run(
-                "cancelling pending reservations",
-                &self.scripts.cancel_pending,
-                &[&keys.meta, &keys.res, &keys.buyers, &keys.pend],
-                &args,
-                true,
-            )
-            .await?;
-        match answer.as_str() {
-            "ok" => Ok(()),
-            "unknown_sale" => Err(unknown_sale(sale)),
-            other => Err(unexpected("cancelling pending reservations", other)),
-        }
+        self.run_ok(
+            "cancelling pending reservations",
+            sale,
+            &self.scripts.cancel_pending,
+            &[&keys.meta, &keys.res, &keys.buyers, &keys.pend],
+            &args,
+        )
+        .await
     }
 
     async fn return_unit(&self, sale: SaleId, order: OrderId) -> BackendResult<ReturnOutcome> {

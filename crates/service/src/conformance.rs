@@ -816,20 +816,11 @@ pub mod stock {
                 })
             })
             .collect();
-        let mut per_buyer: HashMap<usize, u32> = HashMap::new();
-        let mut total = 0u32;
+        let mut won = Vec::new();
         for task in tasks {
-            for (who, _) in task.await.expect("task") {
-                *per_buyer.entry(who).or_default() += 1;
-                total += 1;
-            }
+            won.extend(task.await.expect("task"));
         }
-        assert_eq!(total, STOCK, "exactly the stock is reserved");
-        assert_eq!(ledger.available(sale).await.expect("available"), 0);
-        assert!(
-            per_buyer.values().all(|&n| n <= LIMIT),
-            "a buyer went over the limit: {per_buyer:?}"
-        );
+        assert_sold_exactly(&*ledger, sale, &won, STOCK, LIMIT).await;
     }
 
     fn buys(list: &[(OrderId, &BuyerId)]) -> Vec<Buy> {
@@ -1081,26 +1072,39 @@ pub mod stock {
                 })
             })
             .collect();
-        let mut per_buyer: HashMap<usize, u32> = HashMap::new();
-        let mut total = 0u32;
+        let mut won = Vec::new();
         for task in tasks {
-            for (who, order) in task.await.expect("task") {
-                *per_buyer.entry(who).or_default() += 1;
-                total += 1;
-                assert_eq!(
-                    ledger
-                        .entry(sale, order)
-                        .await
-                        .expect("entry")
-                        .map(|e| e.state),
-                    Some(ReservationState::Durable)
-                );
-            }
+            won.extend(task.await.expect("task"));
         }
-        assert_eq!(total, STOCK, "exactly the stock is reserved");
+        assert_sold_exactly(&*ledger, sale, &won, STOCK, LIMIT).await;
+    }
+
+    /// What the hammers check at the end: the confirmed winners (buyer number, order) are
+    /// exactly the stock, each durable in the ledger, nothing is left, and no buyer holds more
+    /// than the limit.
+    async fn assert_sold_exactly(
+        ledger: &dyn StockLedger,
+        sale: SaleId,
+        won: &[(usize, OrderId)],
+        stock: u32,
+        limit: u32,
+    ) {
+        let mut per_buyer: HashMap<usize, u32> = HashMap::new();
+        for &(who, order) in won {
+            *per_buyer.entry(who).or_default() += 1;
+            assert_eq!(
+                ledger
+                    .entry(sale, order)
+                    .await
+                    .expect("entry")
+                    .map(|e| e.state),
+                Some(ReservationState::Durable)
+            );
+        }
+        assert_eq!(won.len(), stock as usize, "exactly the stock is reserved");
         assert_eq!(ledger.available(sale).await.expect("available"), 0);
         assert!(
-            per_buyer.values().all(|&n| n <= LIMIT),
+            per_buyer.values().all(|&n| n <= limit),
             "a buyer went over the limit: {per_buyer:?}"
         );
     }
