@@ -4,6 +4,7 @@
 //! Nothing here knows HTTP or which backend sits behind a port.
 
 pub mod clock;
+pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod faults;

@@ -1,0 +1,83 @@
+//! The service's own configuration: what a `Shop` needs to know, and nothing it does not.
+//! The binary's config file fills these in (`config/default.toml` holds the defaults).
+
+use crate::filters::FilterConfig;
+use crate::writers::WriterConfig;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaperConfig {
+    /// Pause between sweeps for expired orders.
+    pub interval_ms: u64,
+    /// Most orders expired in one store call.
+    pub batch_max: usize,
+}
+
+impl Default for ReaperConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 1000,
+            batch_max: 500,
+        }
+    }
+}
+
+/// How buys that reach the stock ledger are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Design {
+    /// Concurrent buys share one stock-ledger call and one durable write (a group commit):
+    /// while a batch is in flight the next one gathers, so batches grow with the load and a
+    /// lone buy waits for nobody. Scaled out, the stock ledger also sells from leases.
+    Batched,
+    /// One stock-ledger call, one enqueue and one confirm per buy: the design most flash-sale
+    /// systems use, kept as the baseline the benchmark compares against.
+    Classic,
+}
+
+/// The reservation layer's pace: the design and, when batched, its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationConfig {
+    pub design: Design,
+    /// Most buys in one batch (one ledger call, one durable write).
+    pub batch_max: usize,
+    /// Batches in flight at once on this node; more buys wait and join the next batch.
+    pub batches_in_flight_max: usize,
+}
+
+impl Default for ReservationConfig {
+    fn default() -> Self {
+        Self {
+            design: Design::Batched,
+            batch_max: 256,
+            batches_in_flight_max: 2,
+        }
+    }
+}
+
+/// Everything the service needs to know, and nothing it does not.
+#[derive(Clone)]
+pub struct ShopConfig {
+    /// Secret for buy-path tokens.
+    pub buy_path_secret: Vec<u8>,
+    pub reservations: ReservationConfig,
+    pub writers: WriterConfig,
+    pub reaper: ReaperConfig,
+    pub filters: FilterConfig,
+    /// Longest graceful shutdown waits for the queue to drain.
+    pub drain_timeout_ms: u64,
+    /// Set when the backends are shared by several nodes (Redis, NATS, PostgreSQL); `None` for
+    /// the embedded, single-node default.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a node keeps in step with the others on shared backends.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// How often this node re-reads the sales from the order store (admin changes made on
+    /// another node) and checks each live sale's stock ledger.
+    pub sale_sync_ms: u64,
+    /// How long to wait, after finding a sale's ledger missing (Redis restarted empty), before
+    /// rebuilding it from the store and the queue. Longer than any in-flight enqueue can take,
+    /// so every reservation acknowledged before the loss is in the queue by then. For the same
+    /// reason, also how long a reservation may stay pending before the reconciler settles it.
+    pub rebuild_fence_ms: u64,
+}
