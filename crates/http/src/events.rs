@@ -9,10 +9,11 @@
 //! at once when the server begins to shut down, so open dashboards never hold up a graceful
 //! stop.
 
+use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Admin, sale_id};
-use crate::routes::{AdminOrderBody, PathOf};
-use crate::{AppState, openapi::ErrorBody};
+use crate::routes::PathOf;
+use crate::wire::{AdminOrderBody, ErrorBody};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};

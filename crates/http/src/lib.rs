@@ -11,6 +11,7 @@ pub mod peer;
 mod read_cache;
 mod routes;
 pub mod server;
+pub mod wire;
 
 use axum::Router;
 use flashsale_core::tokens::BuyerTokens;

@@ -7,12 +7,12 @@
 
 use crate::error::ApiError;
 use crate::routes;
+use crate::wire::{ErrorBody, ErrorDetail, HealthBody};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use std::sync::LazyLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 /// Name of the security scheme for admin routes (`Authorization: Bearer <admin token>`).
 pub const ADMIN_TOKEN_SCHEME: &str = "admin_token";
@@ -99,80 +99,6 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// Every error body. The `code` is stable and meant for programs; the `message` is for people.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// A stable snake_case code from the error table, e.g. `not_found`, `sold_out`.
-    #[schema(example = "not_found")]
-    pub code: String,
-    /// A human-readable explanation; may change between versions.
-    pub message: String,
-}
-
-/// The body of `/healthz` and `/readyz`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HealthBody {
-    /// `ok` from `/healthz`, `ready` from `/readyz`.
-    #[schema(example = "ok")]
-    pub status: String,
-}
-
-// Mirrors `flashsale_service::OrderViewStatus`: the service crate stays free of OpenAPI, and
-// `tests::mirrored_service_types_serialize_alike` keeps the two in step.
-/// How an order looks to its buyer: `queued` until it is written, then as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[schema(as = OrderViewStatus)]
-#[serde(rename_all = "snake_case")]
-pub enum OrderViewStatusSchema {
-    /// Accepted and durable, not yet written to the order store.
-    Queued,
-    PendingPayment,
-    Paid,
-    Expired,
-    Cancelled,
-}
-
-// Mirrors `flashsale_service::SaleCounters` (kept in step by a test below).
-/// A sale's unit counts.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = SaleCounters)]
-pub struct SaleCountersSchema {
-    pub stock_total: u32,
-    pub available: u32,
-    /// Accepted reservations not yet written as orders.
-    pub queued: u64,
-    pub pending_payment: u64,
-    pub paid: u64,
-    pub expired: u64,
-    pub cancelled: u64,
-}
-
-// Mirrors `flashsale_service::LayerCounts` (kept in step by a test below).
-/// What each filtering layer did for one sale on this node.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = LayerCounts)]
-pub struct LayerCountsSchema {
-    pub client_rate_limited: u64,
-    pub window_hits: u64,
-    pub sold_out_short_circuit: u64,
-    pub buyer_rate_limited: u64,
-    pub sale_rate_limited: u64,
-    pub shed: u64,
-    pub stock_calls: u64,
-    pub ledger_calls: u64,
-    pub reserved: u64,
-    pub duplicates: u64,
-    pub sold_out: u64,
-    pub limit_reached: u64,
-    pub queue_full: u64,
-    pub queued: u64,
-}
-
 /// The document as JSON, built once: it depends only on the code.
 static OPENAPI_JSON: LazyLock<Result<String, String>> =
     LazyLock::new(|| ApiDoc::openapi().to_json().map_err(|e| e.to_string()));
@@ -234,7 +160,6 @@ fn metrics() {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flashsale_service::{LayerCounts, OrderViewStatus, SaleCounters};
     use serde_json::Value;
 
     fn document() -> Value {
@@ -281,97 +206,5 @@ mod tests {
                 assert_eq!(schemes, expected, "{method} {path}");
             }
         }
-    }
-
-    fn mirror_status(status: OrderViewStatus) -> OrderViewStatusSchema {
-        // Exhaustive on purpose: a new service status fails to compile here.
-        match status {
-            OrderViewStatus::Queued => OrderViewStatusSchema::Queued,
-            OrderViewStatus::PendingPayment => OrderViewStatusSchema::PendingPayment,
-            OrderViewStatus::Paid => OrderViewStatusSchema::Paid,
-            OrderViewStatus::Expired => OrderViewStatusSchema::Expired,
-            OrderViewStatus::Cancelled => OrderViewStatusSchema::Cancelled,
-        }
-    }
-
-    #[test]
-    fn mirrored_service_types_serialize_alike() {
-        for status in [
-            OrderViewStatus::Queued,
-            OrderViewStatus::PendingPayment,
-            OrderViewStatus::Paid,
-            OrderViewStatus::Expired,
-            OrderViewStatus::Cancelled,
-        ] {
-            assert_eq!(
-                serde_json::to_value(status).ok(),
-                serde_json::to_value(mirror_status(status)).ok()
-            );
-        }
-        let keys = |value: Value| -> Vec<String> {
-            value
-                .as_object()
-                .map(|o| o.keys().cloned().collect())
-                .unwrap_or_default()
-        };
-        // A struct literal, so a new service field fails to compile here.
-        let real = SaleCounters {
-            stock_total: 1,
-            available: 1,
-            queued: 0,
-            pending_payment: 0,
-            paid: 0,
-            expired: 0,
-            cancelled: 0,
-        };
-        let mirror = SaleCountersSchema {
-            stock_total: 1,
-            available: 1,
-            queued: 0,
-            pending_payment: 0,
-            paid: 0,
-            expired: 0,
-            cancelled: 0,
-        };
-        assert_eq!(
-            keys(serde_json::to_value(real).unwrap_or_default()),
-            keys(serde_json::to_value(mirror).unwrap_or_default())
-        );
-        let real = LayerCounts {
-            client_rate_limited: 0,
-            window_hits: 0,
-            sold_out_short_circuit: 0,
-            buyer_rate_limited: 0,
-            sale_rate_limited: 0,
-            shed: 0,
-            stock_calls: 0,
-            ledger_calls: 0,
-            reserved: 0,
-            duplicates: 0,
-            sold_out: 0,
-            limit_reached: 0,
-            queue_full: 0,
-            queued: 0,
-        };
-        let mirror = LayerCountsSchema {
-            client_rate_limited: 0,
-            window_hits: 0,
-            sold_out_short_circuit: 0,
-            buyer_rate_limited: 0,
-            sale_rate_limited: 0,
-            shed: 0,
-            stock_calls: 0,
-            ledger_calls: 0,
-            reserved: 0,
-            duplicates: 0,
-            sold_out: 0,
-            limit_reached: 0,
-            queue_full: 0,
-            queued: 0,
-        };
-        assert_eq!(
-            keys(serde_json::to_value(real).unwrap_or_default()),
-            keys(serde_json::to_value(mirror).unwrap_or_default())
-        );
     }
 }

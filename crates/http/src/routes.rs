@@ -2,7 +2,10 @@
 
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson, Buyer, ClientAddr, IdemKey, order_id, sale_id};
-use crate::openapi::{ErrorBody, HealthBody};
+use crate::wire::{
+    AcceptedBody, AdminOrderBody, DevTokenBody, DevTokenRequest, ErrorBody, HealthBody, OrderBody,
+    OrdersQuery, PayRequest, SaleBody, StatusBody, WritersBody,
+};
 use crate::{AppState, pages};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::QueryRejection;
@@ -12,18 +15,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Json, Router};
-use flashsale_core::{BuyerId, PaymentId, Sale, SalePatch, SaleSpec, Timestamp};
+use flashsale_core::{SalePatch, SaleSpec};
 use flashsale_service::writers::WRITERS_COUNT_MAX;
-use flashsale_service::{
-    BuyOutcome, LayerCounts, OrderView, OrderViewStatus, PayAnswer, SaleCounters, SaleStatus,
-    SaleView,
-};
-use serde::{Deserialize, Serialize};
+use flashsale_service::{BuyOutcome, OrderViewStatus, PayAnswer};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use utoipa::ToSchema;
 
 type AppResult<T> = Result<T, ApiError>;
 
@@ -204,31 +202,6 @@ async fn dashboard(headers: HeaderMap) -> Response {
     pages::dashboard_page(&headers)
 }
 
-#[derive(Serialize, ToSchema)]
-struct StatusBody {
-    #[schema(format = Uuid)]
-    sale_id: String,
-    phase: flashsale_core::Phase,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    server_time: Timestamp,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    starts_at: Timestamp,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    ends_at: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    buy_path: Option<String>,
-}
-
-pub fn buy_path(status: &SaleStatus) -> Option<String> {
-    status
-        .buy_token
-        .as_ref()
-        .map(|token| format!("/api/sales/{}/buy/{token}", status.sale_id))
-}
-
 #[utoipa::path(
     get,
     path = "/api/sales/{id}/status",
@@ -252,15 +225,7 @@ async fn sale_status(
     let sale = sale_id(&id)?;
     // Rendered once per interval for everyone; `server_time` is then up to that old.
     let body = state.read_cache.status(sale, || {
-        let status = state.shop.status(sale)?;
-        let body = StatusBody {
-            sale_id: status.sale_id.to_string(),
-            phase: status.phase,
-            server_time: status.server_time,
-            starts_at: status.starts_at,
-            ends_at: status.ends_at,
-            buy_path: buy_path(&status),
-        };
+        let body = StatusBody::from(state.shop.status(sale)?);
         serde_json::to_vec(&body).ok().map(bytes::Bytes::from)
     });
     let body = body.ok_or(ApiError::NotFound)?;
@@ -271,31 +236,6 @@ async fn sale_status(
         )],
         body,
     )))
-}
-
-#[derive(Serialize, ToSchema)]
-struct OrderBody {
-    /// The order id (the same id the 202 named `order_id`).
-    #[schema(format = Uuid)]
-    id: String,
-    #[schema(format = Uuid)]
-    sale_id: String,
-    #[schema(value_type = crate::openapi::OrderViewStatusSchema)]
-    status: OrderViewStatus,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    expires_at: Timestamp,
-}
-
-impl From<OrderView> for OrderBody {
-    fn from(view: OrderView) -> Self {
-        Self {
-            id: view.id.to_string(),
-            sale_id: view.sale_id.to_string(),
-            status: view.status,
-            expires_at: view.expires_at,
-        }
-    }
 }
 
 #[utoipa::path(
@@ -358,15 +298,6 @@ async fn buy(
     }
 }
 
-/// The 202 body: the order id and where it stands; poll `GET /api/orders/{order_id}`.
-#[derive(Serialize, ToSchema)]
-struct AcceptedBody {
-    #[schema(format = Uuid)]
-    order_id: String,
-    #[schema(value_type = crate::openapi::OrderViewStatusSchema)]
-    status: OrderViewStatus,
-}
-
 #[utoipa::path(
     get,
     path = "/api/orders/{id}",
@@ -395,12 +326,6 @@ async fn get_order(
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(no_store(Json(OrderBody::from(view))))
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct PayRequest {
-    payment_id: PaymentId,
 }
 
 #[utoipa::path(
@@ -446,21 +371,6 @@ async fn pay(
     }
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct DevTokenRequest {
-    buyer_id: BuyerId,
-}
-
-#[derive(Serialize, ToSchema)]
-struct DevTokenBody {
-    token: String,
-    buyer_id: BuyerId,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    expires_at: Timestamp,
-}
-
 #[utoipa::path(
     post,
     path = "/api/dev/buyer-token",
@@ -493,35 +403,6 @@ async fn dev_buyer_token(
 }
 
 // ----- admin -----
-
-#[derive(Serialize, ToSchema)]
-pub struct SaleBody {
-    #[schema(format = Uuid)]
-    id: String,
-    #[serde(flatten)]
-    spec: SaleSpec,
-    version: u32,
-    phase: flashsale_core::Phase,
-    #[schema(value_type = crate::openapi::SaleCountersSchema)]
-    counters: SaleCounters,
-    /// What each filtering layer did for this sale on this node.
-    #[schema(value_type = crate::openapi::LayerCountsSchema)]
-    layers: LayerCounts,
-}
-
-impl From<SaleView> for SaleBody {
-    fn from(view: SaleView) -> Self {
-        let Sale { id, spec, version } = view.sale;
-        Self {
-            id: id.to_string(),
-            spec,
-            version,
-            phase: view.phase,
-            counters: view.counters,
-            layers: view.layers,
-        }
-    }
-}
 
 #[utoipa::path(
     post,
@@ -695,37 +576,6 @@ async fn stop_sale(
     Ok(no_store(Json(SaleBody::from(view))))
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct AdminOrderBody {
-    #[schema(format = Uuid)]
-    order_id: String,
-    buyer: BuyerId,
-    status: flashsale_core::OrderStatus,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    reserved_at: Timestamp,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    expires_at: Timestamp,
-}
-
-impl From<flashsale_core::Order> for AdminOrderBody {
-    fn from(order: flashsale_core::Order) -> Self {
-        Self {
-            order_id: order.id.to_string(),
-            buyer: order.buyer,
-            status: order.status,
-            reserved_at: order.reserved_at,
-            expires_at: order.expires_at,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct OrdersQuery {
-    limit: Option<usize>,
-}
-
 #[utoipa::path(
     get,
     path = "/api/admin/sales/{id}/orders",
@@ -761,12 +611,6 @@ async fn recent_orders(
     let orders = state.shop.recent_orders(sale_id(&id)?, limit).await?;
     let body: Vec<AdminOrderBody> = orders.into_iter().map(AdminOrderBody::from).collect();
     Ok(no_store(Json(body)))
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct WritersBody {
-    count: usize,
 }
 
 #[utoipa::path(
