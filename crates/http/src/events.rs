@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Admin, sale_id};
 use crate::routes::PathOf;
+use crate::server::ShutdownSignal;
 use crate::wire::{AdminOrderBody, ErrorBody};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, header};
@@ -26,7 +27,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -38,24 +39,6 @@ const EVENT_ORDERS_MAX: usize = 10;
 const EVENT_BUFFER_EVENTS: usize = 2;
 /// How long a browser waits before reconnecting a dropped stream (the SSE `retry:` field).
 const EVENT_RETRY_MS: u64 = 2000;
-
-/// The server's shutdown signal, put on every request by `server::serve` so long-lived
-/// responses can end when it fires.
-#[derive(Clone)]
-pub struct ShutdownSignal(pub CancellationToken);
-
-/// The cap on open event streams.
-pub struct EventStreams {
-    permits: Arc<Semaphore>,
-}
-
-impl EventStreams {
-    pub fn new(streams_max: usize) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(streams_max)),
-        }
-    }
-}
 
 /// One event: the sale as the dashboard draws it.
 #[derive(Serialize)]

@@ -140,7 +140,7 @@ pub async fn openapi_json() -> Response {
     }
 }
 
-/// Documents `crate::metrics::render`, whose module carries no OpenAPI annotations.
+/// Documents the `/metrics` handler in `routes`, whose module carries no OpenAPI annotations.
 #[utoipa::path(
     get,
     path = "/metrics",

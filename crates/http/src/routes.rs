@@ -9,9 +9,10 @@ use crate::wire::{
 use crate::{AppState, pages};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Json, Router};
@@ -20,6 +21,7 @@ use flashsale_service::writers::WRITERS_COUNT_MAX;
 use flashsale_service::{BuyOutcome, OrderViewStatus, PayAnswer};
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -53,10 +55,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/admin/sales/{id}/events",
             get(crate::events::sale_events),
         )
-        .route("/metrics", get(crate::metrics::render))
+        .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::metrics::record_latency,
+            record_latency,
         ));
     if state.dev_login {
         api = api.route("/api/dev/buyer-token", post(dev_buyer_token));
@@ -664,4 +666,43 @@ async fn put_writers(
     Ok(no_store(Json(WritersBody {
         count: state.shop.writer_count(),
     })))
+}
+
+/// Middleware: records each request's latency under its route.
+async fn record_latency(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let histogram = match request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+    {
+        Some("/api/sales/{id}/buy/{token}") => &state.histograms.buy,
+        Some("/api/sales/{id}/status") => &state.histograms.status,
+        _ => &state.histograms.other,
+    };
+    let response = next.run(request).await;
+    histogram.record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    metrics::gauge!("flashsale_queue_depth").set(state.shop.queue_depth() as f64);
+    metrics::gauge!("flashsale_writers").set(state.shop.writer_count() as f64);
+    let body = state.metrics.render();
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
 }
