@@ -4,7 +4,7 @@
 use crate::AppState;
 use crate::error::ApiError;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -148,5 +148,23 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
         Ok(ClientAddr(peer.map(|info| info.0.ip())))
+    }
+}
+
+/// A path parameter whose rejection is a plain 404.
+pub struct PathOf<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathOf<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| PathOf(value))
+            .map_err(|_| ApiError::NotFound)
     }
 }

@@ -2,14 +2,14 @@
 //! dashboard with its event stream, and the bounded accept loop. This is the only crate that knows HTTP.
 
 pub mod error;
-pub mod events;
 pub mod extract;
+mod handlers;
 pub mod metrics;
 pub mod openapi;
 mod pages;
 pub mod peer;
 mod read_cache;
-mod routes;
+mod router;
 pub mod server;
 mod state;
 pub mod wire;
@@ -18,6 +18,7 @@ use axum::Router;
 use std::sync::Arc;
 
 pub use error::ApiError;
+pub use handlers::events;
 pub use server::{ConnectionLimits, serve};
 pub use state::AppState;
 
@@ -51,5 +52,5 @@ impl Default for RequestLimits {
 
 /// The whole application as one axum router.
 pub fn router(state: AppState) -> Router {
-    routes::router(Arc::new(state))
+    router::router(Arc::new(state))
 }

@@ -11,8 +11,7 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{Admin, sale_id};
-use crate::routes::PathOf;
+use crate::extract::{Admin, PathOf, sale_id};
 use crate::server::ShutdownSignal;
 use crate::wire::{AdminOrderBody, ErrorBody};
 use axum::extract::{Extension, State};
