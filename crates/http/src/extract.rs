@@ -1,5 +1,5 @@
 //! Extractors that turn raw requests into validated values, answering in the error table when
-//! they cannot: JSON bodies, buyer and admin credentials, the idempotency key, path ids.
+//! they cannot: JSON bodies, buyer and admin credentials, the idempotency key, typed path ids.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use flashsale_core::tokens::{TokenError, admin_token_matches, bearer_token};
-use flashsale_core::{BuyerId, IdempotencyKey, OrderId, SaleId};
+use flashsale_core::{BuyerId, IdempotencyKey};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -127,15 +127,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
     }
 }
 
-/// A sale id from the path; anything that is not one is simply not found.
-pub fn sale_id(text: &str) -> Result<SaleId, ApiError> {
-    SaleId::parse(text).map_err(|_| ApiError::NotFound)
-}
-
-pub fn order_id(text: &str) -> Result<OrderId, ApiError> {
-    OrderId::parse(text).map_err(|_| ApiError::NotFound)
-}
-
 /// The client's address as the connection saw it (`None` when served without one, as in
 /// tests that call the router directly). Behind a load balancer this is the balancer.
 pub struct ClientAddr(pub Option<std::net::IpAddr>);
@@ -151,7 +142,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
-/// A path parameter whose rejection is a plain 404.
+/// Path parameters as typed values (`SaleId`, `OrderId`, a tuple of them): anything that does
+/// not parse is simply not found, a plain 404 from the error table.
 pub struct PathOf<T>(pub T);
 
 impl<T, S> FromRequestParts<S> for PathOf<T>

@@ -3,7 +3,7 @@
 
 use super::{AppResult, no_store};
 use crate::error::ApiError;
-use crate::extract::{Admin, ApiJson, PathOf, sale_id};
+use crate::extract::{Admin, ApiJson, PathOf};
 use crate::wire::{AdminOrderBody, ErrorBody, OrdersQuery, SaleBody, WritersBody};
 use crate::{AppState, pages};
 use axum::Json;
@@ -11,7 +11,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use flashsale_core::{SalePatch, SaleSpec};
+use flashsale_core::{SaleId, SalePatch, SaleSpec};
 use flashsale_service::writers::WRITERS_COUNT_MAX;
 use std::sync::Arc;
 
@@ -116,10 +116,10 @@ pub async fn list_sales(State(state): State<Arc<AppState>>, _: Admin) -> AppResu
 pub async fn get_sale(
     State(state): State<Arc<AppState>>,
     _: Admin,
-    PathOf(id): PathOf<String>,
+    PathOf(sale): PathOf<SaleId>,
 ) -> AppResult<Response> {
     Ok(no_store(Json(SaleBody::from(
-        state.shop.sale_view(sale_id(&id)?).await?,
+        state.shop.sale_view(sale).await?,
     ))))
 }
 
@@ -149,10 +149,12 @@ pub async fn get_sale(
 pub async fn patch_sale(
     State(state): State<Arc<AppState>>,
     _: Admin,
-    PathOf(id): PathOf<String>,
+    // Taken as a `Result` and checked after the body, so a bad body is answered first as it
+    // always was.
+    sale: Result<PathOf<SaleId>, ApiError>,
     ApiJson(patch): ApiJson<SalePatch>,
 ) -> AppResult<Response> {
-    let sale = sale_id(&id)?;
+    let PathOf(sale) = sale?;
     let view = state.shop.patch_sale(sale, &patch).await?;
     state.read_cache.forget_status(sale);
     Ok(no_store(Json(SaleBody::from(view))))
@@ -179,9 +181,8 @@ pub async fn patch_sale(
 pub async fn start_sale(
     State(state): State<Arc<AppState>>,
     _: Admin,
-    PathOf(id): PathOf<String>,
+    PathOf(sale): PathOf<SaleId>,
 ) -> AppResult<Response> {
-    let sale = sale_id(&id)?;
     let view = state.shop.start_sale(sale).await?;
     state.read_cache.forget_status(sale);
     Ok(no_store(Json(SaleBody::from(view))))
@@ -208,9 +209,8 @@ pub async fn start_sale(
 pub async fn stop_sale(
     State(state): State<Arc<AppState>>,
     _: Admin,
-    PathOf(id): PathOf<String>,
+    PathOf(sale): PathOf<SaleId>,
 ) -> AppResult<Response> {
-    let sale = sale_id(&id)?;
     let view = state.shop.stop_sale(sale).await?;
     state.read_cache.forget_status(sale);
     Ok(no_store(Json(SaleBody::from(view))))
@@ -238,7 +238,8 @@ pub async fn stop_sale(
 pub async fn recent_orders(
     State(state): State<Arc<AppState>>,
     _: Admin,
-    PathOf(id): PathOf<String>,
+    // Checked after `limit`, as it always was.
+    sale: Result<PathOf<SaleId>, ApiError>,
     query: Result<Query<OrdersQuery>, QueryRejection>,
 ) -> AppResult<Response> {
     let invalid =
@@ -248,7 +249,8 @@ pub async fn recent_orders(
     if !(1..=LISTED_ORDERS_MAX).contains(&limit) {
         return Err(invalid());
     }
-    let orders = state.shop.recent_orders(sale_id(&id)?, limit).await?;
+    let PathOf(sale) = sale?;
+    let orders = state.shop.recent_orders(sale, limit).await?;
     let body: Vec<AdminOrderBody> = orders.into_iter().map(AdminOrderBody::from).collect();
     Ok(no_store(Json(body)))
 }

@@ -3,7 +3,7 @@
 
 use super::{AppResult, no_store};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Buyer, ClientAddr, IdemKey, PathOf, order_id, sale_id};
+use crate::extract::{ApiJson, Buyer, ClientAddr, IdemKey, PathOf};
 use crate::wire::{
     AcceptedBody, DevTokenBody, DevTokenRequest, ErrorBody, OrderBody, PayRequest, StatusBody,
 };
@@ -12,6 +12,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use flashsale_core::{OrderId, SaleId};
 use flashsale_service::{BuyOutcome, OrderViewStatus, PayAnswer};
 use std::sync::Arc;
 
@@ -40,10 +41,10 @@ const DEV_TOKEN_TTL_SECS: i64 = 24 * 3600;
 )]
 pub async fn sale_page(
     State(state): State<Arc<AppState>>,
-    PathOf(id): PathOf<String>,
+    PathOf(sale): PathOf<SaleId>,
     headers: HeaderMap,
 ) -> AppResult<Response> {
-    let sale = state.shop.sale(sale_id(&id)?).ok_or(ApiError::NotFound)?;
+    let sale = state.shop.sale(sale).ok_or(ApiError::NotFound)?;
     let body = state
         .read_cache
         .page(sale.id, sale.version, || pages::render(&sale).into());
@@ -68,9 +69,8 @@ pub async fn sale_page(
 )]
 pub async fn sale_status(
     State(state): State<Arc<AppState>>,
-    PathOf(id): PathOf<String>,
+    PathOf(sale): PathOf<SaleId>,
 ) -> AppResult<Response> {
-    let sale = sale_id(&id)?;
     // Rendered once per interval for everyone; `server_time` is then up to that old.
     let body = state.read_cache.status(sale, || {
         let body = StatusBody::from(state.shop.status(sale)?);
@@ -115,11 +115,12 @@ pub async fn sale_status(
 pub async fn buy(
     State(state): State<Arc<AppState>>,
     Buyer(buyer): Buyer,
-    PathOf((id, token)): PathOf<(String, String)>,
     IdemKey(key): IdemKey,
+    // After the key, so a request with neither a good key nor a good sale id is answered 400
+    // as it always was.
+    PathOf((sale, token)): PathOf<(SaleId, String)>,
     ClientAddr(client): ClientAddr,
 ) -> AppResult<Response> {
-    let sale = sale_id(&id)?;
     match state.shop.buy(sale, &token, &buyer, &key, client).await? {
         BuyOutcome::Accepted { order_id, replay } => {
             // A replay reports where the order stands now; a fresh accept is always queued.
@@ -166,11 +167,11 @@ pub async fn buy(
 pub async fn get_order(
     State(state): State<Arc<AppState>>,
     Buyer(buyer): Buyer,
-    PathOf(id): PathOf<String>,
+    PathOf(order): PathOf<OrderId>,
 ) -> AppResult<Response> {
     let view = state
         .shop
-        .order(&buyer, order_id(&id)?)
+        .order(&buyer, order)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(no_store(Json(OrderBody::from(view))))
@@ -202,14 +203,13 @@ pub async fn get_order(
 pub async fn pay(
     State(state): State<Arc<AppState>>,
     Buyer(buyer): Buyer,
-    PathOf(id): PathOf<String>,
+    // Taken as a `Result` and checked after the body, so a bad body is answered first as it
+    // always was.
+    order: Result<PathOf<OrderId>, ApiError>,
     ApiJson(request): ApiJson<PayRequest>,
 ) -> AppResult<Response> {
-    match state
-        .shop
-        .pay(&buyer, order_id(&id)?, &request.payment_id)
-        .await?
-    {
+    let PathOf(order) = order?;
+    match state.shop.pay(&buyer, order, &request.payment_id).await? {
         PayAnswer::Paid(view) => Ok(no_store(Json(OrderBody::from(view)))),
         PayAnswer::NotFound => Err(ApiError::NotFound),
         PayAnswer::NotYetWritten => Err(ApiError::OrderNotWritten),

@@ -11,7 +11,7 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{Admin, PathOf, sale_id};
+use crate::extract::{Admin, PathOf};
 use crate::server::ShutdownSignal;
 use crate::wire::{AdminOrderBody, ErrorBody};
 use axum::extract::{Extension, State};
@@ -84,10 +84,9 @@ struct SaleEvent {
 pub async fn sale_events(
     State(state): State<Arc<AppState>>,
     _: Admin,
-    PathOf(id): PathOf<String>,
+    PathOf(sale): PathOf<SaleId>,
     shutdown: Option<Extension<ShutdownSignal>>,
 ) -> Result<Response, ApiError> {
-    let sale = sale_id(&id)?;
     state.shop.sale(sale).ok_or(ApiError::NotFound)?;
     let permit = state
         .event_streams
