@@ -11,8 +11,11 @@ use crate::wire::{ErrorBody, ErrorDetail, HealthBody};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::LazyLock;
+use utoipa::openapi::header::{Header, HeaderBuilder};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response as ApiResponse, ResponseBuilder};
+use utoipa::{Modify, OpenApi, PartialSchema};
 
 /// Name of the security scheme for admin routes (`Authorization: Bearer <admin token>`).
 pub const ADMIN_TOKEN_SCHEME: &str = "admin_token";
@@ -56,7 +59,7 @@ const OPENAPI_MAX_AGE_SECS: u32 = 60;
         events::sale_events,
     ),
     components(schemas(ErrorBody, ErrorDetail, HealthBody)),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &CommonErrors),
     tags(
         (name = "operations", description = "Health, readiness and this document."),
         (name = "buyers", description = "The sale page, status, buying and paying."),
@@ -99,6 +102,131 @@ impl Modify for SecuritySchemes {
     }
 }
 
+/// The error answers many routes share, stated once here instead of on every route, and
+/// derived from what each operation declares:
+/// - every route: 500 `internal`, and 503 `timeout` (the request timeout covers every route);
+///   a route that documents its own 503 keeps it, with `timeout` added;
+/// - a route with a security requirement: 401 `unauthorized`, worded for its scheme;
+/// - a route that reads a JSON body (`ApiJson`): 413 `payload_too_large` and 415
+///   `unsupported_media_type`.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_common_errors(operation);
+            }
+        }
+    }
+}
+
+fn add_common_errors(operation: &mut Operation) {
+    let schemes: Vec<String> = operation
+        .security
+        .iter()
+        .flatten()
+        .filter_map(|requirement| serde_json::to_value(requirement).ok())
+        .filter_map(|value| {
+            value
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>())
+        })
+        .flatten()
+        .collect();
+    let reads_body = operation.request_body.is_some();
+    let responses = &mut operation.responses.responses;
+    let mut add = |status: &str, response: ApiResponse| {
+        responses
+            .entry(status.to_owned())
+            .or_insert(RefOr::T(response));
+    };
+    if schemes.iter().any(|s| s == ADMIN_TOKEN_SCHEME) {
+        add(
+            "401",
+            error_response(
+                "`unauthorized`: the admin token is missing or wrong.",
+                false,
+            ),
+        );
+    }
+    if schemes.iter().any(|s| s == BUYER_JWT_SCHEME) {
+        add(
+            "401",
+            error_response(
+                "`unauthorized`: the buyer token is missing, invalid or expired.",
+                false,
+            ),
+        );
+    }
+    if reads_body {
+        add(
+            "413",
+            error_response(
+                "`payload_too_large`: the body is larger than allowed.",
+                false,
+            ),
+        );
+        add(
+            "415",
+            error_response(
+                "`unsupported_media_type`: send `Content-Type: application/json`.",
+                false,
+            ),
+        );
+    }
+    add(
+        "500",
+        error_response("`internal`: a bug; the details were logged.", false),
+    );
+    const TIMEOUT: &str = "`timeout`: the request took too long.";
+    match responses.get_mut("503") {
+        Some(RefOr::T(own)) => {
+            if !own.description.contains("`timeout`") {
+                own.description = format!("{} {TIMEOUT}", own.description);
+            }
+            own.headers
+                .entry("Retry-After".to_owned())
+                .or_insert_with(|| RefOr::T(retry_after()));
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            responses.insert("503".to_owned(), RefOr::T(error_response(TIMEOUT, true)));
+        }
+    }
+}
+
+/// An error answer: the shared error body, with `Retry-After` when the client should retry.
+fn error_response(description: &str, retries: bool) -> ApiResponse {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build(),
+    );
+    if retries {
+        response = response.header("Retry-After", retry_after());
+    }
+    response.build()
+}
+
+fn retry_after() -> Header {
+    HeaderBuilder::new()
+        .schema(Some(<u32 as PartialSchema>::schema()))
+        .description(Some("Seconds to wait before retrying."))
+        .build()
+}
+
 /// The document as JSON, built once: it depends only on the code.
 static OPENAPI_JSON: LazyLock<Result<String, String>> =
     LazyLock::new(|| ApiDoc::openapi().to_json().map_err(|e| e.to_string()));
@@ -112,8 +240,6 @@ static OPENAPI_JSON: LazyLock<Result<String, String>> =
         (status = 200, description = "This OpenAPI 3 document.", body = Object,
             headers(("Cache-Control" = String, description = "`public, max-age=60`"))),
         (status = 500, description = "`internal`: the document could not be built.", body = ErrorBody),
-        (status = 503, description = "`timeout`", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
     )
 )]
 pub async fn openapi_json() -> Response {
@@ -147,6 +273,43 @@ mod tests {
 
     fn document() -> Value {
         serde_json::to_value(ApiDoc::openapi()).expect("document serializes")
+    }
+
+    /// The shared error answers reach every operation they apply to.
+    #[test]
+    fn common_errors_are_on_every_route_they_apply_to() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                let responses = &operation["responses"];
+                let described = |status: &str, code: &str| {
+                    responses[status]["description"]
+                        .as_str()
+                        .is_some_and(|d| d.contains(&format!("`{code}`")))
+                };
+                assert!(described("500", "internal"), "{method} {path}");
+                assert!(described("503", "timeout"), "{method} {path}");
+                assert!(
+                    responses["503"]["headers"]["Retry-After"].is_object(),
+                    "{method} {path}"
+                );
+                let secured = operation["security"]
+                    .as_array()
+                    .is_some_and(|s| !s.is_empty());
+                assert_eq!(described("401", "unauthorized"), secured, "{method} {path}");
+                let reads_body = operation["requestBody"].is_object();
+                assert_eq!(
+                    described("413", "payload_too_large"),
+                    reads_body,
+                    "{method} {path}"
+                );
+                assert_eq!(
+                    described("415", "unsupported_media_type"),
+                    reads_body,
+                    "{method} {path}"
+                );
+            }
+        }
     }
 
     #[test]

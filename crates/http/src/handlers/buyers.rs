@@ -34,9 +34,6 @@ const DEV_TOKEN_TTL_SECS: i64 = 24 * 3600;
         (status = 304, description = "Not modified: `If-None-Match` matches the current ETag.",
             headers(("ETag" = String), ("Cache-Control" = String))),
         (status = 404, description = "`not_found`: no such sale.", body = ErrorBody),
-        (status = 503, description = "`timeout`: the request took too long.", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
-        (status = 500, description = "`internal`: a bug; the details were logged.", body = ErrorBody),
     )
 )]
 pub async fn sale_page(
@@ -62,9 +59,6 @@ pub async fn sale_page(
         (status = 200, description = "Where the sale stands now; `buy_path` only while live. Rendered at most once per short interval for everyone.", body = StatusBody,
             headers(("Cache-Control" = String, description = "`no-store`"))),
         (status = 404, description = "`not_found`: no such sale.", body = ErrorBody),
-        (status = 503, description = "`timeout`: the request took too long.", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
-        (status = 500, description = "`internal`: a bug; the details were logged.", body = ErrorBody),
     )
 )]
 pub async fn sale_status(
@@ -100,16 +94,13 @@ pub async fn sale_status(
         (status = 202, description = "Reserved, and durable in the queue; poll `GET /api/orders/{order_id}`. A retry with the same Idempotency-Key answers the same `order_id`.", body = AcceptedBody,
             headers(("Cache-Control" = String, description = "`no-store`"))),
         (status = 400, description = "`invalid_request`: the Idempotency-Key header is missing or malformed.", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: the buyer token is missing, invalid or expired.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such sale, or not its current buy path.", body = ErrorBody),
         (status = 409, description = "`not_live` (not started or over), `limit_reached` (the buyer already holds the per-buyer limit) or `request_in_progress` (this Idempotency-Key is still being handled).", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Only with `request_in_progress`."))),
         (status = 410, description = "`sold_out`", body = ErrorBody),
         (status = 429, description = "`rate_limited`: over a per-client, per-buyer or per-sale admission limit.", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
-        (status = 503, description = "`overloaded` (load shedding: the queue or the writers are behind), `unavailable` or `timeout`.", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
-        (status = 500, description = "`internal`: a bug; the details were logged.", body = ErrorBody),
+        (status = 503, description = "`overloaded` (load shedding: the queue or the writers are behind) or `unavailable` (a backend failed).", body = ErrorBody),
     )
 )]
 pub async fn buy(
@@ -157,11 +148,8 @@ pub async fn buy(
     ),
     responses(
         (status = 200, description = "The order as its buyer sees it.", body = OrderBody, headers(("Cache-Control" = String, description = "`no-store`"))),
-        (status = 401, description = "`unauthorized`: the buyer token is missing, invalid or expired.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such order, or another buyer's.", body = ErrorBody),
-        (status = 503, description = "`unavailable` (a backend failed) or `timeout`.", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
-        (status = 500, description = "`internal`: a bug; the details were logged.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: a backend failed.", body = ErrorBody),
     )
 )]
 pub async fn get_order(
@@ -189,15 +177,10 @@ pub async fn get_order(
     responses(
         (status = 200, description = "Paid. The same payment id again gives the same answer.", body = OrderBody, headers(("Cache-Control" = String, description = "`no-store`"))),
         (status = 400, description = "`invalid_request`: not valid JSON for this type, or an unknown field; the message says what.", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: the buyer token is missing, invalid or expired.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such order, or another buyer's.", body = ErrorBody),
         (status = 409, description = "`order_not_written` (accepted, still being written), `payment_window_closed`, `order_cancelled` or `already_paid` (paid with another payment id).", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Only with `order_not_written`."))),
-        (status = 413, description = "`payload_too_large`: the body is larger than allowed.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: send `Content-Type: application/json`.", body = ErrorBody),
-        (status = 503, description = "`unavailable` (a backend failed) or `timeout`.", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
-        (status = 500, description = "`internal`: a bug; the details were logged.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: a backend failed.", body = ErrorBody),
     )
 )]
 pub async fn pay(
@@ -229,11 +212,6 @@ pub async fn pay(
         (status = 200, description = "A buyer token valid for a day.", body = DevTokenBody, headers(("Cache-Control" = String, description = "`no-store`"))),
         (status = 400, description = "`invalid_request`: not valid JSON for this type, or an unknown field; the message says what.", body = ErrorBody),
         (status = 404, description = "`not_found`: the development login is off.", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: the body is larger than allowed.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: send `Content-Type: application/json`.", body = ErrorBody),
-        (status = 503, description = "`timeout`: the request took too long.", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
-        (status = 500, description = "`internal`: a bug; the details were logged.", body = ErrorBody),
     )
 )]
 pub async fn dev_buyer_token(

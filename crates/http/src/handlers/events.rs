@@ -74,11 +74,8 @@ struct SaleEvent {
         (status = 200, description = "The event stream; each event's `data` is one JSON object.",
             content_type = "text/event-stream", body = String,
             headers(("Cache-Control" = String, description = "`no-store`"))),
-        (status = 401, description = "`unauthorized`: the admin token is missing or wrong.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such sale.", body = ErrorBody),
-        (status = 503, description = "`overloaded` (as many event streams are open as allowed) or `timeout`.", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
-        (status = 500, description = "`internal`: a bug; the details were logged.", body = ErrorBody),
+        (status = 503, description = "`overloaded`: as many event streams are open as allowed.", body = ErrorBody),
     )
 )]
 pub async fn sale_events(

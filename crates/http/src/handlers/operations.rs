@@ -16,9 +16,6 @@ use std::sync::Arc;
     tag = "operations",
     responses(
         (status = 200, description = "The process is up.", body = HealthBody, headers(("Cache-Control" = String, description = "`no-store`"))),
-        (status = 503, description = "`timeout`: the request took too long.", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
-        (status = 500, description = "`internal`: a bug; the details were logged.", body = ErrorBody),
     )
 )]
 pub async fn healthz() -> Response {
@@ -31,9 +28,7 @@ pub async fn healthz() -> Response {
     tag = "operations",
     responses(
         (status = 200, description = "Recovered and not shutting down: ready for traffic.", body = HealthBody, headers(("Cache-Control" = String, description = "`no-store`"))),
-        (status = 503, description = "`unavailable`: still recovering or shutting down; or `timeout`.", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
-        (status = 500, description = "`internal`: a bug; the details were logged.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: still recovering or shutting down.", body = ErrorBody),
     )
 )]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
@@ -53,9 +48,6 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         (status = 200, description = "Prometheus text exposition format: request counters per \
             filtering layer and outcome, queue depth, writers, writer lag, latency histograms.",
             content_type = "text/plain; version=0.0.4", body = String),
-        (status = 500, description = "`internal`: a bug; the details were logged.", body = ErrorBody),
-        (status = 503, description = "`timeout`", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
     )
 )]
 pub async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
