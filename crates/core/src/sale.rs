@@ -21,19 +21,24 @@ pub const SALE_DURATION_DAYS_MAX: i64 = 31;
 /// milliseconds and read back only the years 1970 to 9999 in UTC.
 pub const SALE_UNIX_SECS_MAX: i64 = 253_402_300_799;
 
-/// What an admin asks for when creating a sale.
+/// What an admin asks for when creating a sale. Integer fields also take whole-number floats
+/// (`9900.0`), as JSON Schema's `integer` does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SaleSpec {
     pub name: String,
+    #[serde(deserialize_with = "whole_number::deserialize")]
     pub price_cents: u64,
+    #[serde(deserialize_with = "whole_number::deserialize")]
     pub stock: u32,
     #[serde(with = "time::serde::rfc3339")]
     pub starts_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub ends_at: OffsetDateTime,
+    #[serde(deserialize_with = "whole_number::deserialize")]
     pub per_buyer_limit: u32,
+    #[serde(deserialize_with = "whole_number::deserialize")]
     pub payment_window_secs: u32,
 }
 
@@ -124,14 +129,111 @@ impl SaleSpec {
 #[serde(deny_unknown_fields)]
 pub struct SalePatch {
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "whole_number::deserialize_option")]
     pub price_cents: Option<u64>,
+    #[serde(default, deserialize_with = "whole_number::deserialize_option")]
     pub stock: Option<u32>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub starts_at: Option<OffsetDateTime>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub ends_at: Option<OffsetDateTime>,
+    #[serde(default, deserialize_with = "whole_number::deserialize_option")]
     pub per_buyer_limit: Option<u32>,
+    #[serde(default, deserialize_with = "whole_number::deserialize_option")]
     pub payment_window_secs: Option<u32>,
+}
+
+/// Integers in request bodies, also written as whole-number floats (`14535.0`): JSON Schema
+/// calls those integers, and a client that writes every number as a float sends them. A
+/// fraction, a negative number or a value over the type's range is refused as before.
+pub mod whole_number {
+    use serde::Deserializer;
+    use serde::de::{Error, Unexpected, Visitor};
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    /// An unsigned integer type a body field may have.
+    pub trait Whole: TryFrom<u64> {
+        const MAX: u64;
+    }
+
+    impl Whole for u32 {
+        const MAX: u64 = u32::MAX as u64;
+    }
+
+    impl Whole for u64 {
+        const MAX: u64 = u64::MAX;
+    }
+
+    impl Whole for usize {
+        const MAX: u64 = usize::MAX as u64;
+    }
+
+    /// For `#[serde(deserialize_with = "whole_number::deserialize")]`.
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Whole>(d: D) -> Result<T, D::Error> {
+        d.deserialize_u64(WholeVisitor(PhantomData))
+    }
+
+    /// For an optional field: `#[serde(default, deserialize_with = "...::deserialize_option")]`.
+    pub fn deserialize_option<'de, D: Deserializer<'de>, T: Whole>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        d.deserialize_option(OptionVisitor(PhantomData))
+    }
+
+    struct WholeVisitor<T>(PhantomData<T>);
+
+    impl<T: Whole> Visitor<'_> for WholeVisitor<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a whole number from 0 to {}", T::MAX)
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<T, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+            }
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<T, E> {
+            // 2^64 is the first float past u64::MAX; every float below it that has no
+            // fraction is a u64 exactly.
+            const TWO_TO_THE_64: f64 = 18_446_744_073_709_551_616.0;
+            if v.fract() == 0.0 && (0.0..TWO_TO_THE_64).contains(&v) {
+                self.visit_u64(v as u64)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    struct OptionVisitor<T>(PhantomData<T>);
+
+    impl<'de, T: Whole> Visitor<'de> for OptionVisitor<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "null or a whole number from 0 to {}", T::MAX)
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+            deserialize(d).map(Some)
+        }
+    }
 }
 
 /// Where a sale is in its life, as the outside world sees it.
@@ -372,6 +474,45 @@ mod tests {
                 "{starts_at} .. {ends_at}"
             );
         }
+    }
+
+    #[test]
+    fn integer_fields_take_whole_number_floats_only() {
+        let body = |price: &str, stock: &str| {
+            format!(
+                r#"{{"name":"Phone","price_cents":{price},"stock":{stock},
+                "starts_at":"2030-01-01T12:00:00Z","ends_at":"2030-01-01T13:00:00Z",
+                "per_buyer_limit":1,"payment_window_secs":600.0}}"#
+            )
+        };
+        let spec = |price: &str, stock: &str| {
+            serde_json::from_str::<SaleSpec>(&body(price, stock)).map(|s| (s.price_cents, s.stock))
+        };
+        // Found by an API fuzzer: the document said `integer`, the parser wanted no `.0`.
+        assert_eq!(spec("14535.0", "619173.0").ok(), Some((14_535, 619_173)));
+        assert_eq!(spec("14535", "3").ok(), Some((14_535, 3)));
+        assert_eq!(spec("1e3", "3").ok(), Some((1_000, 3)));
+        for (price, stock) in [
+            ("1.5", "3"),
+            ("-1", "3"),
+            ("-1.0", "3"),
+            ("18446744073709551616.0", "3"),
+            ("1", "4294967296"),
+            ("1", "4294967296.0"),
+            ("1", "\"3\""),
+            ("1", "null"),
+        ] {
+            assert!(spec(price, stock).is_err(), "price {price}, stock {stock}");
+        }
+        let patch = |text: &str| serde_json::from_str::<SalePatch>(text);
+        assert_eq!(
+            patch(r#"{"stock":20.0}"#).ok().and_then(|p| p.stock),
+            Some(20)
+        );
+        assert_eq!(patch(r#"{"stock":null}"#).ok().map(|p| p.stock), Some(None));
+        assert_eq!(patch("{}").ok(), Some(SalePatch::default()));
+        assert!(patch(r#"{"stock":2.5}"#).is_err());
+        assert!(patch(r#"{"per_buyer_limit":-1}"#).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The API's wire types: every request and response body, with its OpenAPI schema. Handlers
 //! build them and the OpenAPI document describes them; neither needs the other for that.
 
+use flashsale_core::sale::whole_number;
 use flashsale_core::{BuyerId, Order, OrderStatus, PaymentId, Phase, Sale, SaleSpec, Timestamp};
 use flashsale_service::{
     LayerCounts, OrderView, OrderViewStatus, SaleCounters, SaleStatus, SaleView,
@@ -187,9 +188,11 @@ pub struct OrdersQuery {
     pub limit: Option<usize>,
 }
 
+/// The writer count, read and set.
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WritersBody {
+    #[serde(deserialize_with = "whole_number::deserialize")]
     pub count: usize,
 }
 
