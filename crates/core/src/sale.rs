@@ -21,24 +21,52 @@ pub const SALE_DURATION_DAYS_MAX: i64 = 31;
 /// milliseconds and read back only the years 1970 to 9999 in UTC.
 pub const SALE_UNIX_SECS_MAX: i64 = 253_402_300_799;
 
+/// The sale name's pattern in the API document: at least one character that is not white
+/// space, and no control characters (what `SaleSpec::validate` checks, in JSON Schema's regex
+/// dialect; `char::is_whitespace` and `char::is_control` spelled out as ranges).
+pub const SALE_NAME_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$";
+
+// The bounds in the `schema(...)` attributes below repeat the constants above as literals (the
+// attribute takes only literals). Two tests keep them in step: the HTTP crate's
+// `documented_bounds_are_the_constants`, and the end-to-end
+// `openapi::the_document_states_what_the_server_enforces`, which sends values just inside and
+// just outside each bound.
+
 /// What an admin asks for when creating a sale. Integer fields also take whole-number floats
 /// (`9900.0`), as JSON Schema's `integer` does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SaleSpec {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
+        )
+    )]
     pub name: String,
     #[serde(deserialize_with = "whole_number::deserialize")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 1_000_000_000_000_u64)
+    )]
     pub price_cents: u64,
     #[serde(deserialize_with = "whole_number::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
     pub stock: u32,
+    /// RFC 3339, between the years 1970 and 9999 in UTC.
     #[serde(with = "time::serde::rfc3339")]
     pub starts_at: OffsetDateTime,
+    /// RFC 3339, after `starts_at` and at most 31 days after it.
     #[serde(with = "time::serde::rfc3339")]
     pub ends_at: OffsetDateTime,
     #[serde(deserialize_with = "whole_number::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub per_buyer_limit: u32,
     #[serde(deserialize_with = "whole_number::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 5, maximum = 604_800))]
     pub payment_window_secs: u32,
 }
 
@@ -123,23 +151,39 @@ impl SaleSpec {
     }
 }
 
-/// A change to a sale that is not live yet. Absent fields stay as they are.
+/// A change to a sale that is not live yet. Absent fields stay as they are; the result must
+/// be a valid `SaleSpec`, so each field has the same bounds there.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SalePatch {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
+        )
+    )]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "whole_number::deserialize_option")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 1_000_000_000_000_u64)
+    )]
     pub price_cents: Option<u64>,
     #[serde(default, deserialize_with = "whole_number::deserialize_option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
     pub stock: Option<u32>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub starts_at: Option<OffsetDateTime>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub ends_at: Option<OffsetDateTime>,
     #[serde(default, deserialize_with = "whole_number::deserialize_option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub per_buyer_limit: Option<u32>,
     #[serde(default, deserialize_with = "whole_number::deserialize_option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 5, maximum = 604_800))]
     pub payment_window_secs: Option<u32>,
 }
 
@@ -474,6 +518,47 @@ mod tests {
                 "{starts_at} .. {ends_at}"
             );
         }
+    }
+
+    /// `SALE_NAME_PATTERN` is `validate`'s rule for names: its two character classes are
+    /// exactly `char::is_control`, and that or `char::is_whitespace`, checked on every char.
+    #[test]
+    fn the_name_pattern_is_the_rule_validate_checks() {
+        let control = [('\u{0}', '\u{1f}'), ('\u{7f}', '\u{9f}')];
+        let blank = [
+            ('\u{0}', '\u{20}'),
+            ('\u{7f}', '\u{a0}'),
+            ('\u{1680}', '\u{1680}'),
+            ('\u{2000}', '\u{200a}'),
+            ('\u{2028}', '\u{2029}'),
+            ('\u{202f}', '\u{202f}'),
+            ('\u{205f}', '\u{205f}'),
+            ('\u{3000}', '\u{3000}'),
+        ];
+        let within =
+            |ranges: &[(char, char)], c: char| ranges.iter().any(|&(a, b)| (a..=b).contains(&c));
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            assert_eq!(within(&control, c), c.is_control(), "{c:?}");
+            assert_eq!(
+                within(&blank, c),
+                c.is_control() || c.is_whitespace(),
+                "{c:?}"
+            );
+        }
+        let class = |ranges: &[(char, char)]| -> String {
+            ranges
+                .iter()
+                .map(|&(a, b)| match a == b {
+                    true => format!("\\u{:04X}", a as u32),
+                    false => format!("\\u{:04X}-\\u{:04X}", a as u32, b as u32),
+                })
+                .collect()
+        };
+        let (control, blank) = (class(&control), class(&blank));
+        assert_eq!(
+            SALE_NAME_PATTERN,
+            format!("^[^{control}]*[^{blank}][^{control}]*$")
+        );
     }
 
     #[test]

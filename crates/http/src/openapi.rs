@@ -275,6 +275,66 @@ mod tests {
         serde_json::to_value(ApiDoc::openapi()).expect("document serializes")
     }
 
+    /// The bounds in `schema(...)` attributes are literals; these are the constants the server
+    /// checks (the end-to-end test `openapi::the_document_states_what_the_server_enforces`
+    /// also sends values on both sides of each).
+    #[test]
+    fn documented_bounds_are_the_constants() {
+        use flashsale_core::sale::*;
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        for schema in ["SaleSpec", "SalePatch"] {
+            let field = |name: &str| &schemas[schema]["properties"][name];
+            let bounds = |name: &str| {
+                (
+                    field(name)["minimum"].as_u64(),
+                    field(name)["maximum"].as_u64(),
+                )
+            };
+            assert_eq!(field("name")["pattern"], SALE_NAME_PATTERN, "{schema}");
+            assert_eq!(field("name")["maxLength"], SALE_NAME_CHARS_MAX, "{schema}");
+            assert_eq!(
+                bounds("price_cents"),
+                (Some(0), Some(SALE_PRICE_CENTS_MAX)),
+                "{schema}"
+            );
+            assert_eq!(
+                bounds("stock"),
+                (Some(1), Some(u64::from(SALE_STOCK_UNITS_MAX))),
+                "{schema}"
+            );
+            assert_eq!(
+                bounds("per_buyer_limit"),
+                (Some(1), Some(u64::from(SALE_PER_BUYER_LIMIT_MAX))),
+                "{schema}"
+            );
+            assert_eq!(
+                bounds("payment_window_secs"),
+                (
+                    Some(u64::from(PAYMENT_WINDOW_SECS_MIN)),
+                    Some(u64::from(PAYMENT_WINDOW_SECS_MAX))
+                ),
+                "{schema}"
+            );
+        }
+        for schema in ["BuyerId", "PaymentId"] {
+            assert_eq!(
+                schemas[schema]["pattern"],
+                flashsale_core::ids::ID_TEXT_PATTERN,
+                "{schema}"
+            );
+            assert_eq!(
+                schemas[schema]["maxLength"],
+                flashsale_core::ids::ID_TEXT_BYTES_MAX,
+                "{schema}"
+            );
+        }
+        assert_eq!(
+            schemas["WritersBody"]["properties"]["count"]["maximum"].as_u64(),
+            Some(flashsale_service::writers::WRITERS_COUNT_MAX as u64)
+        );
+    }
+
     /// The shared error answers reach every operation they apply to.
     #[test]
     fn common_errors_are_on_every_route_they_apply_to() {

@@ -188,11 +188,13 @@ pub struct OrdersQuery {
     pub limit: Option<usize>,
 }
 
-/// The writer count, read and set.
+/// The writer count, read and set. The bound is `WRITERS_COUNT_MAX` (a literal here: the
+/// attribute takes no constants; the end-to-end test of the document's bounds ties them).
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WritersBody {
     #[serde(deserialize_with = "whole_number::deserialize")]
+    #[schema(minimum = 0, maximum = 64)]
     pub count: usize,
 }
 

@@ -198,7 +198,7 @@ pub async fn stop_sale(
     security(("admin_token" = [])),
     params(
         ("id" = String, Path, format = Uuid, description = "The sale id."),
-        ("limit" = Option<usize>, Query, description = "How many orders, 1 to 10000 (default 50)."),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "How many orders, 1 to 10000 (default 50)."),
     ),
     responses(
         (status = 200, description = "The most recent orders of the sale, newest first (50 unless `limit` says otherwise).", body = Vec<AdminOrderBody>, headers(("Cache-Control" = String, description = "`no-store`"))),

@@ -88,7 +88,8 @@ pub async fn sale_status(
     params(
         ("id" = String, Path, format = Uuid, description = "The sale id."),
         ("token" = String, Path, description = "The buy-path token, from the status endpoint's `buy_path` while live."),
-        ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII characters. The same key from the same buyer always means the same order."),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$",
+            description = "1 to 128 printable ASCII characters, no spaces. The same key from the same buyer always means the same order."),
     ),
     responses(
         (status = 202, description = "Reserved, and durable in the queue; poll `GET /api/orders/{order_id}`. A retry with the same Idempotency-Key answers the same `order_id`.", body = AcceptedBody,
