@@ -8,6 +8,9 @@ use uuid::Uuid;
 /// Longest buyer id, idempotency key or payment id we accept, in bytes.
 pub const ID_TEXT_BYTES_MAX: usize = 128;
 
+/// The text ids' alphabet as a JSON Schema pattern: printable ASCII without spaces, `!` to `~`.
+pub const ID_TEXT_PATTERN: &str = "^[!-~]+$";
+
 /// Why a piece of identifying text was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
@@ -41,6 +44,12 @@ macro_rules! text_id {
         /// 1 to 128 bytes of printable ASCII, no spaces.
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        // What `check_id_text` checks, for the API document (a literal: the attribute takes
+        // no constants; `ID_TEXT_PATTERN` and a test below keep them in step).
+        #[cfg_attr(
+            feature = "openapi",
+            schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")
+        )]
         #[serde(transparent)]
         pub struct $name(String);
 
@@ -178,6 +187,19 @@ mod tests {
             BuyerId::parse("alice-1").map(|b| b.to_string()),
             Ok("alice-1".into())
         );
+    }
+
+    #[test]
+    fn the_documented_pattern_is_the_alphabet_checked() {
+        // `^[!-~]+$` is exactly `is_ascii_graphic`: every byte from `!` to `~`, nothing else.
+        assert_eq!(ID_TEXT_PATTERN, "^[!-~]+$");
+        for byte in 0..=255u8 {
+            assert_eq!(
+                (b'!'..=b'~').contains(&byte),
+                byte.is_ascii_graphic(),
+                "{byte}"
+            );
+        }
     }
 
     #[test]

@@ -21,19 +21,52 @@ pub const SALE_DURATION_DAYS_MAX: i64 = 31;
 /// milliseconds and read back only the years 1970 to 9999 in UTC.
 pub const SALE_UNIX_SECS_MAX: i64 = 253_402_300_799;
 
-/// What an admin asks for when creating a sale.
+/// The sale name's pattern in the API document: at least one character that is not white
+/// space, and no control characters (what `SaleSpec::validate` checks, in JSON Schema's regex
+/// dialect; `char::is_whitespace` and `char::is_control` spelled out as ranges).
+pub const SALE_NAME_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$";
+
+// The bounds in the `schema(...)` attributes below repeat the constants above as literals (the
+// attribute takes only literals). Two tests keep them in step: the HTTP crate's
+// `documented_bounds_are_the_constants`, and the end-to-end
+// `openapi::the_document_states_what_the_server_enforces`, which sends values just inside and
+// just outside each bound.
+
+/// What an admin asks for when creating a sale. Integer fields also take whole-number floats
+/// (`9900.0`), as JSON Schema's `integer` does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SaleSpec {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
+        )
+    )]
     pub name: String,
+    #[serde(deserialize_with = "whole_number::deserialize")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 1_000_000_000_000_u64)
+    )]
     pub price_cents: u64,
+    #[serde(deserialize_with = "whole_number::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
     pub stock: u32,
+    /// RFC 3339, between the years 1970 and 9999 in UTC.
     #[serde(with = "time::serde::rfc3339")]
     pub starts_at: OffsetDateTime,
+    /// RFC 3339, after `starts_at` and at most 31 days after it.
     #[serde(with = "time::serde::rfc3339")]
     pub ends_at: OffsetDateTime,
+    #[serde(deserialize_with = "whole_number::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub per_buyer_limit: u32,
+    #[serde(deserialize_with = "whole_number::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 5, maximum = 604_800))]
     pub payment_window_secs: u32,
 }
 
@@ -118,20 +151,133 @@ impl SaleSpec {
     }
 }
 
-/// A change to a sale that is not live yet. Absent fields stay as they are.
+/// A change to a sale that is not live yet. Absent fields stay as they are; the result must
+/// be a valid `SaleSpec`, so each field has the same bounds there.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SalePatch {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
+        )
+    )]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "whole_number::deserialize_option")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 1_000_000_000_000_u64)
+    )]
     pub price_cents: Option<u64>,
+    #[serde(default, deserialize_with = "whole_number::deserialize_option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
     pub stock: Option<u32>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub starts_at: Option<OffsetDateTime>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub ends_at: Option<OffsetDateTime>,
+    #[serde(default, deserialize_with = "whole_number::deserialize_option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub per_buyer_limit: Option<u32>,
+    #[serde(default, deserialize_with = "whole_number::deserialize_option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 5, maximum = 604_800))]
     pub payment_window_secs: Option<u32>,
+}
+
+/// Integers in request bodies, also written as whole-number floats (`14535.0`): JSON Schema
+/// calls those integers, and a client that writes every number as a float sends them. A
+/// fraction, a negative number or a value over the type's range is refused as before.
+pub mod whole_number {
+    use serde::Deserializer;
+    use serde::de::{Error, Unexpected, Visitor};
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    /// An unsigned integer type a body field may have.
+    pub trait Whole: TryFrom<u64> {
+        const MAX: u64;
+    }
+
+    impl Whole for u32 {
+        const MAX: u64 = u32::MAX as u64;
+    }
+
+    impl Whole for u64 {
+        const MAX: u64 = u64::MAX;
+    }
+
+    impl Whole for usize {
+        const MAX: u64 = usize::MAX as u64;
+    }
+
+    /// For `#[serde(deserialize_with = "whole_number::deserialize")]`.
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Whole>(d: D) -> Result<T, D::Error> {
+        d.deserialize_u64(WholeVisitor(PhantomData))
+    }
+
+    /// For an optional field: `#[serde(default, deserialize_with = "...::deserialize_option")]`.
+    pub fn deserialize_option<'de, D: Deserializer<'de>, T: Whole>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        d.deserialize_option(OptionVisitor(PhantomData))
+    }
+
+    struct WholeVisitor<T>(PhantomData<T>);
+
+    impl<T: Whole> Visitor<'_> for WholeVisitor<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a whole number from 0 to {}", T::MAX)
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<T, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+            }
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<T, E> {
+            // 2^64 is the first float past u64::MAX; every float below it that has no
+            // fraction is a u64 exactly.
+            const TWO_TO_THE_64: f64 = 18_446_744_073_709_551_616.0;
+            if v.fract() == 0.0 && (0.0..TWO_TO_THE_64).contains(&v) {
+                self.visit_u64(v as u64)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    struct OptionVisitor<T>(PhantomData<T>);
+
+    impl<'de, T: Whole> Visitor<'de> for OptionVisitor<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "null or a whole number from 0 to {}", T::MAX)
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+            deserialize(d).map(Some)
+        }
+    }
 }
 
 /// Where a sale is in its life, as the outside world sees it.
@@ -372,6 +518,86 @@ mod tests {
                 "{starts_at} .. {ends_at}"
             );
         }
+    }
+
+    /// `SALE_NAME_PATTERN` is `validate`'s rule for names: its two character classes are
+    /// exactly `char::is_control`, and that or `char::is_whitespace`, checked on every char.
+    #[test]
+    fn the_name_pattern_is_the_rule_validate_checks() {
+        let control = [('\u{0}', '\u{1f}'), ('\u{7f}', '\u{9f}')];
+        let blank = [
+            ('\u{0}', '\u{20}'),
+            ('\u{7f}', '\u{a0}'),
+            ('\u{1680}', '\u{1680}'),
+            ('\u{2000}', '\u{200a}'),
+            ('\u{2028}', '\u{2029}'),
+            ('\u{202f}', '\u{202f}'),
+            ('\u{205f}', '\u{205f}'),
+            ('\u{3000}', '\u{3000}'),
+        ];
+        let within =
+            |ranges: &[(char, char)], c: char| ranges.iter().any(|&(a, b)| (a..=b).contains(&c));
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            assert_eq!(within(&control, c), c.is_control(), "{c:?}");
+            assert_eq!(
+                within(&blank, c),
+                c.is_control() || c.is_whitespace(),
+                "{c:?}"
+            );
+        }
+        let class = |ranges: &[(char, char)]| -> String {
+            ranges
+                .iter()
+                .map(|&(a, b)| match a == b {
+                    true => format!("\\u{:04X}", a as u32),
+                    false => format!("\\u{:04X}-\\u{:04X}", a as u32, b as u32),
+                })
+                .collect()
+        };
+        let (control, blank) = (class(&control), class(&blank));
+        assert_eq!(
+            SALE_NAME_PATTERN,
+            format!("^[^{control}]*[^{blank}][^{control}]*$")
+        );
+    }
+
+    #[test]
+    fn integer_fields_take_whole_number_floats_only() {
+        let body = |price: &str, stock: &str| {
+            format!(
+                r#"{{"name":"Phone","price_cents":{price},"stock":{stock},
+                "starts_at":"2030-01-01T12:00:00Z","ends_at":"2030-01-01T13:00:00Z",
+                "per_buyer_limit":1,"payment_window_secs":600.0}}"#
+            )
+        };
+        let spec = |price: &str, stock: &str| {
+            serde_json::from_str::<SaleSpec>(&body(price, stock)).map(|s| (s.price_cents, s.stock))
+        };
+        // Found by an API fuzzer: the document said `integer`, the parser wanted no `.0`.
+        assert_eq!(spec("14535.0", "619173.0").ok(), Some((14_535, 619_173)));
+        assert_eq!(spec("14535", "3").ok(), Some((14_535, 3)));
+        assert_eq!(spec("1e3", "3").ok(), Some((1_000, 3)));
+        for (price, stock) in [
+            ("1.5", "3"),
+            ("-1", "3"),
+            ("-1.0", "3"),
+            ("18446744073709551616.0", "3"),
+            ("1", "4294967296"),
+            ("1", "4294967296.0"),
+            ("1", "\"3\""),
+            ("1", "null"),
+        ] {
+            assert!(spec(price, stock).is_err(), "price {price}, stock {stock}");
+        }
+        let patch = |text: &str| serde_json::from_str::<SalePatch>(text);
+        assert_eq!(
+            patch(r#"{"stock":20.0}"#).ok().and_then(|p| p.stock),
+            Some(20)
+        );
+        assert_eq!(patch(r#"{"stock":null}"#).ok().map(|p| p.stock), Some(None));
+        assert_eq!(patch("{}").ok(), Some(SalePatch::default()));
+        assert!(patch(r#"{"stock":2.5}"#).is_err());
+        assert!(patch(r#"{"per_buyer_limit":-1}"#).is_err());
     }
 
     #[test]

@@ -1,15 +1,15 @@
 //! Extractors that turn raw requests into validated values, answering in the error table when
-//! they cannot: JSON bodies, buyer and admin credentials, the idempotency key, path ids.
+//! they cannot: JSON bodies, buyer and admin credentials, the idempotency key, typed path ids.
 
 use crate::AppState;
 use crate::error::ApiError;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use flashsale_core::tokens::{TokenError, admin_token_matches, bearer_token};
-use flashsale_core::{BuyerId, IdempotencyKey, OrderId, SaleId};
+use flashsale_core::{BuyerId, IdempotencyKey};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -127,15 +127,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
     }
 }
 
-/// A sale id from the path; anything that is not one is simply not found.
-pub fn sale_id(text: &str) -> Result<SaleId, ApiError> {
-    SaleId::parse(text).map_err(|_| ApiError::NotFound)
-}
-
-pub fn order_id(text: &str) -> Result<OrderId, ApiError> {
-    OrderId::parse(text).map_err(|_| ApiError::NotFound)
-}
-
 /// The client's address as the connection saw it (`None` when served without one, as in
 /// tests that call the router directly). Behind a load balancer this is the balancer.
 pub struct ClientAddr(pub Option<std::net::IpAddr>);
@@ -148,5 +139,24 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
         Ok(ClientAddr(peer.map(|info| info.0.ip())))
+    }
+}
+
+/// Path parameters as typed values (`SaleId`, `OrderId`, a tuple of them): anything that does
+/// not parse is simply not found, a plain 404 from the error table.
+pub struct PathOf<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathOf<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| PathOf(value))
+            .map_err(|_| ApiError::NotFound)
     }
 }

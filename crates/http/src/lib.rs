@@ -2,24 +2,25 @@
 //! dashboard with its event stream, and the bounded accept loop. This is the only crate that knows HTTP.
 
 pub mod error;
-pub mod events;
 pub mod extract;
+mod handlers;
 pub mod metrics;
 pub mod openapi;
 mod pages;
 pub mod peer;
 mod read_cache;
-mod routes;
+mod router;
 pub mod server;
+mod state;
+pub mod wire;
 
 use axum::Router;
-use flashsale_core::tokens::BuyerTokens;
-use flashsale_service::Shop;
-use secrecy::SecretString;
 use std::sync::Arc;
 
 pub use error::ApiError;
+pub use handlers::events;
 pub use server::{ConnectionLimits, serve};
+pub use state::AppState;
 
 /// Bounds on single requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,48 +50,7 @@ impl Default for RequestLimits {
     }
 }
 
-/// What the handlers share.
-pub struct AppState {
-    pub shop: Arc<Shop>,
-    pub buyer_tokens: BuyerTokens,
-    pub admin_token: SecretString,
-    /// Whether `POST /api/dev/buyer-token` issues tokens (demos and tests only).
-    pub dev_login: bool,
-    pub limits: RequestLimits,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    histograms: metrics::RouteHistograms,
-    read_cache: read_cache::ReadCache,
-    event_streams: events::EventStreams,
-}
-
-impl AppState {
-    /// Installs the metrics recorder (once per process) and builds the read micro-cache.
-    /// `status_cache_ms` is how long one rendered status answer is reused (0: never).
-    pub fn new(
-        shop: Arc<Shop>,
-        buyer_tokens: BuyerTokens,
-        admin_token: SecretString,
-        dev_login: bool,
-        limits: RequestLimits,
-        status_cache_ms: u64,
-    ) -> Self {
-        let handle = metrics::install();
-        let event_streams = events::EventStreams::new(limits.event_streams_max);
-        Self {
-            shop,
-            buyer_tokens,
-            admin_token,
-            dev_login,
-            limits,
-            metrics: handle,
-            histograms: metrics::RouteHistograms::register(),
-            read_cache: read_cache::ReadCache::new(status_cache_ms),
-            event_streams,
-        }
-    }
-}
-
 /// The whole application as one axum router.
 pub fn router(state: AppState) -> Router {
-    routes::router(Arc::new(state))
+    router::router(Arc::new(state))
 }

@@ -1,17 +1,11 @@
-//! Prometheus metrics: the recorder (one per process), request-latency histograms for the buy
-//! and status routes, and the `/metrics` answer. Counters per filtering layer are recorded by
-//! the service (`flashsale_requests_total{layer, outcome}`).
+//! Prometheus metrics: the recorder (one per process) and the request-latency histograms for
+//! the buy and status routes (recorded by the router, rendered by `GET /metrics`). Counters
+//! per filtering layer are recorded by the service (`flashsale_requests_total{layer, outcome}`).
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use metrics::Histogram;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
-
-use crate::AppState;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 /// Bucket bounds of the latency histograms, in seconds: 100 µs to 5 s.
 const LATENCY_BUCKETS_SECS: [f64; 14] = [
@@ -70,9 +64,9 @@ fn describe() {
 
 /// Latency histograms, resolved once.
 pub struct RouteHistograms {
-    buy: Histogram,
-    status: Histogram,
-    other: Histogram,
+    pub(crate) buy: Histogram,
+    pub(crate) status: Histogram,
+    pub(crate) other: Histogram,
 }
 
 impl RouteHistograms {
@@ -84,43 +78,4 @@ impl RouteHistograms {
             other: route("other"),
         }
     }
-}
-
-/// Middleware: records each request's latency under its route.
-pub async fn record_latency(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let histogram = match request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str)
-    {
-        Some("/api/sales/{id}/buy/{token}") => &state.histograms.buy,
-        Some("/api/sales/{id}/status") => &state.histograms.status,
-        _ => &state.histograms.other,
-    };
-    let response = next.run(request).await;
-    histogram.record(started.elapsed().as_secs_f64());
-    response
-}
-
-/// `GET /metrics`: Prometheus text format.
-pub async fn render(State(state): State<Arc<AppState>>) -> Response {
-    metrics::gauge!("flashsale_queue_depth").set(state.shop.queue_depth() as f64);
-    metrics::gauge!("flashsale_writers").set(state.shop.writer_count() as f64);
-    let body = state.metrics.render();
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-        body,
-    )
-        .into_response()
 }

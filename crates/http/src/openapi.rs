@@ -6,13 +6,16 @@
 //! documentation, or documentation without a route.
 
 use crate::error::ApiError;
-use crate::routes;
+use crate::handlers::{admin, buyers, events, operations};
+use crate::wire::{ErrorBody, ErrorDetail, HealthBody};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use std::sync::LazyLock;
+use utoipa::openapi::header::{Header, HeaderBuilder};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response as ApiResponse, ResponseBuilder};
+use utoipa::{Modify, OpenApi, PartialSchema};
 
 /// Name of the security scheme for admin routes (`Authorization: Bearer <admin token>`).
 pub const ADMIN_TOKEN_SCHEME: &str = "admin_token";
@@ -33,30 +36,30 @@ const OPENAPI_MAX_AGE_SECS: u32 = 60;
                        request takes too long, and 500 `internal` on a bug."
     ),
     paths(
-        routes::healthz,
-        routes::readyz,
+        operations::healthz,
+        operations::readyz,
         openapi_json,
-        metrics,
-        routes::sale_page,
-        routes::sale_status,
-        routes::buy,
-        routes::get_order,
-        routes::pay,
-        routes::dev_buyer_token,
-        routes::create_sale,
-        routes::list_sales,
-        routes::get_sale,
-        routes::patch_sale,
-        routes::start_sale,
-        routes::stop_sale,
-        routes::recent_orders,
-        routes::get_writers,
-        routes::put_writers,
-        routes::dashboard,
-        crate::events::sale_events,
+        operations::render_metrics,
+        buyers::sale_page,
+        buyers::sale_status,
+        buyers::buy,
+        buyers::get_order,
+        buyers::pay,
+        buyers::dev_buyer_token,
+        admin::create_sale,
+        admin::list_sales,
+        admin::get_sale,
+        admin::patch_sale,
+        admin::start_sale,
+        admin::stop_sale,
+        admin::recent_orders,
+        admin::get_writers,
+        admin::put_writers,
+        admin::dashboard,
+        events::sale_events,
     ),
     components(schemas(ErrorBody, ErrorDetail, HealthBody)),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &CommonErrors),
     tags(
         (name = "operations", description = "Health, readiness and this document."),
         (name = "buyers", description = "The sale page, status, buying and paying."),
@@ -99,78 +102,129 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// Every error body. The `code` is stable and meant for programs; the `message` is for people.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
+/// The error answers many routes share, stated once here instead of on every route, and
+/// derived from what each operation declares:
+/// - every route: 500 `internal`, and 503 `timeout` (the request timeout covers every route);
+///   a route that documents its own 503 keeps it, with `timeout` added;
+/// - a route with a security requirement: 401 `unauthorized`, worded for its scheme;
+/// - a route that reads a JSON body (`ApiJson`): 413 `payload_too_large` and 415
+///   `unsupported_media_type`.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_common_errors(operation);
+            }
+        }
+    }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// A stable snake_case code from the error table, e.g. `not_found`, `sold_out`.
-    #[schema(example = "not_found")]
-    pub code: String,
-    /// A human-readable explanation; may change between versions.
-    pub message: String,
+fn add_common_errors(operation: &mut Operation) {
+    let schemes: Vec<String> = operation
+        .security
+        .iter()
+        .flatten()
+        .filter_map(|requirement| serde_json::to_value(requirement).ok())
+        .filter_map(|value| {
+            value
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>())
+        })
+        .flatten()
+        .collect();
+    let reads_body = operation.request_body.is_some();
+    let responses = &mut operation.responses.responses;
+    let mut add = |status: &str, response: ApiResponse| {
+        responses
+            .entry(status.to_owned())
+            .or_insert(RefOr::T(response));
+    };
+    if schemes.iter().any(|s| s == ADMIN_TOKEN_SCHEME) {
+        add(
+            "401",
+            error_response(
+                "`unauthorized`: the admin token is missing or wrong.",
+                false,
+            ),
+        );
+    }
+    if schemes.iter().any(|s| s == BUYER_JWT_SCHEME) {
+        add(
+            "401",
+            error_response(
+                "`unauthorized`: the buyer token is missing, invalid or expired.",
+                false,
+            ),
+        );
+    }
+    if reads_body {
+        add(
+            "413",
+            error_response(
+                "`payload_too_large`: the body is larger than allowed.",
+                false,
+            ),
+        );
+        add(
+            "415",
+            error_response(
+                "`unsupported_media_type`: send `Content-Type: application/json`.",
+                false,
+            ),
+        );
+    }
+    add(
+        "500",
+        error_response("`internal`: a bug; the details were logged.", false),
+    );
+    const TIMEOUT: &str = "`timeout`: the request took too long.";
+    match responses.get_mut("503") {
+        Some(RefOr::T(own)) => {
+            if !own.description.contains("`timeout`") {
+                own.description = format!("{} {TIMEOUT}", own.description);
+            }
+            own.headers
+                .entry("Retry-After".to_owned())
+                .or_insert_with(|| RefOr::T(retry_after()));
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            responses.insert("503".to_owned(), RefOr::T(error_response(TIMEOUT, true)));
+        }
+    }
 }
 
-/// The body of `/healthz` and `/readyz`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HealthBody {
-    /// `ok` from `/healthz`, `ready` from `/readyz`.
-    #[schema(example = "ok")]
-    pub status: String,
+/// An error answer: the shared error body, with `Retry-After` when the client should retry.
+fn error_response(description: &str, retries: bool) -> ApiResponse {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build(),
+    );
+    if retries {
+        response = response.header("Retry-After", retry_after());
+    }
+    response.build()
 }
 
-// Mirrors `flashsale_service::OrderViewStatus`: the service crate stays free of OpenAPI, and
-// `tests::mirrored_service_types_serialize_alike` keeps the two in step.
-/// How an order looks to its buyer: `queued` until it is written, then as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[schema(as = OrderViewStatus)]
-#[serde(rename_all = "snake_case")]
-pub enum OrderViewStatusSchema {
-    /// Accepted and durable, not yet written to the order store.
-    Queued,
-    PendingPayment,
-    Paid,
-    Expired,
-    Cancelled,
-}
-
-// Mirrors `flashsale_service::SaleCounters` (kept in step by a test below).
-/// A sale's unit counts.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = SaleCounters)]
-pub struct SaleCountersSchema {
-    pub stock_total: u32,
-    pub available: u32,
-    /// Accepted reservations not yet written as orders.
-    pub queued: u64,
-    pub pending_payment: u64,
-    pub paid: u64,
-    pub expired: u64,
-    pub cancelled: u64,
-}
-
-// Mirrors `flashsale_service::LayerCounts` (kept in step by a test below).
-/// What each filtering layer did for one sale on this node.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = LayerCounts)]
-pub struct LayerCountsSchema {
-    pub client_rate_limited: u64,
-    pub window_hits: u64,
-    pub sold_out_short_circuit: u64,
-    pub buyer_rate_limited: u64,
-    pub sale_rate_limited: u64,
-    pub shed: u64,
-    pub stock_calls: u64,
-    pub ledger_calls: u64,
-    pub reserved: u64,
-    pub duplicates: u64,
-    pub sold_out: u64,
-    pub limit_reached: u64,
-    pub queue_full: u64,
-    pub queued: u64,
+fn retry_after() -> Header {
+    HeaderBuilder::new()
+        .schema(Some(<u32 as PartialSchema>::schema()))
+        .description(Some("Seconds to wait before retrying."))
+        .build()
 }
 
 /// The document as JSON, built once: it depends only on the code.
@@ -186,8 +240,6 @@ static OPENAPI_JSON: LazyLock<Result<String, String>> =
         (status = 200, description = "This OpenAPI 3 document.", body = Object,
             headers(("Cache-Control" = String, description = "`public, max-age=60`"))),
         (status = 500, description = "`internal`: the document could not be built.", body = ErrorBody),
-        (status = 503, description = "`timeout`", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
     )
 )]
 pub async fn openapi_json() -> Response {
@@ -214,31 +266,110 @@ pub async fn openapi_json() -> Response {
     }
 }
 
-/// Documents `crate::metrics::render`, whose module carries no OpenAPI annotations.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    responses(
-        (status = 200, description = "Prometheus text exposition format: request counters per \
-            filtering layer and outcome, queue depth, writers, writer lag, latency histograms.",
-            content_type = "text/plain; version=0.0.4", body = String),
-        (status = 500, description = "`internal`: a bug; the details were logged.", body = ErrorBody),
-        (status = 503, description = "`timeout`", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
-    )
-)]
-#[allow(dead_code, reason = "only its generated OpenAPI path is used")]
-fn metrics() {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flashsale_service::{LayerCounts, OrderViewStatus, SaleCounters};
     use serde_json::Value;
 
     fn document() -> Value {
         serde_json::to_value(ApiDoc::openapi()).expect("document serializes")
+    }
+
+    /// The bounds in `schema(...)` attributes are literals; these are the constants the server
+    /// checks (the end-to-end test `openapi::the_document_states_what_the_server_enforces`
+    /// also sends values on both sides of each).
+    #[test]
+    fn documented_bounds_are_the_constants() {
+        use flashsale_core::sale::*;
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        for schema in ["SaleSpec", "SalePatch"] {
+            let field = |name: &str| &schemas[schema]["properties"][name];
+            let bounds = |name: &str| {
+                (
+                    field(name)["minimum"].as_u64(),
+                    field(name)["maximum"].as_u64(),
+                )
+            };
+            assert_eq!(field("name")["pattern"], SALE_NAME_PATTERN, "{schema}");
+            assert_eq!(field("name")["maxLength"], SALE_NAME_CHARS_MAX, "{schema}");
+            assert_eq!(
+                bounds("price_cents"),
+                (Some(0), Some(SALE_PRICE_CENTS_MAX)),
+                "{schema}"
+            );
+            assert_eq!(
+                bounds("stock"),
+                (Some(1), Some(u64::from(SALE_STOCK_UNITS_MAX))),
+                "{schema}"
+            );
+            assert_eq!(
+                bounds("per_buyer_limit"),
+                (Some(1), Some(u64::from(SALE_PER_BUYER_LIMIT_MAX))),
+                "{schema}"
+            );
+            assert_eq!(
+                bounds("payment_window_secs"),
+                (
+                    Some(u64::from(PAYMENT_WINDOW_SECS_MIN)),
+                    Some(u64::from(PAYMENT_WINDOW_SECS_MAX))
+                ),
+                "{schema}"
+            );
+        }
+        for schema in ["BuyerId", "PaymentId"] {
+            assert_eq!(
+                schemas[schema]["pattern"],
+                flashsale_core::ids::ID_TEXT_PATTERN,
+                "{schema}"
+            );
+            assert_eq!(
+                schemas[schema]["maxLength"],
+                flashsale_core::ids::ID_TEXT_BYTES_MAX,
+                "{schema}"
+            );
+        }
+        assert_eq!(
+            schemas["WritersBody"]["properties"]["count"]["maximum"].as_u64(),
+            Some(flashsale_service::writers::WRITERS_COUNT_MAX as u64)
+        );
+    }
+
+    /// The shared error answers reach every operation they apply to.
+    #[test]
+    fn common_errors_are_on_every_route_they_apply_to() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                let responses = &operation["responses"];
+                let described = |status: &str, code: &str| {
+                    responses[status]["description"]
+                        .as_str()
+                        .is_some_and(|d| d.contains(&format!("`{code}`")))
+                };
+                assert!(described("500", "internal"), "{method} {path}");
+                assert!(described("503", "timeout"), "{method} {path}");
+                assert!(
+                    responses["503"]["headers"]["Retry-After"].is_object(),
+                    "{method} {path}"
+                );
+                let secured = operation["security"]
+                    .as_array()
+                    .is_some_and(|s| !s.is_empty());
+                assert_eq!(described("401", "unauthorized"), secured, "{method} {path}");
+                let reads_body = operation["requestBody"].is_object();
+                assert_eq!(
+                    described("413", "payload_too_large"),
+                    reads_body,
+                    "{method} {path}"
+                );
+                assert_eq!(
+                    described("415", "unsupported_media_type"),
+                    reads_body,
+                    "{method} {path}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -281,97 +412,5 @@ mod tests {
                 assert_eq!(schemes, expected, "{method} {path}");
             }
         }
-    }
-
-    fn mirror_status(status: OrderViewStatus) -> OrderViewStatusSchema {
-        // Exhaustive on purpose: a new service status fails to compile here.
-        match status {
-            OrderViewStatus::Queued => OrderViewStatusSchema::Queued,
-            OrderViewStatus::PendingPayment => OrderViewStatusSchema::PendingPayment,
-            OrderViewStatus::Paid => OrderViewStatusSchema::Paid,
-            OrderViewStatus::Expired => OrderViewStatusSchema::Expired,
-            OrderViewStatus::Cancelled => OrderViewStatusSchema::Cancelled,
-        }
-    }
-
-    #[test]
-    fn mirrored_service_types_serialize_alike() {
-        for status in [
-            OrderViewStatus::Queued,
-            OrderViewStatus::PendingPayment,
-            OrderViewStatus::Paid,
-            OrderViewStatus::Expired,
-            OrderViewStatus::Cancelled,
-        ] {
-            assert_eq!(
-                serde_json::to_value(status).ok(),
-                serde_json::to_value(mirror_status(status)).ok()
-            );
-        }
-        let keys = |value: Value| -> Vec<String> {
-            value
-                .as_object()
-                .map(|o| o.keys().cloned().collect())
-                .unwrap_or_default()
-        };
-        // A struct literal, so a new service field fails to compile here.
-        let real = SaleCounters {
-            stock_total: 1,
-            available: 1,
-            queued: 0,
-            pending_payment: 0,
-            paid: 0,
-            expired: 0,
-            cancelled: 0,
-        };
-        let mirror = SaleCountersSchema {
-            stock_total: 1,
-            available: 1,
-            queued: 0,
-            pending_payment: 0,
-            paid: 0,
-            expired: 0,
-            cancelled: 0,
-        };
-        assert_eq!(
-            keys(serde_json::to_value(real).unwrap_or_default()),
-            keys(serde_json::to_value(mirror).unwrap_or_default())
-        );
-        let real = LayerCounts {
-            client_rate_limited: 0,
-            window_hits: 0,
-            sold_out_short_circuit: 0,
-            buyer_rate_limited: 0,
-            sale_rate_limited: 0,
-            shed: 0,
-            stock_calls: 0,
-            ledger_calls: 0,
-            reserved: 0,
-            duplicates: 0,
-            sold_out: 0,
-            limit_reached: 0,
-            queue_full: 0,
-            queued: 0,
-        };
-        let mirror = LayerCountsSchema {
-            client_rate_limited: 0,
-            window_hits: 0,
-            sold_out_short_circuit: 0,
-            buyer_rate_limited: 0,
-            sale_rate_limited: 0,
-            shed: 0,
-            stock_calls: 0,
-            ledger_calls: 0,
-            reserved: 0,
-            duplicates: 0,
-            sold_out: 0,
-            limit_reached: 0,
-            queue_full: 0,
-            queued: 0,
-        };
-        assert_eq!(
-            keys(serde_json::to_value(real).unwrap_or_default()),
-            keys(serde_json::to_value(mirror).unwrap_or_default())
-        );
     }
 }

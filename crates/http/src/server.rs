@@ -44,6 +44,11 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// The server's shutdown signal, put on every request by `serve` so long-lived responses (the
+/// admin event stream) can end when it fires.
+#[derive(Clone)]
+pub struct ShutdownSignal(pub CancellationToken);
+
 /// Serves `app` on `listener` until `shutdown` fires, then waits (bounded) for open requests.
 pub async fn serve(
     listener: TcpListener,
@@ -81,7 +86,7 @@ pub async fn serve(
         tracker.spawn(async move {
             // The peer address rides on each request for the per-client limiter, and the
             // shutdown signal for responses that stream (they end when it fires).
-            let signal = crate::events::ShutdownSignal(shutdown.clone());
+            let signal = ShutdownSignal(shutdown.clone());
             let app = app.map_request(
                 move |mut request: axum::http::Request<hyper::body::Incoming>| {
                     request

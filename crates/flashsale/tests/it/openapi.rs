@@ -500,3 +500,283 @@ async fn real_answers_match_the_documented_schemas() {
     assert_eq!(error_code(&body), "sale_not_editable", "{body}");
     assert_documented(&doc, "patch", "/api/admin/sales/{id}", status, &body);
 }
+
+// ----- the document states what the server enforces -----
+
+/// Strings each pattern the document states allows and refuses; every one is sent to the
+/// server. A new or changed pattern fails here until it has samples.
+fn pattern_samples(pattern: &str) -> (Vec<&'static str>, Vec<&'static str>) {
+    if pattern == flashsale_core::sale::SALE_NAME_PATTERN {
+        (
+            vec!["Phone", " a ", "\u{3000}x", "\u{feff}"],
+            vec![
+                " ",
+                "\u{3000}\u{2028}\u{a0}",
+                "\t",
+                "a\u{0}b",
+                "a\u{7f}",
+                "a\u{9f}b",
+            ],
+        )
+    } else if pattern == flashsale_core::ids::ID_TEXT_PATTERN {
+        (vec!["a-1", "!~"], vec!["a b", "é", "a\u{7f}", "a\tb"])
+    } else {
+        panic!("no samples for the documented pattern {pattern:?}; add some here")
+    }
+}
+
+/// One value to send for a field, and whether the document allows it.
+struct Probe {
+    what: String,
+    value: Value,
+    allowed: bool,
+}
+
+/// Values just inside and just outside each bound `schema` states (`minimum`, `maximum`,
+/// `minLength`, `maxLength`, `pattern`). Integers are also sent as whole-number floats
+/// (integers to JSON Schema) and with a fraction (not integers).
+fn probes(doc: &Value, schema: &Value) -> Vec<Probe> {
+    let schema = resolve(doc, schema);
+    let mut probes = Vec::new();
+    let mut add = |what: String, value: Value, allowed: bool| {
+        probes.push(Probe {
+            what,
+            value,
+            allowed,
+        })
+    };
+    if has_type(schema, "integer") {
+        let bound = |key: &str| schema[key].as_f64().map(|v| v as i64);
+        if let Some(min) = bound("minimum") {
+            add(format!("minimum {min}"), json!(min), true);
+            add(format!("minimum {min} as a float"), json!(min as f64), true);
+            add(format!("below minimum {min}"), json!(min - 1), false);
+            add(
+                format!("minimum {min} and a half"),
+                json!(min as f64 + 0.5),
+                false,
+            );
+        }
+        if let Some(max) = bound("maximum") {
+            add(format!("maximum {max}"), json!(max), true);
+            add(format!("maximum {max} as a float"), json!(max as f64), true);
+            add(format!("above maximum {max}"), json!(max + 1), false);
+            add(
+                format!("half below maximum {max}"),
+                json!(max as f64 - 0.5),
+                false,
+            );
+        }
+    }
+    if has_type(schema, "string") {
+        // "a" matches every pattern here, so only the length is off.
+        let text = |len: u64| json!("a".repeat(len as usize));
+        if let Some(min) = schema["minLength"].as_u64() {
+            add(format!("minLength {min}"), text(min), true);
+            if min > 0 {
+                add(
+                    format!("shorter than minLength {min}"),
+                    text(min - 1),
+                    false,
+                );
+            }
+        }
+        if let Some(max) = schema["maxLength"].as_u64() {
+            add(format!("maxLength {max}"), text(max), true);
+            add(format!("longer than maxLength {max}"), text(max + 1), false);
+        }
+        if let Some(pattern) = schema["pattern"].as_str() {
+            let (allowed, refused) = pattern_samples(pattern);
+            for sample in allowed {
+                add(
+                    format!("{sample:?}, which the pattern allows"),
+                    json!(sample),
+                    true,
+                );
+            }
+            for sample in refused {
+                add(
+                    format!("{sample:?}, which the pattern refuses"),
+                    json!(sample),
+                    false,
+                );
+            }
+        }
+    }
+    probes
+}
+
+/// Judges one answer: an allowed value is not refused as invalid (other answers, such as a
+/// 404 for an order nobody has, are fine), a refused one gets 400 `invalid_request`.
+fn judge(probe: &Probe, at: &str, status: StatusCode, body: &Value, failures: &mut Vec<String>) {
+    let refused = status == StatusCode::BAD_REQUEST && error_code(body) == "invalid_request";
+    if probe.allowed && status == StatusCode::BAD_REQUEST {
+        failures.push(format!(
+            "{at} = {}: the document allows it, the server refused it: {body}",
+            probe.what
+        ));
+    }
+    if !probe.allowed && !refused {
+        failures.push(format!(
+            "{at} = {}: the document refuses it, the server answered {status} {body}",
+            probe.what
+        ));
+    }
+}
+
+/// Issue 13, part 9: for every bound the document states on a request body field, a header or
+/// a query parameter, a value just inside is not refused and one just outside is refused with
+/// 400, so the document and the server cannot drift apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_states_what_the_server_enforces() {
+    let app = TestApp::spawn().await;
+    let doc = document(&app).await;
+    let upcoming = app.create_sale(5, 1, time::Duration::hours(1)).await;
+    let (live, buy_path) = app.live_sale(100, 1).await;
+    let owner = app.buyer("owner");
+    let (_, writers) = app.admin(Method::GET, "/api/admin/writers", None).await;
+    let starts_at = app.clock_now() + time::Duration::hours(1);
+    let nobody = "01900000-0000-7000-8000-000000000000";
+
+    // Every operation with a JSON body: where to send it, as whom, and a valid body.
+    let bodies: Vec<(&str, &str, String, Option<&str>, Value)> = vec![
+        (
+            "post",
+            "/api/admin/sales",
+            "/api/admin/sales".into(),
+            Some(ADMIN_TOKEN),
+            json!({
+                "name": "Bounds", "price_cents": 100, "stock": 3,
+                "starts_at": crate::support::rfc3339(starts_at),
+                "ends_at": crate::support::rfc3339(starts_at + time::Duration::hours(1)),
+                "per_buyer_limit": 1, "payment_window_secs": 60,
+            }),
+        ),
+        (
+            "patch",
+            "/api/admin/sales/{id}",
+            format!("/api/admin/sales/{upcoming}"),
+            Some(ADMIN_TOKEN),
+            json!({}),
+        ),
+        (
+            "post",
+            "/api/orders/{id}/pay",
+            format!("/api/orders/{nobody}/pay"),
+            Some(owner.as_str()),
+            json!({ "payment_id": "p-1" }),
+        ),
+        (
+            "post",
+            "/api/dev/buyer-token",
+            "/api/dev/buyer-token".into(),
+            None,
+            json!({ "buyer_id": "bob" }),
+        ),
+        (
+            "put",
+            "/api/admin/writers",
+            "/api/admin/writers".into(),
+            Some(ADMIN_TOKEN),
+            writers.clone(),
+        ),
+    ];
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if operation["requestBody"].is_object() {
+                assert!(
+                    bodies.iter().any(|(m, p, ..)| m == method && p == path),
+                    "{method} {path} reads a body; give it a valid one here"
+                );
+            }
+        }
+    }
+
+    let mut sent = 0;
+    let mut failures = Vec::new();
+    for (method, template, url, auth, base) in &bodies {
+        let schema = resolve(
+            &doc,
+            &doc["paths"][*template][*method]["requestBody"]["content"]["application/json"]["schema"],
+        );
+        for (field, property) in schema["properties"].as_object().unwrap() {
+            for probe in probes(&doc, property) {
+                let mut body = base.clone();
+                body[field] = probe.value.clone();
+                let mut request = app
+                    .http
+                    .request(
+                        Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                        app.url(url),
+                    )
+                    .json(&body);
+                if let Some(token) = auth {
+                    request = request.bearer_auth(token);
+                }
+                let (status, answer) = read(request.send().await.unwrap()).await;
+                judge(
+                    &probe,
+                    &format!("{method} {template} {field}"),
+                    status,
+                    &answer,
+                    &mut failures,
+                );
+                sent += 1;
+            }
+        }
+    }
+    // Put the writers back as they were.
+    let (status, _) = app
+        .admin(Method::PUT, "/api/admin/writers", Some(writers))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Headers and query parameters with bounds.
+    let mut buyers = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap();
+                for probe in probes(&doc, &parameter["schema"]) {
+                    // A header or query value is text: floats are JSON's business only.
+                    if probe.value.is_f64() {
+                        continue;
+                    }
+                    let text = match &probe.value {
+                        Value::String(text) => text.clone(),
+                        other => other.to_string(),
+                    };
+                    let at = format!("{method} {path} {name}");
+                    let request = match (method.as_str(), path.as_str(), name) {
+                        ("post", "/api/sales/{id}/buy/{token}", "Idempotency-Key") => {
+                            // Not every refused sample can be a header value at all.
+                            if reqwest::header::HeaderValue::from_str(&text).is_err() {
+                                continue;
+                            }
+                            buyers += 1;
+                            app.http
+                                .post(app.url(&buy_path))
+                                .bearer_auth(app.buyer(&format!("probe-{buyers}")))
+                                .header("Idempotency-Key", text)
+                        }
+                        ("get", "/api/admin/sales/{id}/orders", "limit") => app
+                            .http
+                            .get(app.url(&format!("/api/admin/sales/{live}/orders?limit={text}")))
+                            .bearer_auth(ADMIN_TOKEN),
+                        _ => panic!("{at} has bounds; teach this test to send it"),
+                    };
+                    let (status, answer) = read(request.send().await.unwrap()).await;
+                    judge(&probe, &at, status, &answer, &mut failures);
+                    sent += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "the document and the server disagree:\n{}",
+        failures.join("\n")
+    );
+    assert!(sent >= 80, "only {sent} probes");
+    eprintln!("{sent} values on both sides of the document's bounds, all answered as documented");
+}

@@ -9,10 +9,11 @@
 //! at once when the server begins to shut down, so open dashboards never hold up a graceful
 //! stop.
 
+use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{Admin, sale_id};
-use crate::routes::{AdminOrderBody, PathOf};
-use crate::{AppState, openapi::ErrorBody};
+use crate::extract::{Admin, PathOf};
+use crate::server::ShutdownSignal;
+use crate::wire::{AdminOrderBody, ErrorBody};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -37,24 +38,6 @@ const EVENT_ORDERS_MAX: usize = 10;
 const EVENT_BUFFER_EVENTS: usize = 2;
 /// How long a browser waits before reconnecting a dropped stream (the SSE `retry:` field).
 const EVENT_RETRY_MS: u64 = 2000;
-
-/// The server's shutdown signal, put on every request by `server::serve` so long-lived
-/// responses can end when it fires.
-#[derive(Clone)]
-pub struct ShutdownSignal(pub CancellationToken);
-
-/// The cap on open event streams.
-pub struct EventStreams {
-    permits: Arc<Semaphore>,
-}
-
-impl EventStreams {
-    pub fn new(streams_max: usize) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(streams_max)),
-        }
-    }
-}
 
 /// One event: the sale as the dashboard draws it.
 #[derive(Serialize)]
@@ -91,20 +74,16 @@ struct SaleEvent {
         (status = 200, description = "The event stream; each event's `data` is one JSON object.",
             content_type = "text/event-stream", body = String,
             headers(("Cache-Control" = String, description = "`no-store`"))),
-        (status = 401, description = "`unauthorized`: the admin token is missing or wrong.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such sale.", body = ErrorBody),
-        (status = 503, description = "`overloaded` (as many event streams are open as allowed) or `timeout`.", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
-        (status = 500, description = "`internal`: a bug; the details were logged.", body = ErrorBody),
+        (status = 503, description = "`overloaded`: as many event streams are open as allowed.", body = ErrorBody),
     )
 )]
 pub async fn sale_events(
     State(state): State<Arc<AppState>>,
     _: Admin,
-    PathOf(id): PathOf<String>,
+    PathOf(sale): PathOf<SaleId>,
     shutdown: Option<Extension<ShutdownSignal>>,
 ) -> Result<Response, ApiError> {
-    let sale = sale_id(&id)?;
     state.shop.sale(sale).ok_or(ApiError::NotFound)?;
     let permit = state
         .event_streams
