@@ -3,11 +3,11 @@
 //! `Shop` composes the ports. It holds each sale's definition in memory (the status endpoint
 //! and the buy path never read the store) and keeps the stock ledger in step with admin edits.
 
+mod table;
+
 pub use crate::config::{ClusterConfig, Design, ReaperConfig, ReservationConfig, ShopConfig};
 use crate::faults;
-use crate::filters::{
-    LayerCounts, LayerMetrics, LayerStats, Limiters, SaleGate, WindowKey, should_shed,
-};
+use crate::filters::{LayerCounts, LayerMetrics, LayerStats, Limiters, WindowKey, should_shed};
 use crate::ports::{
     BackendError, Buy, Clock, Enqueued, Holding, OpenMode, Opened, OrderCounts, OrderStore,
     PayOutcome, PendingReservation, ReservationQueue, StockLedger, VoidOutcome,
@@ -24,9 +24,10 @@ use flashsale_core::{
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
+use table::{SaleSlot, SaleTable};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -182,65 +183,6 @@ pub struct SaleCounters {
     pub cancelled: u64,
 }
 
-/// One sale as the hot path sees it; replaced on every admin change.
-struct SaleSlot {
-    sale: Sale,
-    /// The buy-path token for the current schedule, derived once per version.
-    buy_token: String,
-    /// Set when a reservation found no stock; cleared when a unit comes back. Read without a
-    /// lock by every buy once the sale is sold out.
-    sold_out: AtomicBool,
-    /// The admission bucket, sized from this version's stock.
-    gate: SaleGate,
-    shared: Arc<SaleShared>,
-}
-
-/// What outlives a sale's versions on this node.
-#[derive(Default)]
-struct SaleShared {
-    stats: LayerStats,
-    /// Orders accepted here (or restored at start), so a retry of an accepted request is
-    /// answered 202 even after the sold-out flag stops calls to the ledger. Bounded by the
-    /// units sold. Read by every refusal after the sell-out, written once per accept: a
-    /// read-write lock, so the refusals never queue behind each other.
-    accepted: RwLock<Accepted>,
-}
-
-#[derive(Default)]
-struct Accepted {
-    orders: HashSet<OrderId>,
-    /// Their buyers: after the sell-out most requests come from buyers who never won, and
-    /// looking up the buyer spares them deriving an order id (a SHA-256) to look up.
-    buyers: HashSet<BuyerId>,
-}
-
-impl SaleShared {
-    /// The order id of this request if it is one this node accepted.
-    fn accepted_order(
-        &self,
-        sale: SaleId,
-        buyer: &BuyerId,
-        key: &IdempotencyKey,
-    ) -> Option<OrderId> {
-        let accepted = self.accepted.read().unwrap_or_else(|e| e.into_inner());
-        if !accepted.buyers.contains(buyer) {
-            return None;
-        }
-        let order = OrderId::derive(sale, buyer, key);
-        accepted.orders.contains(&order).then_some(order)
-    }
-
-    fn remember_accepted<'a>(&self, orders: impl IntoIterator<Item = (OrderId, &'a BuyerId)>) {
-        let mut accepted = self.accepted.write().unwrap_or_else(|e| e.into_inner());
-        for (order, buyer) in orders {
-            accepted.orders.insert(order);
-            if !accepted.buyers.contains(buyer) {
-                accepted.buyers.insert(buyer.clone());
-            }
-        }
-    }
-}
-
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
@@ -299,7 +241,7 @@ impl Drop for PendingUnits {
 
 async fn give_back(stock: &dyn StockLedger, slot: &SaleSlot, orders: &[OrderId]) {
     match stock.cancel_pending(slot.sale.id, orders).await {
-        Ok(()) => slot.sold_out.store(false, Ordering::Relaxed),
+        Ok(()) => slot.set_sold_out(false),
         Err(error) => {
             tracing::error!(%error, units = orders.len(), "could not give back units; they stay taken until the reconciler or a rebuild")
         }
@@ -337,10 +279,8 @@ type WindowCache = TtlCache<WindowKey, BuyOutcome>;
 pub struct Shop {
     backends: Backends,
     config: ShopConfig,
-    signer: BuyPathSigner,
-    // A std RwLock: read on every request, written only by admin changes; never held across
-    // an await.
-    sales: RwLock<HashMap<SaleId, Arc<SaleSlot>>>,
+    /// The sales, their sold-out flags and the orders accepted here.
+    table: SaleTable,
     // Serializes admin changes so the store, the ledger and the slot move together.
     admin: tokio::sync::Mutex<()>,
     writers: WriterPool,
@@ -395,11 +335,10 @@ impl Shop {
             window,
             limiters: Limiters::new(&config.filters),
             metrics: LayerMetrics::register(),
-            signer,
+            table: SaleTable::new(signer, config.filters.clone()),
             writers,
             backends,
             config,
-            sales: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
             shutdown: CancellationToken::new(),
             ready: AtomicBool::new(false),
@@ -433,7 +372,7 @@ impl Shop {
             // IfAbsent: on shared backends other nodes may be selling from this ledger now.
             self.open_ledger(&sale, holdings, OpenMode::IfAbsent)
                 .await?;
-            if let Some(slot) = self.slot(sale.id) {
+            if let Some(slot) = self.table.get(sale.id) {
                 slot.shared
                     .remember_accepted(known.iter().map(|(order, buyer)| (*order, buyer)));
             }
@@ -501,42 +440,8 @@ impl Shop {
             tracing::debug!(sale_id = %sale.id, "stock ledger already open; adopted it");
         }
         let available = stock.available(sale.id).await?;
-        self.install(sale.clone(), available == 0);
+        self.table.install(sale.clone(), available == 0);
         Ok(())
-    }
-
-    fn install(&self, sale: Sale, sold_out: bool) {
-        let mut sales = self.sales.write().unwrap_or_else(|e| e.into_inner());
-        let shared = sales
-            .get(&sale.id)
-            .map(|old| old.shared.clone())
-            .unwrap_or_default();
-        let slot = SaleSlot {
-            buy_token: self.signer.token(sale.id, sale.spec.starts_at),
-            sold_out: AtomicBool::new(sold_out),
-            gate: SaleGate::new(&self.config.filters, sale.spec.stock),
-            shared,
-            sale,
-        };
-        sales.insert(slot.sale.id, Arc::new(slot));
-    }
-
-    /// The sales this node knows, in no particular order.
-    fn sale_ids(&self) -> Vec<SaleId> {
-        self.sales
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .copied()
-            .collect()
-    }
-
-    fn slot(&self, id: SaleId) -> Option<Arc<SaleSlot>> {
-        self.sales
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned()
     }
 
     pub fn now(&self) -> Timestamp {
@@ -549,14 +454,14 @@ impl Shop {
 
     /// The sale's definition, for the sale page.
     pub fn sale(&self, id: SaleId) -> Option<Sale> {
-        self.slot(id).map(|slot| slot.sale.clone())
+        self.table.get(id).map(|slot| slot.sale.clone())
     }
 
     /// The status endpoint's answer; reads memory only.
     pub fn status(&self, id: SaleId) -> Option<SaleStatus> {
-        let slot = self.slot(id)?;
+        let slot = self.table.get(id)?;
         let now = self.now();
-        let phase = slot.sale.phase(now, !slot.sold_out.load(Ordering::Relaxed));
+        let phase = slot.sale.phase(now, !slot.is_sold_out());
         Some(SaleStatus {
             sale_id: id,
             phase,
@@ -578,7 +483,7 @@ impl Shop {
         key: &IdempotencyKey,
         client: Option<IpAddr>,
     ) -> Result<BuyOutcome, ServiceError> {
-        let Some(slot) = self.slot(sale_id) else {
+        let Some(slot) = self.table.get(sale_id) else {
             self.metrics.unknown_path.increment(1);
             return Ok(BuyOutcome::UnknownBuyPath);
         };
@@ -600,7 +505,7 @@ impl Shop {
         let Some(window) = &self.window else {
             return self.attempt(&slot, buyer, key, now).await;
         };
-        if slot.sold_out.load(Ordering::Relaxed) {
+        if slot.is_sold_out() {
             // After the sell-out nobody new can win. Most of a spike arrives now: answer it
             // without inserting into the window (an insert costs more than this whole answer),
             // but a buyer already in the window still gets the answer kept there.
@@ -659,7 +564,7 @@ impl Shop {
     ) -> Result<BuyOutcome, ServiceError> {
         let (stats, metrics) = (&slot.shared.stats, &self.metrics);
         let sale_id = slot.sale.id;
-        if slot.sold_out.load(Ordering::Relaxed) {
+        if slot.is_sold_out() {
             return Ok(self.answer_sold_out(slot, buyer, key));
         }
         let order_id = OrderId::derive(sale_id, buyer, key);
@@ -801,7 +706,7 @@ impl Shop {
                 ReserveOutcome::SoldOut => {
                     bump(&stats.sold_out);
                     metrics.sold_out.increment(1);
-                    request.slot.sold_out.store(true, Ordering::Relaxed);
+                    request.slot.set_sold_out(true);
                     request.answer(Ok(BuyOutcome::SoldOut));
                 }
                 ReserveOutcome::LimitReached => {
@@ -955,7 +860,7 @@ impl Shop {
         buyer: &BuyerId,
         id: OrderId,
     ) -> Result<Unwritten, ServiceError> {
-        let mut sales = self.sale_ids();
+        let mut sales = self.table.ids();
         // Sale ids are UUID v7: the newest sorts last.
         sales.sort_unstable_by(|a, b| b.cmp(a));
         for sale in sales.into_iter().take(ORDER_LOOKUP_SALES_MAX) {
@@ -1034,7 +939,7 @@ impl Shop {
         change: impl FnOnce(&Sale, Timestamp) -> Result<Sale, ChangeError>,
     ) -> Result<SaleView, AdminError> {
         let _admin = self.admin.lock().await;
-        let slot = self.slot(id).ok_or(AdminError::NotFound)?;
+        let slot = self.table.get(id).ok_or(AdminError::NotFound)?;
         let changed = change(&slot.sale, self.now())?;
         if !self.backends.store.update_sale(&changed).await? {
             return Err(AdminError::Conflict);
@@ -1048,13 +953,13 @@ impl Shop {
             self.open_ledger(&changed, holdings, OpenMode::Replace)
                 .await?;
         } else {
-            self.install(changed.clone(), slot.sold_out.load(Ordering::Relaxed));
+            self.table.install(changed.clone(), slot.is_sold_out());
         }
         self.view_of(&changed).await
     }
 
     pub async fn sale_view(&self, id: SaleId) -> Result<SaleView, AdminError> {
-        let slot = self.slot(id).ok_or(AdminError::NotFound)?;
+        let slot = self.table.get(id).ok_or(AdminError::NotFound)?;
         self.view_of(&slot.sale).await
     }
 
@@ -1067,13 +972,7 @@ impl Shop {
     }
 
     pub async fn list_sales(&self) -> Result<Vec<SaleView>, AdminError> {
-        let mut slots: Vec<Arc<SaleSlot>> = self
-            .sales
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut slots = self.table.slots();
         slots.sort_by_key(|slot| slot.sale.id);
         let mut views = Vec::with_capacity(slots.len());
         for slot in slots {
@@ -1096,7 +995,8 @@ impl Shop {
             cancelled: counts.cancelled,
         };
         let layers = self
-            .slot(sale.id)
+            .table
+            .get(sale.id)
             .map(|slot| slot.shared.stats.snapshot())
             .unwrap_or_default();
         Ok(SaleView {
@@ -1108,7 +1008,7 @@ impl Shop {
     }
 
     pub async fn recent_orders(&self, id: SaleId, max: usize) -> Result<Vec<Order>, AdminError> {
-        self.slot(id).ok_or(AdminError::NotFound)?;
+        self.table.get(id).ok_or(AdminError::NotFound)?;
         Ok(self.backends.store.recent_orders(id, max).await?)
     }
 
@@ -1172,9 +1072,7 @@ impl Shop {
         match self.backends.stock.return_unit(sale, order).await {
             Ok(ReturnOutcome::Returned) => {
                 self.metrics.expired.increment(1);
-                if let Some(slot) = self.slot(sale) {
-                    slot.sold_out.store(false, Ordering::Relaxed);
-                }
+                self.table.units_came_back(sale);
                 true
             }
             Ok(ReturnOutcome::AlreadyReturned) => true,
@@ -1196,10 +1094,9 @@ impl Shop {
     async fn return_stranded_units(&self) -> Result<(), ServiceError> {
         let now = self.now();
         let sales: Vec<SaleId> = self
-            .sales
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
+            .table
+            .slots()
+            .into_iter()
             .filter(|slot| slot.sale.is_open(now))
             .map(|slot| slot.sale.id)
             .collect();
@@ -1233,14 +1130,13 @@ impl Shop {
             let _admin = self.admin.lock().await;
             let sales = self.backends.store.list_sales().await?;
             for sale in &sales {
-                let current = self.slot(sale.id);
+                let current = self.table.get(sale.id);
                 if current
                     .as_ref()
                     .is_none_or(|slot| slot.sale.version < sale.version)
                 {
-                    let sold_out =
-                        current.is_some_and(|slot| slot.sold_out.load(Ordering::Relaxed));
-                    self.install(sale.clone(), sold_out);
+                    let sold_out = current.is_some_and(|slot| slot.is_sold_out());
+                    self.table.install(sale.clone(), sold_out);
                 }
             }
             sales
@@ -1255,17 +1151,12 @@ impl Shop {
             if let Err(error) = self.reconcile_pending(&sale, cluster).await {
                 tracing::warn!(sale_id = %sale.id, %error, "could not reconcile pending reservations; will retry");
             }
-            let sold_out = self
-                .slot(sale.id)
-                .is_some_and(|slot| slot.sold_out.load(Ordering::Relaxed));
+            let sold_out = self.table.is_sold_out(sale.id);
             match self.backends.stock.available(sale.id).await {
                 Ok(available) => {
                     open.insert(sale.id);
-                    if available > 0
-                        && sold_out
-                        && let Some(slot) = self.slot(sale.id)
-                    {
-                        slot.sold_out.store(false, Ordering::Relaxed);
+                    if available > 0 && sold_out {
+                        self.table.units_came_back(sale.id);
                     }
                 }
                 Err(error) => {
@@ -1303,8 +1194,8 @@ impl Shop {
                 tracing::warn!(sale_id = %sale.id, "rebuilt the lost stock ledger from the order store and the queue");
             }
             let available = self.backends.stock.available(sale.id).await?;
-            if let Some(slot) = self.slot(sale.id) {
-                slot.sold_out.store(available == 0, Ordering::Relaxed);
+            if let Some(slot) = self.table.get(sale.id) {
+                slot.set_sold_out(available == 0);
             }
         }
         Ok(())
@@ -1377,9 +1268,7 @@ impl Shop {
                 self.metrics
                     .reconciled_released
                     .increment(released.len() as u64);
-                if let Some(slot) = self.slot(sale.id) {
-                    slot.sold_out.store(false, Ordering::Relaxed);
-                }
+                self.table.units_came_back(sale.id);
                 tracing::warn!(sale_id = %sale.id, %batch, units = released.len(), "reconciler gave back the units of reservations that never became durable");
             }
             if !durable.is_empty() {
@@ -1427,7 +1316,7 @@ impl Shop {
         self.shutdown.cancel();
         // The server has stopped taking requests: what this node holds beyond its reservations
         // goes back for the other nodes now, not when its leases expire.
-        for sale in self.sale_ids() {
+        for sale in self.table.ids() {
             if let Err(error) = self.backends.stock.release_lease(sale).await {
                 tracing::warn!(sale_id = %sale, %error, "could not give back a stock lease at shutdown; it comes back when it expires");
             }
