@@ -3,23 +3,24 @@
 //! `Shop` composes the ports. It holds each sale's definition in memory (the status endpoint
 //! and the buy path never read the store) and keeps the stock ledger in step with admin edits.
 
+mod batch;
 mod table;
 
 pub use crate::config::{ClusterConfig, Design, ReaperConfig, ReservationConfig, ShopConfig};
 use crate::faults;
 use crate::filters::{LayerCounts, LayerMetrics, LayerStats, Limiters, WindowKey, should_shed};
 use crate::ports::{
-    BackendError, Buy, Clock, Enqueued, Holding, OpenMode, Opened, OrderCounts, OrderStore,
-    PayOutcome, PendingReservation, ReservationQueue, StockLedger, VoidOutcome,
+    BackendError, Clock, Holding, OpenMode, Opened, OrderCounts, OrderStore, PayOutcome,
+    PendingReservation, ReservationQueue, StockLedger, VoidOutcome,
 };
 use crate::ttl_cache::TtlCache;
 use crate::writers::WriterPool;
+use batch::{BuyRequest, batcher_waiting_max, run_batcher};
 use flashsale_core::sale::ChangeError;
 use flashsale_core::tokens::BuyPathSigner;
 use flashsale_core::{
     BatchId, BuyerId, IdempotencyKey, Order, OrderId, OrderStatus, PaymentId, Phase, Reservation,
-    ReservationState, ReserveOutcome, ReturnOutcome, Sale, SaleId, SalePatch, SaleSpec, SpecError,
-    Timestamp,
+    ReturnOutcome, Sale, SaleId, SalePatch, SaleSpec, SpecError, Timestamp,
 };
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -28,7 +29,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use table::{SaleSlot, SaleTable};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// The ports a shop runs on.
@@ -187,67 +188,6 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Units taken for a batch that is not durable yet. Dropped while still armed (an early
-/// return, a panic), it gives the units back from a task of its own; `keep` disarms it once
-/// the enqueue starts, whose outcome decides.
-struct PendingUnits {
-    stock: Arc<dyn StockLedger>,
-    slot: Arc<SaleSlot>,
-    orders: Vec<OrderId>,
-    armed: bool,
-}
-
-impl PendingUnits {
-    fn new(stock: Arc<dyn StockLedger>, slot: Arc<SaleSlot>, orders: Vec<OrderId>) -> Self {
-        Self {
-            stock,
-            slot,
-            orders,
-            armed: true,
-        }
-    }
-
-    fn keep(&mut self) {
-        self.armed = false;
-    }
-
-    /// The reservations surely did not become durable: the units go back now.
-    async fn give_back(mut self) {
-        self.armed = false;
-        give_back(&*self.stock, &self.slot, &self.orders).await;
-    }
-}
-
-impl Drop for PendingUnits {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (stock, slot) = (self.stock.clone(), self.slot.clone());
-        let orders = std::mem::take(&mut self.orders);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move { give_back(&*stock, &slot, &orders).await });
-            }
-            Err(_) => {
-                tracing::error!(
-                    units = orders.len(),
-                    "no runtime to give units back; they stay taken until rebuild"
-                )
-            }
-        }
-    }
-}
-
-async fn give_back(stock: &dyn StockLedger, slot: &SaleSlot, orders: &[OrderId]) {
-    match stock.cancel_pending(slot.sale.id, orders).await {
-        Ok(()) => slot.set_sold_out(false),
-        Err(error) => {
-            tracing::error!(%error, units = orders.len(), "could not give back units; they stay taken until the reconciler or a rebuild")
-        }
-    }
-}
-
 /// What the stock ledger and the queue know of an order the store does not have.
 enum Unwritten {
     /// No ledger of this node's sales knows it for this buyer.
@@ -256,20 +196,6 @@ enum Unwritten {
     Queued(Reservation),
     /// The ledger knows it, the queue does not hold it: written meanwhile, or never durable.
     NotQueued,
-}
-
-/// One buy waiting for its batch: the reservation it would become, and where its answer goes.
-struct BuyRequest {
-    slot: Arc<SaleSlot>,
-    reservation: Reservation,
-    answer: oneshot::Sender<Result<BuyOutcome, ServiceError>>,
-}
-
-impl BuyRequest {
-    fn answer(self, outcome: Result<BuyOutcome, ServiceError>) {
-        // A caller that went away (hung up, timed out) needs no answer; the batch went on.
-        let _ = self.answer.send(outcome);
-    }
 }
 
 /// The per-buyer window: (sale, buyer) → the answer a repeat gets.
@@ -624,201 +550,6 @@ impl Shop {
             Err(ServiceError::Internal(
                 "a buy attempt ended without an answer".into(),
             ))
-        })
-    }
-
-    /// Takes a unit for each buy of the batch (one ledger call), makes the reserved ones
-    /// durable together (one enqueue), and answers each buyer; then confirms them. Every buy
-    /// of the batch is of one sale. The classic design runs this with one buy per batch.
-    ///
-    /// The order matters: the 202s go out only after the enqueue said `Durable`, and the
-    /// confirm after the 202s, off the buyers' wait. A confirm that never happens (the node
-    /// died) leaves the reservations pending in a durable batch, which the reconciler (or a
-    /// retry of the request) finds and confirms.
-    async fn run_batch(self: Arc<Self>, batch: BatchId, requests: Vec<BuyRequest>) {
-        let Some(first) = requests.first() else {
-            return;
-        };
-        let slot = first.slot.clone();
-        let (stats, metrics) = (&slot.shared.stats, &self.metrics);
-        let sale_id = slot.sale.id;
-        let (stock, queue) = (&self.backends.stock, &self.backends.queue);
-        if let Err(error) = faults::point("shop.buy.before_reserve", faults::Happened::No).await {
-            return answer_all(requests, Err(error.into()));
-        }
-        let buys: Vec<Buy> = requests
-            .iter()
-            .map(|r| Buy {
-                order: r.reservation.order_id,
-                buyer: r.reservation.buyer.clone(),
-            })
-            .collect();
-        stats
-            .stock_calls
-            .fetch_add(buys.len() as u64, Ordering::Relaxed);
-        bump(&stats.ledger_calls);
-        metrics.batch_buys.record(buys.len() as f64);
-        let outcomes = match stock.reserve(sale_id, batch, &buys).await {
-            Ok(outcomes) if outcomes.len() == requests.len() => outcomes,
-            Ok(outcomes) => {
-                let error = ServiceError::Corrupt(format!(
-                    "the stock ledger answered {} of {} buys",
-                    outcomes.len(),
-                    requests.len()
-                ));
-                return answer_all(requests, Err(error));
-            }
-            // Unknown outcome: some units may be taken, pending in a batch that never reaches
-            // the queue; the reconciler (shared backends) or the rebuild at start settles them.
-            Err(error) => return answer_all(requests, Err(error.into())),
-        };
-        let mut reserved = Vec::new();
-        for (request, outcome) in requests.into_iter().zip(outcomes) {
-            let order_id = request.reservation.order_id;
-            match outcome {
-                ReserveOutcome::Reserved => {
-                    bump(&stats.reserved);
-                    metrics.reserved.increment(1);
-                    reserved.push(request);
-                }
-                ReserveOutcome::Duplicate(ReservationState::Pending) => {
-                    // Asks the queue and the store: off the batch's path, it is rare.
-                    let shop = Arc::clone(&self);
-                    tokio::spawn(async move {
-                        let answer = shop
-                            .answer_pending_duplicate(
-                                &request.slot,
-                                order_id,
-                                &request.reservation.buyer,
-                            )
-                            .await;
-                        request.answer(answer);
-                    });
-                }
-                ReserveOutcome::Duplicate(_) => {
-                    bump(&stats.duplicates);
-                    metrics.duplicate.increment(1);
-                    request.answer(Ok(BuyOutcome::Accepted {
-                        order_id,
-                        replay: true,
-                    }));
-                }
-                ReserveOutcome::SoldOut => {
-                    bump(&stats.sold_out);
-                    metrics.sold_out.increment(1);
-                    request.slot.set_sold_out(true);
-                    request.answer(Ok(BuyOutcome::SoldOut));
-                }
-                ReserveOutcome::LimitReached => {
-                    bump(&stats.limit_reached);
-                    metrics.limit_reached.increment(1);
-                    request.answer(Ok(BuyOutcome::LimitReached));
-                }
-            }
-        }
-        if reserved.is_empty() {
-            return;
-        }
-        let orders: Vec<OrderId> = reserved.iter().map(|r| r.reservation.order_id).collect();
-        // Until the enqueue starts nothing durable exists, so an early return or a panic gives
-        // the units back.
-        let mut units = PendingUnits::new(stock.clone(), slot.clone(), orders.clone());
-        if let Err(error) = faults::point("shop.buy.after_reserve", faults::Happened::No).await {
-            units.give_back().await;
-            return answer_all(reserved, Err(error.into()));
-        }
-        let reservations: Vec<Reservation> =
-            reserved.iter().map(|r| r.reservation.clone()).collect();
-        // From here a panic is an unknown outcome: the units stay taken (see below).
-        units.keep();
-        match queue.enqueue(batch, reservations).await {
-            Ok(Enqueued::Durable) => {
-                if let Err(error) =
-                    faults::point("shop.buy.after_enqueue", faults::Happened::Yes).await
-                {
-                    return answer_all(reserved, Err(error.into()));
-                }
-                slot.shared.remember_accepted(
-                    reserved
-                        .iter()
-                        .map(|r| (r.reservation.order_id, &r.reservation.buyer)),
-                );
-                stats
-                    .queued
-                    .fetch_add(reserved.len() as u64, Ordering::Relaxed);
-                metrics.queued.increment(reserved.len() as u64);
-                for request in reserved {
-                    let order_id = request.reservation.order_id;
-                    request.answer(Ok(BuyOutcome::Accepted {
-                        order_id,
-                        replay: false,
-                    }));
-                }
-                if let Err(error) = stock.confirm(sale_id, batch, &orders).await {
-                    // The reservations are durable and will become orders. Ledger entries left
-                    // pending are still returned on expiry, a retry of such a request finds
-                    // its batch (`answer_pending_duplicate`), and the reconciler confirms them.
-                    tracing::warn!(%error, units = orders.len(), "could not mark durable reservations confirmed");
-                }
-            }
-            Ok(Enqueued::Full) => {
-                stats
-                    .queue_full
-                    .fetch_add(reserved.len() as u64, Ordering::Relaxed);
-                metrics.queue_full.increment(reserved.len() as u64);
-                give_back(&**stock, &slot, &orders).await;
-                answer_all(reserved, Ok(BuyOutcome::Overloaded));
-            }
-            Err(error) if error.outcome_known => {
-                metrics.queue_failed.increment(reserved.len() as u64);
-                tracing::warn!(%error, "durable queue refused a batch");
-                give_back(&**stock, &slot, &orders).await;
-                answer_all(reserved, Ok(BuyOutcome::Overloaded));
-            }
-            Err(error) => {
-                metrics.queue_failed.increment(reserved.len() as u64);
-                // The batch may be durable after all. Keeping the units taken can strand them
-                // until the reconciler or the next rebuild, but giving them back could
-                // oversell. If it is durable its orders' expiry returns the units.
-                tracing::error!(%error, units = orders.len(), "durable queue outcome unknown; units held");
-                answer_all(reserved, Ok(BuyOutcome::Overloaded));
-            }
-        }
-    }
-
-    /// A retry found its order id pending: the first attempt is in flight, or it ended with
-    /// an unknown outcome. If the reservation is in the queue or the store it is durable
-    /// after all, and the buyer gets the 202 the first attempt could not give.
-    async fn answer_pending_duplicate(
-        &self,
-        slot: &SaleSlot,
-        order_id: OrderId,
-        buyer: &BuyerId,
-    ) -> Result<BuyOutcome, ServiceError> {
-        let batch = self
-            .backends
-            .stock
-            .entry(slot.sale.id, order_id)
-            .await?
-            .and_then(|entry| entry.batch);
-        let Some(batch) = batch else {
-            self.metrics.in_progress.increment(1);
-            return Ok(BuyOutcome::InProgress);
-        };
-        if !self.is_durable(batch, order_id).await? {
-            self.metrics.in_progress.increment(1);
-            return Ok(BuyOutcome::InProgress);
-        }
-        let stock = &self.backends.stock;
-        if let Err(error) = stock.confirm(slot.sale.id, batch, &[order_id]).await {
-            tracing::warn!(%error, %order_id, "could not mark a durable reservation confirmed");
-        }
-        slot.shared.remember_accepted([(order_id, buyer)]);
-        bump(&slot.shared.stats.duplicates);
-        self.metrics.duplicate.increment(1);
-        Ok(BuyOutcome::Accepted {
-            order_id,
-            replay: true,
         })
     }
 
@@ -1352,75 +1083,6 @@ fn view(order: &Order) -> OrderView {
 /// Most of this node's sales `Shop::order` asks the stock ledger about for an order not yet
 /// written: the newest ones, where orders are being written now.
 const ORDER_LOOKUP_SALES_MAX: usize = 16;
-
-fn answer_all(requests: Vec<BuyRequest>, outcome: Result<BuyOutcome, ServiceError>) {
-    for request in requests {
-        request.answer(outcome.clone());
-    }
-}
-
-/// Buys that may wait for a batch before new ones are refused (503): enough to fill every
-/// batch in flight twice over.
-fn batcher_waiting_max(config: &ReservationConfig) -> usize {
-    (config.batch_max.max(1) * config.batches_in_flight_max.max(1) * 2).max(1)
-}
-
-/// The group commit of the reservation layer: gathers the buys waiting when a batch slot is
-/// free (at most `batch_max`, of one sale each) and runs them as one batch. While
-/// `batches_in_flight_max` batches run, new buys wait and join the next one, so batches grow
-/// with the load and a buy at a quiet moment runs alone at once. Ends when the shop is dropped.
-async fn run_batcher(
-    shop: Weak<Shop>,
-    mut waiting: mpsc::Receiver<BuyRequest>,
-    config: ReservationConfig,
-) {
-    let slots = Arc::new(Semaphore::new(config.batches_in_flight_max.max(1)));
-    let batch_max = config.batch_max.max(1);
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = waiting.recv().await else {
-            return;
-        };
-        let mut gathered = vec![first];
-        while gathered.len() < batch_max {
-            match waiting.try_recv() {
-                Ok(request) => gathered.push(request),
-                Err(_) => break,
-            }
-        }
-        let Some(shop) = shop.upgrade() else {
-            return;
-        };
-        let mut by_sale: HashMap<SaleId, Vec<BuyRequest>> = HashMap::new();
-        for request in gathered {
-            by_sale
-                .entry(request.slot.sale.id)
-                .or_default()
-                .push(request);
-        }
-        let mut first_permit = Some(permit);
-        for (_, requests) in by_sale {
-            let permit = match first_permit.take() {
-                Some(permit) => permit,
-                // A second sale in the same gathering needs a slot of its own.
-                None => match slots.clone().acquire_owned().await {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-            };
-            let shop = shop.clone();
-            let batch = BatchId::new_v7(shop.now());
-            tokio::spawn(async move {
-                // A panic inside costs this batch (its callers hear "ended without an answer";
-                // its units are as after a crash), never the batcher.
-                shop.run_batch(batch, requests).await;
-                drop(permit);
-            });
-        }
-    }
-}
 
 /// How often the reaper's loop also forgets idle rate-limiter keys.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
