@@ -20,6 +20,11 @@ pub(super) struct ClusterState {
     pending_seen: Mutex<HashMap<(SaleId, OrderId), Instant>>,
     /// Sales whose end this node has seen and whose lease it gave back.
     leases_released: Mutex<HashSet<SaleId>>,
+    /// Live sales whose stock ledger the backend lost, each with the time its rebuild is due
+    /// (when this node first found it missing, plus the fence). A deadline, not a sleep: the
+    /// sync pass goes on reconciling and releasing leases meanwhile, and the first pass after
+    /// the deadline rebuilds. On tokio's clock, like the sleep it replaces.
+    rebuild_due: Mutex<HashMap<SaleId, tokio::time::Instant>>,
 }
 
 impl ClusterState {
@@ -28,12 +33,39 @@ impl ClusterState {
             config,
             pending_seen: Mutex::new(HashMap::new()),
             leases_released: Mutex::new(HashSet::new()),
+            rebuild_due: Mutex::new(HashMap::new()),
         }
     }
 
     /// Pause between sync passes.
     pub(super) fn sync_interval(&self) -> Duration {
         Duration::from_millis(self.config.sale_sync_ms.max(10))
+    }
+
+    /// Of the sales whose ledger this pass found missing, the ones whose fence has passed.
+    /// Notes the deadline of a sale newly found missing, and forgets the sales whose ledger
+    /// is back (rebuilt by another node) or that ended.
+    fn lost_ledgers_due(&self, lost: Vec<Sale>, now: tokio::time::Instant) -> Vec<Sale> {
+        let fence = Duration::from_millis(self.config.rebuild_fence_ms);
+        let mut due = self.rebuild_due.lock().unwrap_or_else(|e| e.into_inner());
+        due.retain(|sale, _| lost.iter().any(|s| s.id == *sale));
+        lost.into_iter()
+            .filter(|sale| {
+                let rebuild_at = *due.entry(sale.id).or_insert_with(|| {
+                    tracing::warn!(sale_id = %sale.id, fence_ms = self.config.rebuild_fence_ms, "stock ledger missing; rebuilding it once the fence has passed");
+                    now + fence
+                });
+                now >= rebuild_at
+            })
+            .collect()
+    }
+
+    /// The ledger of this sale is back; its deadline is done with.
+    fn rebuilt(&self, sale: SaleId) {
+        self.rebuild_due
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&sale);
     }
 
     fn pending_seen(&self) -> MutexGuard<'_, HashMap<(SaleId, OrderId), Instant>> {
@@ -44,7 +76,8 @@ impl ClusterState {
 impl Shop {
     /// One sync pass: installs sales created or changed on other nodes, lowers this node's
     /// sold-out flag where units came back through another node, and rebuilds the ledgers of
-    /// live sales that the stock backend lost (after the fence; see `ClusterConfig`).
+    /// live sales that the stock backend lost (in the first pass after the fence; see
+    /// `ClusterConfig`).
     /// Does nothing on a shop without shared backends.
     pub async fn sync_once(&self) -> Result<(), ServiceError> {
         let Some(cluster) = &self.cluster else {
@@ -95,12 +128,22 @@ impl Shop {
         cluster
             .pending_seen()
             .retain(|(sale, _), _| open.contains(sale));
-        if lost.is_empty() {
-            return Ok(());
-        }
         // Every reserve of a lost ledger fails ("unknown sale"), so nothing new is taken while
         // we wait; what was acknowledged before the loss reaches the queue within the fence.
-        tokio::time::sleep(Duration::from_millis(cluster.config.rebuild_fence_ms)).await;
+        let due = cluster.lost_ledgers_due(lost, tokio::time::Instant::now());
+        if due.is_empty() {
+            return Ok(());
+        }
+        self.rebuild_lost_ledgers(cluster, due).await
+    }
+
+    /// Rebuilds the ledgers the stock backend lost from the store and the queue. A ledger
+    /// that is back meanwhile (another node rebuilt it) is adopted, not replaced.
+    async fn rebuild_lost_ledgers(
+        &self,
+        cluster: &ClusterState,
+        lost: Vec<Sale>,
+    ) -> Result<(), ServiceError> {
         let ids: Vec<SaleId> = lost.iter().map(|s| s.id).collect();
         let mut holdings = self.durable_holdings(&ids).await?;
         for sale in lost {
@@ -123,6 +166,7 @@ impl Shop {
             if let Some(slot) = self.table.get(sale.id) {
                 slot.set_sold_out(available == 0);
             }
+            cluster.rebuilt(sale.id);
         }
         Ok(())
     }
@@ -240,5 +284,82 @@ pub(super) async fn run_sync(shop: Weak<Shop>, interval: Duration) {
         if let Err(error) = strong.sync_once().await {
             tracing::warn!(%error, "sale sync failed; will retry");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashsale_core::SaleSpec;
+    use time::macros::datetime;
+
+    fn sale(n: u128) -> Sale {
+        let spec = SaleSpec {
+            name: "Phone".into(),
+            price_cents: 9_900,
+            stock: 10,
+            starts_at: datetime!(2030-01-01 12:00 UTC),
+            ends_at: datetime!(2030-01-01 13:00 UTC),
+            per_buyer_limit: 1,
+            payment_window_secs: 600,
+        };
+        Sale::new(SaleId(uuid::Uuid::from_u128(n)), spec).expect("a valid spec")
+    }
+
+    fn cluster(rebuild_fence_ms: u64) -> ClusterState {
+        ClusterState::new(ClusterConfig {
+            sale_sync_ms: 100,
+            rebuild_fence_ms,
+        })
+    }
+
+    fn ids(sales: &[Sale]) -> Vec<SaleId> {
+        sales.iter().map(|s| s.id).collect()
+    }
+
+    #[test]
+    fn a_lost_ledger_is_due_in_the_first_pass_after_the_fence() {
+        let cluster = cluster(1_500);
+        let found = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+
+        assert!(cluster.lost_ledgers_due(vec![sale(1)], found).is_empty());
+        let before = cluster.lost_ledgers_due(vec![sale(1)], found + ms(1_499));
+        assert!(before.is_empty());
+        let due = cluster.lost_ledgers_due(vec![sale(1)], found + ms(1_500));
+        assert_eq!(ids(&due), ids(&[sale(1)]));
+    }
+
+    #[test]
+    fn a_ledger_back_in_between_starts_a_fresh_fence_when_lost_again() {
+        let cluster = cluster(1_500);
+        let found = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+
+        assert!(cluster.lost_ledgers_due(vec![sale(1)], found).is_empty());
+        // Another node rebuilt it: this pass found it, so nothing is lost.
+        assert!(cluster.lost_ledgers_due(vec![], found + ms(100)).is_empty());
+        let again = cluster.lost_ledgers_due(vec![sale(1)], found + ms(1_600));
+        assert!(again.is_empty(), "a new loss waits for a whole fence");
+        let due = cluster.lost_ledgers_due(vec![sale(1)], found + ms(3_100));
+        assert_eq!(ids(&due), ids(&[sale(1)]));
+    }
+
+    #[test]
+    fn a_rebuilt_ledger_forgets_its_deadline() {
+        let cluster = cluster(0);
+        let now = tokio::time::Instant::now();
+
+        let due = cluster.lost_ledgers_due(vec![sale(1), sale(2)], now);
+        assert_eq!(ids(&due), ids(&[sale(1), sale(2)]));
+        cluster.rebuilt(sale(1).id);
+        let left: Vec<SaleId> = cluster
+            .rebuild_due
+            .lock()
+            .expect("not poisoned")
+            .keys()
+            .copied()
+            .collect();
+        assert_eq!(left, vec![sale(2).id]);
     }
 }
