@@ -1,7 +1,12 @@
-//! The sale service: the buy flow, orders and payment, admin changes, the reaper and recovery.
+//! The sale service of one node: `Shop`, the one public face of the buy flow, orders and
+//! payment, admin changes, the reaper, recovery and the cluster sync, each a module of its own.
 //!
 //! `Shop` composes the ports. It holds each sale's definition in memory (the status endpoint
 //! and the buy path never read the store) and keeps the stock ledger in step with admin edits.
+//!
+//! The modules use each other in one direction only: `buy` → `batch` → `orders`; `cluster` →
+//! `orders` and `recovery`; `admin` → `recovery`; `table` uses none of them. The types several
+//! share (`ServiceError`, `BuyOutcome`) live here.
 
 mod admin;
 mod batch;
