@@ -8,6 +8,9 @@ use flashsale_core::{BuyerId, OrderId, Sale, SaleId};
 use std::collections::{HashMap, HashSet};
 
 impl Shop {
+    /// At start (`Shop::open`): installs every stored sale and opens its stock ledger from
+    /// the durable holdings; a queued reservation of a sale the store does not know is
+    /// corruption, and the shop refuses to open.
     pub(super) async fn recover(&self) -> Result<(), ServiceError> {
         let sales = self.backends.store.list_sales().await?;
         let ids: Vec<SaleId> = sales.iter().map(|s| s.id).collect();
