@@ -211,17 +211,26 @@ impl SaleLedger {
         }
     }
 
+    /// Gives back the unit of a live (pending or durable) reservation. Only the state checks
+    /// of `cancel_pending` and `return_unit` call it, so a unit is never given back twice: if
+    /// it were, `available` would climb past the stock and the buyer's count below zero, and
+    /// the sale would oversell. Cheap checks, so always on.
     fn release_unit(&mut self, buyer: &BuyerId) {
-        debug_assert!(
+        assert!(
             self.available < self.stock_total,
-            "returning a unit that was never taken"
+            "returning a unit that was never taken (available {} of {})",
+            self.available,
+            self.stock_total
         );
         self.available += 1;
-        if let Some(live) = self.live_by_buyer.get_mut(buyer) {
-            *live -= 1;
-            if *live == 0 {
-                self.live_by_buyer.remove(buyer);
-            }
+        let live = self
+            .live_by_buyer
+            .get_mut(buyer)
+            .expect("a live reservation's buyer holds at least one unit");
+        assert!(*live > 0, "a buyer's live count went below zero");
+        *live -= 1;
+        if *live == 0 {
+            self.live_by_buyer.remove(buyer);
         }
     }
 

@@ -26,6 +26,12 @@ impl Reservation {
         now: OffsetDateTime,
         payment_window_secs: u32,
     ) -> Self {
+        // The window comes from a validated sale (at least `PAYMENT_WINDOW_SECS_MIN`): one of
+        // zero would make an order the reaper expires before its buyer can pay.
+        debug_assert!(
+            payment_window_secs > 0,
+            "a reservation with no payment window (order {order_id})"
+        );
         Self {
             order_id,
             sale_id,

@@ -80,6 +80,14 @@ pub async fn write_one_batch(
     };
     match written {
         Ok(new) => {
+            // The store's contract: at most one new order per reservation given. More would
+            // count written orders that do not exist (the written metric, and the queued
+            // figure derived from the store's counts, would drift). Cheap, so always on.
+            assert!(
+                new <= batch.len() as u64,
+                "the order store wrote {new} new orders from {} reservations",
+                batch.len()
+            );
             if let Err(error) = faults::point("writer.after_insert", faults::Happened::Yes).await {
                 // As if the writer died between the write and the ack: the batch is
                 // delivered again after the ack deadline, and its insert is a no-op.
