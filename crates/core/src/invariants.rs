@@ -546,10 +546,13 @@ pub fn check<O: Id, B: Id>(seen: &Observation<O, B>) -> Result<(), Vec<Violation
         count(OrderStatus::Expired) as u64,
     );
     if seen.quiet {
-        let queued = seen
-            .counted
-            .map_or(0, |c| c.queued)
-            .max(seen.queued.len() as u64);
+        // A reservation whose order is written may still wait for its ack: not a unit held.
+        let unwritten = seen
+            .queued
+            .iter()
+            .filter(|r| !orders.contains_key(&r.id))
+            .count() as u64;
+        let queued = seen.counted.map_or(0, |c| c.queued).max(unwritten);
         if queued > 0 {
             violations.push(Violation::NotDrained { queued });
         }
