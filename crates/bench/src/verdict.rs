@@ -1,13 +1,19 @@
 //! The verdict: once the queue is drained and the reaper has run, the invariants of
 //! DESIGN.md are checked against what the crowd was told (every 202) and what the server
-//! holds (counters, the order listing, each order as its buyer sees it).
+//! holds (counters, the order listing, each order as its buyer sees it), by the checker
+//! every test shares (`flashsale_core::invariants`); what only a bench run sees (counts
+//! over time, cheaters, early buys) is checked here, beside it.
 
-use crate::api::{Api, Counters, ORDERS_LISTED_MAX};
+use crate::api::{Api, Counters, ORDERS_LISTED_MAX, OrderRow};
 use crate::client::{Conn, Target};
 use crate::crowd::{Accepted, CrowdShape, Signer};
 use anyhow::Result;
+use flashsale_core::OrderStatus;
+use flashsale_core::invariants::{
+    self, Acknowledged, Counted, Observation, Promise, SeenOrder, SeenReservation, Violation,
+};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
@@ -95,25 +101,46 @@ pub async fn judge(api: &Api, target: &Target, ev: &Evidence<'_>) -> Result<Verd
         (listed.len() as u64) >= counters.written() && listed.len() < ORDERS_LISTED_MAX;
     let seen = look_up_orders(target, ev).await;
 
-    // What the crowd was told: distinct order ids, per key and per buyer.
-    let mut by_key: HashMap<(u64, usize), HashSet<&str>> = HashMap::new();
-    let mut buyer_of: HashMap<&str, u64> = HashMap::new();
-    for a in ev.accepted {
-        by_key
-            .entry((a.buyer, a.click))
+    // What the crowd was told: distinct order ids.
+    let distinct = ev
+        .accepted
+        .iter()
+        .map(|a| a.order_id.as_str())
+        .collect::<HashSet<_>>()
+        .len() as u64;
+    // Two views, each checked on its own by the shared checker: the server's (its counters
+    // and its order listing, read one after the other once quiet) and the buyers' (each 202
+    // looked up by its buyer). Merged into one they could disagree about an order that moved
+    // between the two readings.
+    let fresh_sale = ev.before.written() == 0;
+    let server = server_view(ev, &counters, &listed, list_complete, fresh_sale);
+    let told = buyers_view(ev, &counters, &seen);
+    let mut broken: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for violation in invariants::check(&server).err().unwrap_or_default() {
+        broken
+            .entry(check_name(&violation, false))
             .or_default()
-            .insert(a.order_id.as_str());
-        buyer_of.insert(a.order_id.as_str(), a.buyer);
+            .push(violation.to_string());
     }
-    let distinct = buyer_of.len() as u64;
-    let is_live = |s: &str| matches!(s, "pending_payment" | "paid" | "queued");
+    for violation in invariants::check(&told).err().unwrap_or_default() {
+        broken
+            .entry(check_name(&violation, true))
+            .or_default()
+            .push(violation.to_string());
+    }
+    let mut push = |name: &'static str, beside_ok: bool, mut detail: String| {
+        let violations = broken.remove(name).unwrap_or_default();
+        for line in violations.iter().take(VIOLATIONS_SHOWN_MAX) {
+            detail.push_str("; ");
+            detail.push_str(line);
+        }
+        verdict.push(name, Some(beside_ok && violations.is_empty()), detail);
+    };
 
-    // 1. orders ≤ stock.
-    let live_server = counters.pending_payment + counters.paid + counters.queued;
-    let live_told = seen.values().filter(|s| is_live(s)).count() as u64;
-    let live_listed = listed.iter().filter(|o| is_live(&o.status)).count() as u64;
-    // No unit can come back before the first payment window ends, so until then every 202
-    // must have taken a unit of its own: more distinct ids than units means oversold.
+    // 1. orders ≤ stock. Beside the checker, what only a run over time shows: no unit can come
+    // back before the first payment window ends, so until then every 202 must have taken a
+    // unit of its own (more distinct ids than units means oversold); and the most live orders
+    // the counters showed while it ran.
     let first = ev.accepted.iter().map(|a| a.at).min().unwrap_or_default();
     let window = Duration::from_secs(ev.payment_window_secs);
     let before_expiry = ev
@@ -123,134 +150,74 @@ pub async fn judge(api: &Api, target: &Target, ev: &Evidence<'_>) -> Result<Verd
         .map(|a| a.order_id.as_str())
         .collect::<HashSet<_>>()
         .len() as u64;
-    let worst = live_server
-        .max(live_told)
-        .max(live_listed)
-        .max(before_expiry)
-        .max(ev.live_max_sampled);
-    verdict.push(
+    push(
         "orders_within_stock",
-        Some(worst <= counters.stock_total),
+        before_expiry.max(ev.live_max_sampled) <= counters.stock_total,
         format!(
-            "stock {}; live orders at the end: {live_server} by the counters, {live_told} among the 202s, {live_listed} listed; at most {} seen during the run; {before_expiry} distinct 202s before any unit could expire",
-            counters.stock_total, ev.live_max_sampled
+            "stock {}; live orders at the end: {} by the counters; at most {} seen during the run; {before_expiry} distinct 202s before any unit could expire",
+            counters.stock_total,
+            counters.queued + counters.pending_payment + counters.paid,
+            ev.live_max_sampled
         ),
     );
 
-    // 2. every 202 became exactly one order.
-    let split_keys = by_key.values().filter(|ids| ids.len() > 1).count();
-    let missing = seen
-        .values()
-        .filter(|s| s.as_str() == "missing" || s.as_str() == "queued")
-        .count();
+    // 2. every 202 became exactly one order; beside the checker, the count of orders this run
+    // wrote (only the bench knows the counters from before it).
     let written_delta = counters.written().saturating_sub(ev.before.written());
-    let mut dupes = 0;
-    let mut listed_ids = HashSet::new();
-    for o in &listed {
-        if !listed_ids.insert(o.order_id.as_str()) {
-            dupes += 1;
-        }
-    }
-    let unannounced = if list_complete {
-        listed
-            .iter()
-            .filter(|o| !buyer_of.contains_key(o.order_id.as_str()))
-            .count() as u64
-    } else {
-        0
-    };
-    // Only when the sale was new: orders from earlier runs would count as unannounced.
-    let fresh_sale = ev.before.written() == 0;
-    let ok = split_keys == 0
-        && missing == 0
-        && written_delta == distinct
-        && dupes == 0
-        && (!fresh_sale || unannounced == 0);
-    verdict.push(
+    push(
         "every_202_is_one_order",
-        Some(ok),
-        format!(
-            "{distinct} distinct order ids answered 202; {written_delta} orders written; {missing} not found by their buyer; {split_keys} keys answered with two ids; {dupes} ids listed twice; {unannounced} listed orders nobody was told about"
-        ),
+        written_delta == distinct,
+        format!("{distinct} distinct order ids answered 202; {written_delta} orders written"),
     );
 
     // 3. no buyer over the limit.
-    let mut live_per_buyer: HashMap<u64, u64> = HashMap::new();
-    for (id, status) in &seen {
-        if is_live(status)
-            && let Some(b) = buyer_of.get(id.as_str())
-        {
-            *live_per_buyer.entry(*b).or_default() += 1;
-        }
-    }
-    let mut listed_per_buyer: HashMap<&str, u64> = HashMap::new();
-    for o in listed.iter().filter(|o| is_live(&o.status)) {
-        *listed_per_buyer.entry(o.buyer.as_str()).or_default() += 1;
-    }
-    let over_told = live_per_buyer
-        .values()
-        .filter(|n| **n > ev.per_buyer_limit)
-        .count();
-    let over_listed = listed_per_buyer
-        .values()
-        .filter(|n| **n > ev.per_buyer_limit)
-        .count();
-    verdict.push(
+    push(
         "buyer_limit_held",
-        Some(over_told == 0 && over_listed == 0),
+        true,
         format!(
-            "limit {}; buyers over it: {over_told} by their 202s, {over_listed} in the listing",
+            "limit {}; checked by their 202s and in the listing",
             ev.per_buyer_limit
         ),
     );
 
-    // 4. stock conservation once quiet.
-    let sum = counters.available + counters.pending_payment + counters.paid;
-    let mut ok = drained && sum == counters.stock_total;
-    let mut detail = format!(
-        "available {} + pending {} + paid {} = {sum}, stock {}{}",
-        counters.available,
-        counters.pending_payment,
-        counters.paid,
-        counters.stock_total,
-        if drained {
-            ""
-        } else {
-            "; the queue never drained"
-        }
-    );
-    if list_complete {
-        let count = |s: &str| listed.iter().filter(|o| o.status == s).count() as u64;
-        let agree = count("pending_payment") == counters.pending_payment
-            && count("paid") == counters.paid
-            && count("expired") == counters.expired;
-        ok &= agree;
-        if !agree {
-            detail.push_str("; the listing disagrees with the counters");
-        }
-    }
-    verdict.push("stock_conserved", Some(ok), detail);
-
-    // 5. no order outside the sale.
-    let outside = listed
-        .iter()
-        .filter(|o| {
-            o.reserved_at
-                .is_some_and(|at| at < ev.starts_at || at > ev.ends_at)
-        })
-        .count();
-    verdict.push(
-        "no_order_outside_sale",
-        Some(outside == 0 && ev.early_wins == 0),
+    // 4. stock conservation once quiet; beside the checker, whether the drain was seen (the
+    // counters read after it may have drained just too late).
+    push(
+        "stock_conserved",
+        drained,
         format!(
-            "{outside} of {} listed orders reserved outside [start, end]; {} buys accepted before go-live{}",
-            listed.len(),
-            ev.early_wins,
-            if list_complete { "" } else { " (listing incomplete)" }
+            "available {} + pending {} + paid {} = {}, stock {}{}",
+            counters.available,
+            counters.pending_payment,
+            counters.paid,
+            counters.available + counters.pending_payment + counters.paid,
+            counters.stock_total,
+            if drained {
+                ""
+            } else {
+                "; the queue never drained"
+            }
         ),
     );
 
-    // 6. cheaters get nothing.
+    // 5. no order outside the sale; beside the checker, the buys answered before go-live
+    // (only the crowd saw those answers).
+    push(
+        "no_order_outside_sale",
+        ev.early_wins == 0,
+        format!(
+            "{} listed orders checked against [start, end); {} buys accepted before go-live{}",
+            listed.len(),
+            ev.early_wins,
+            if list_complete {
+                ""
+            } else {
+                " (listing incomplete)"
+            }
+        ),
+    );
+
+    // 6. cheaters get nothing: only the crowd knows which buys were forged.
     verdict.push(
         "cheaters_refused",
         Some(ev.cheater_wins == 0),
@@ -260,7 +227,8 @@ pub async fn judge(api: &Api, target: &Target, ev: &Evidence<'_>) -> Result<Verd
         ),
     );
 
-    // 7. unpaid orders come back.
+    // 7. unpaid orders come back: by the counters, since the listing carries no deadlines
+    // and may be cut short; every payment window has closed by now.
     if reaper_checked {
         verdict.push(
             "unpaid_orders_returned",
@@ -281,6 +249,105 @@ pub async fn judge(api: &Api, target: &Target, ev: &Evidence<'_>) -> Result<Verd
         );
     }
     Ok(verdict)
+}
+
+/// Violations listed in a check's detail; the count says how many there were in all.
+const VIOLATIONS_SHOWN_MAX: usize = 5;
+
+/// The server's view: its counters and its order listing, once quiet. The listing's orders
+/// are checked against the 202s only when it is complete and the sale was new (orders of
+/// earlier runs would look made up).
+fn server_view(
+    ev: &Evidence<'_>,
+    counters: &Counters,
+    listed: &[OrderRow],
+    list_complete: bool,
+    fresh_sale: bool,
+) -> Observation<String, String> {
+    let mut seen = Observation::new(counters.stock_total, ev.per_buyer_limit);
+    seen.window = Some((ev.starts_at, ev.ends_at));
+    seen.orders = listed
+        .iter()
+        .filter_map(|o| {
+            Some(SeenOrder {
+                id: o.order_id.clone(),
+                buyer: o.buyer.clone(),
+                status: OrderStatus::parse(&o.status)?,
+                payment: None,
+                reserved_at: o.reserved_at,
+                expires_at: None,
+            })
+        })
+        .collect();
+    seen.orders_complete = list_complete;
+    if list_complete && fresh_sale {
+        seen.requested = Some(ev.accepted.iter().map(|a| a.order_id.clone()).collect());
+    }
+    seen.counted = Some(Counted {
+        available: counters.available,
+        queued: counters.queued,
+        pending_payment: counters.pending_payment,
+        paid: counters.paid,
+        expired: counters.expired,
+        cancelled: counters.cancelled,
+    });
+    seen.quiet = true;
+    seen
+}
+
+/// The buyers' view: each 202 as its buyer looks it up now, with the request it answered.
+/// Quiet: a 202 still queued after the drain is not an order yet.
+fn buyers_view(
+    ev: &Evidence<'_>,
+    counters: &Counters,
+    looked_up: &BTreeMap<String, String>,
+) -> Observation<String, u64> {
+    let mut seen = Observation::new(counters.stock_total, ev.per_buyer_limit);
+    let mut buyer_of: BTreeMap<&str, u64> = BTreeMap::new();
+    for a in ev.accepted {
+        buyer_of.insert(a.order_id.as_str(), a.buyer);
+        seen.acknowledged.push(Acknowledged {
+            order: a.order_id.clone(),
+            buyer: a.buyer,
+            request: Some(format!("{}/{}", a.buyer, a.click)),
+        });
+    }
+    for (id, status) in looked_up {
+        let Some(&buyer) = buyer_of.get(id.as_str()) else {
+            continue;
+        };
+        if status == "queued" {
+            seen.queued.push(SeenReservation {
+                id: id.clone(),
+                buyer,
+            });
+        } else if let Some(status) = OrderStatus::parse(status) {
+            seen.orders.push(SeenOrder {
+                id: id.clone(),
+                buyer,
+                status,
+                payment: None,
+                reserved_at: None,
+                expires_at: None,
+            });
+        }
+    }
+    seen.quiet = true;
+    seen
+}
+
+/// The verdict's check a violation fails. In the buyers' view a reservation still queued
+/// after the drain is a 202 that did not become an order.
+fn check_name<O, B>(violation: &Violation<O, B>, buyers_view: bool) -> &'static str {
+    match violation.promise() {
+        Promise::WithinStock => "orders_within_stock",
+        Promise::AcknowledgedIsOneOrder => "every_202_is_one_order",
+        Promise::Conserved if buyers_view => "every_202_is_one_order",
+        Promise::BuyerLimit => "buyer_limit_held",
+        Promise::Conserved => "stock_conserved",
+        Promise::InsideSale => "no_order_outside_sale",
+        Promise::PaidStaysPaid | Promise::ReturnedOnce => "unpaid_orders_returned",
+    }
 }
 
 /// Each distinct 202 order id as its buyer sees it: its status, or "missing".

@@ -6,6 +6,7 @@
 //! under a simulated clock.
 
 pub mod ids;
+pub mod invariants;
 pub mod ledger;
 pub mod order;
 pub mod sale;

@@ -12,6 +12,9 @@
 //! The points are process-global, so each test holds `fail::FailScenario` (a global lock) and
 //! the tests of this file run one at a time.
 
+use flashsale_core::invariants::{
+    self, Acknowledged, AnsweredPaid, Observation, SeenOrder, SeenReservation,
+};
 use flashsale_core::{BuyerId, IdempotencyKey, OrderId, OrderStatus, PaymentId, SaleId, SaleSpec};
 use flashsale_embedded::{InProcessStock, RedbQueue, RedbQueueConfig, SqliteStore};
 use flashsale_service::filters::FilterConfig;
@@ -19,7 +22,7 @@ use flashsale_service::shop::{
     Backends, BuyOutcome, PayAnswer, ReaperConfig, ReservationConfig, Shop, ShopConfig,
 };
 use flashsale_service::writers::WriterConfig;
-use flashsale_service::{ManualClock, OrderStore, ReservationQueue, StockLedger};
+use flashsale_service::{Clock, ManualClock, OrderStore, ReservationQueue, StockLedger};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -275,8 +278,9 @@ enum Moment {
     Converged,
 }
 
-/// The promises, read from the backends. The queue is read before the store: a writer writes
-/// an order before it acks its reservation, so one moving in between is seen, never missed.
+/// The promises, read from the backends and checked by the shared checker. The queue is read
+/// before the store: a writer writes an order before it acks its reservation, so one moving
+/// in between is seen, never missed.
 async fn check(
     case: &Case,
     node: &Node,
@@ -285,77 +289,65 @@ async fn check(
     moment: Moment,
     context: &str,
 ) {
-    let queued_all = node.queue.all_queued().await.expect("queued");
+    let queued = node.queue.all_queued().await.expect("queued");
     let orders = node
         .store
         .recent_orders(case.sale, 10_000)
         .await
         .expect("orders");
-    let by_id: HashMap<OrderId, &flashsale_core::Order> =
-        orders.iter().map(|order| (order.id, order)).collect();
-    assert_eq!(
-        by_id.len(),
-        orders.len(),
-        "{context}: an order exists twice"
-    );
-    let in_queue: HashMap<OrderId, _> = queued_all
+    let mut seen = Observation::new(u64::from(STOCK), u64::from(LIMIT));
+    seen.orders = orders.iter().map(SeenOrder::of).collect();
+    seen.orders_complete = true;
+    seen.queued = queued
         .iter()
-        .map(|q| (q.reservation.order_id, &q.reservation))
+        .map(|q| SeenReservation {
+            id: q.reservation.order_id,
+            buyer: q.reservation.buyer.clone(),
+        })
         .collect();
-    for (order, _) in accepted {
-        assert!(
-            by_id.contains_key(order) || in_queue.contains_key(order),
-            "{context}: accepted order {order} was lost"
-        );
-    }
-    for order in paid {
-        assert_eq!(
-            by_id.get(order).map(|o| o.status),
-            Some(OrderStatus::Paid),
-            "{context}: order {order} was answered paid"
-        );
-    }
-    let live: Vec<_> = orders.iter().filter(|o| o.status.is_live()).collect();
-    // Reservations still queued and not yet written (a written one may wait for its ack).
-    let queued = queued_all
+    seen.acknowledged = accepted
         .iter()
-        .filter(|q| !by_id.contains_key(&q.reservation.order_id))
-        .count() as u32;
-    assert!(
-        live.len() as u32 + queued <= STOCK,
-        "{context}: oversold: {} live orders and {queued} queued for a stock of {STOCK}",
-        live.len()
-    );
-    let mut per_buyer: HashMap<&BuyerId, u32> = HashMap::new();
-    for order in &live {
-        *per_buyer.entry(&order.buyer).or_default() += 1;
+        .map(|(order, buyer)| Acknowledged {
+            order: *order,
+            buyer: buyer.clone(),
+            request: None,
+        })
+        .collect();
+    seen.paid = paid
+        .iter()
+        .map(|order| AnsweredPaid {
+            order: *order,
+            payment: None,
+        })
+        .collect();
+    if moment != Moment::InFlight {
+        seen.available = Some(u64::from(
+            node.stock.available(case.sale).await.expect("available"),
+        ));
     }
-    assert!(
-        per_buyer.values().all(|&n| n <= LIMIT),
-        "{context}: a buyer is over the limit: {per_buyer:?}"
-    );
-    if moment == Moment::InFlight {
-        return;
-    }
-    let available = node.stock.available(case.sale).await.expect("available");
-    let held = STOCK - live.len() as u32 - queued;
-    assert!(
-        available <= held,
-        "{context}: a unit came back twice: {available} available, {held} not held by an order"
-    );
     if moment == Moment::Converged {
-        assert_eq!(queued, 0, "{context}: the queue did not drain");
-        assert!(
-            live.iter().all(|o| o.status == OrderStatus::Paid),
-            "{context}: an unpaid order outlived its deadline"
-        );
+        seen.quiet = true;
+        seen.due_by = Some(case.clock.now());
+    }
+    if let Err(violations) = invariants::check(&seen) {
         let mut statuses: HashMap<OrderStatus, usize> = HashMap::new();
         for order in &orders {
             *statuses.entry(order.status).or_default() += 1;
         }
-        assert_eq!(
-            available, held,
-            "{context}: units are stranded: {available} available, {held} not held by an order; orders {statuses:?}"
+        panic!(
+            "{context}: {}\norders {statuses:?}",
+            invariants::describe(&violations)
+        );
+    }
+    if moment == Moment::Converged {
+        // Stricter than `due_by`, and what this test means: it moved the clock past every
+        // deadline, so no order may be pending at all.
+        assert!(
+            orders
+                .iter()
+                .filter(|o| o.status.is_live())
+                .all(|o| o.status == OrderStatus::Paid),
+            "{context}: an unpaid order outlived its deadline"
         );
     }
 }

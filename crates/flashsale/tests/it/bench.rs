@@ -2,6 +2,7 @@
 //! server and fails it against small servers written here that break one invariant each
 //! (oversell, one request written as two orders, no per-buyer limit).
 
+use crate::support::backends::SharedBackends;
 use crate::support::{ADMIN_TOKEN, BUYER_SECRET, test_env};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -123,8 +124,8 @@ async fn the_verdict_passes_on_the_real_server() {
 /// drains are in the report, and the second node served its share.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_run_covers_two_nodes_a_classic_deployment_and_the_drain() {
-    let batched = crate::scaled::SharedBackends::create().await;
-    let classic = crate::scaled::SharedBackends::create().await;
+    let batched = SharedBackends::create().await;
+    let classic = SharedBackends::create().await;
     let dir = tempfile::tempdir().unwrap();
     let start = |env: Vec<(&str, &str)>, name: &str| {
         let flags = FlagOverrides {

@@ -3,6 +3,7 @@
 //! their own orders, the development login exists only when enabled, and secrets never appear
 //! in error bodies or logs.
 
+use crate::support::process::ServerProcess;
 use crate::support::{ADMIN_TOKEN, BUYER_SECRET, TestApp, read};
 use flashsale_core::BuyerId;
 use flashsale_core::tokens::BuyerTokens;
@@ -270,40 +271,15 @@ async fn the_development_login_exists_only_when_enabled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_appear_in_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let buy_path_secret = "log-test-buy-path-secret-0123456789abcdef";
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashsale"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("FLASHSALE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("FLASHSALE_BUYER_JWT_SECRET", BUYER_SECRET)
-        .env("FLASHSALE_BUY_PATH_SECRET", buy_path_secret)
-        .env("RUST_LOG", "debug")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let server = ServerProcess::start(
+        dir.path(),
+        &[("FLASHSALE_BUY_PATH_SECRET", buy_path_secret)],
+        "debug",
+    )
+    .await;
+    let base = server.base.clone();
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if http.get(format!("{base}/readyz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert!(up, "the server never came up");
     let tokens = BuyerTokens::new(BUYER_SECRET.as_bytes());
     let now = time::OffsetDateTime::now_utc();
     let buyer = tokens.issue(
@@ -332,26 +308,14 @@ async fn secrets_never_appear_in_logs() {
             .unwrap();
     }
     // SIGTERM, so the logs of a graceful stop are included.
-    let pid = child.id().unwrap().to_string();
+    let pid = server.child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    let output = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        child.wait().await.unwrap();
-        let mut logs = String::new();
-        use tokio::io::AsyncReadExt as _;
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut logs)
-            .await
-            .unwrap();
-        logs
-    })
-    .await
-    .expect("the server stops on SIGTERM");
+    let output = tokio::time::timeout(std::time::Duration::from_secs(20), server.logs_at_exit())
+        .await
+        .expect("the server stops on SIGTERM");
     assert!(
         output.contains("flashsale serving"),
         "debug logs were captured: {output}"

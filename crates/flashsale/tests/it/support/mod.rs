@@ -1,5 +1,15 @@
-//! Typed helpers: `TestApp::spawn()` starts a server on port 0 with a fresh data dir and a
-//! manual clock, and wraps the API in methods that read like the feature.
+//! Typed helpers for the end-to-end tests, in one place: `TestApp::spawn()` starts a server
+//! in-process on port 0 with a fresh data dir and a manual clock, and wraps the API in methods
+//! that read like the feature; `admin` is the admin API of any server by its URL, `process`
+//! the real binary as a child, `backends` a test's slice of the shared engines, `env` where
+//! those engines are.
+
+pub mod admin;
+pub mod backends;
+pub mod env;
+pub mod process;
+
+pub use admin::AdminClient;
 
 use flashsale::app::{self, RunningApp};
 use flashsale::config::{Config, FlagOverrides};
@@ -122,20 +132,18 @@ impl TestApp {
         self.clock.advance(by);
     }
 
+    /// The admin API of this server.
+    pub fn admin_client(&self) -> AdminClient<'_> {
+        AdminClient::new(&self.http, &self.base)
+    }
+
     pub async fn admin(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(ADMIN_TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        read(request.send().await.expect("admin request")).await
+        self.admin_client().call(method, path, body).await
     }
 
     /// Creates a sale that starts `starts_in` from the test clock's now and runs an hour.
@@ -186,15 +194,7 @@ impl TestApp {
     }
 
     pub async fn sale(&self, id: &str) -> Value {
-        let (status, body) = self
-            .admin(
-                reqwest::Method::GET,
-                &format!("/api/admin/sales/{id}"),
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body
+        self.admin_client().sale(id).await
     }
 
     pub async fn status(&self, id: &str) -> Value {
@@ -259,14 +259,7 @@ impl TestApp {
 
     /// Waits until the sale's queued counter is zero.
     pub async fn wait_drained(&self, sale: &str) -> Value {
-        for _ in 0..1000 {
-            let body = self.sale(sale).await;
-            if body["counters"]["queued"] == 0 {
-                return body;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("sale {sale} never drained");
+        self.admin_client().wait_drained(sale).await
     }
 
     /// Lets the reaper run at least once more (it sweeps every 50 ms in tests).
