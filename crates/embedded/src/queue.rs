@@ -65,7 +65,7 @@ impl Default for RedbQueueConfig {
     fn default() -> Self {
         Self {
             capacity_reservations: 100_000,
-            commit_batch_max: 1_024,
+            commit_batch_max: 2_048,
             commit_requests_waiting_max: 8_192,
             ack_deadline_ms: 30_000,
         }

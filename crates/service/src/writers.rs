@@ -32,7 +32,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             count: 2,
-            batch_max: 1000,
+            batch_max: 5000,
             idle_wait_ms: 50,
             linger_ms: 10,
             retry_backoff_ms_max: 2000,
