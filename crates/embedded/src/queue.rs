@@ -46,9 +46,10 @@ struct Record {
     reservation: Reservation,
 }
 
-/// Limits of the embedded queue.
+/// `[queue]`: limits of the embedded queue (the JetStream queue takes its capacity and ack
+/// deadline from the same section).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RedbQueueConfig {
     /// Most reservations held (queued or delivered, not yet acked) before `enqueue` answers
     /// `Full`.

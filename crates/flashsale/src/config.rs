@@ -4,7 +4,15 @@
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Value};
+use flashsale_embedded::RedbQueueConfig;
+use flashsale_http::HttpConfig;
+use flashsale_nats::JetStreamQueueConfig;
+use flashsale_postgres::PgStoreConfig;
+use flashsale_redis::RedisStockConfig;
 use flashsale_service::ports::redact_password;
+use flashsale_service::{
+    ClusterConfig, FilterConfig, ReaperConfig, ReservationConfig, WriterConfig,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -21,6 +29,9 @@ pub const ADMIN_TOKEN_CHARS_MIN: usize = 16;
 /// Shortest HMAC/JWT secret accepted, in bytes.
 pub const SECRET_BYTES_MIN: usize = 32;
 
+/// The whole file. Sections that configure a component are that component's own config type,
+/// deserialized as they stand (their field names are the keys); only the binary's own
+/// settings (listen, data directory, secrets, backends, log format, shutdown) are declared here.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -32,16 +43,16 @@ pub struct Config {
     pub buyer_jwt_secret: Option<SecretString>,
     pub buy_path_secret: Option<SecretString>,
     pub backends: BackendsSection,
-    pub redis: RedisSection,
-    pub nats: NatsSection,
-    pub postgres: PostgresSection,
-    pub cluster: ClusterSection,
-    pub reservations: ReservationsSection,
-    pub http: HttpSection,
-    pub filters: FiltersSection,
-    pub queue: QueueSection,
-    pub writers: WritersSection,
-    pub reaper: ReaperSection,
+    pub redis: RedisStockConfig,
+    pub nats: JetStreamQueueConfig,
+    pub postgres: PgStoreConfig,
+    pub cluster: ClusterConfig,
+    pub reservations: ReservationConfig,
+    pub http: HttpConfig,
+    pub filters: FilterConfig,
+    pub queue: RedbQueueConfig,
+    pub writers: WriterConfig,
+    pub reaper: ReaperConfig,
     pub shutdown: ShutdownSection,
 }
 
@@ -52,60 +63,6 @@ pub struct BackendsSection {
     pub stock: String,
     pub queue: String,
     pub orders: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisSection {
-    pub key_prefix: String,
-    pub response_timeout_ms: u64,
-    pub connect_timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NatsSection {
-    pub stream: String,
-    pub consumer: String,
-    pub replicas: usize,
-    pub duplicate_window_ms: u64,
-    pub depth_refresh_ms: u64,
-    pub request_timeout_ms: u64,
-    pub connect_timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresSection {
-    pub connections_max: u32,
-    pub connect_timeout_ms: u64,
-    pub insert_rows_per_statement_max: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterSection {
-    pub sale_sync_ms: u64,
-    pub rebuild_fence_ms: u64,
-}
-
-/// How buys that reach the stock ledger are made durable.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReservationsSection {
-    pub design: DesignSetting,
-    pub batch_max: usize,
-    pub batches_in_flight_max: usize,
-    pub lease_units_max: u32,
-    pub lease_ttl_ms: u64,
-}
-
-/// `reservations.design`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DesignSetting {
-    Batched,
-    Classic,
 }
 
 /// Most buys in one batch: a batch travels as one JetStream message, whose payload (about 330
@@ -132,63 +89,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSection {
-    pub connections_max: usize,
-    pub header_read_timeout_ms: u64,
-    pub header_bytes_max: usize,
-    pub headers_count_max: usize,
-    pub body_bytes_max: usize,
-    pub request_timeout_ms: u64,
-    pub body_read_timeout_ms: u64,
-    pub event_streams_max: usize,
-    pub event_stream_secs_max: u64,
-    pub shutdown_grace_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FiltersSection {
-    pub buyer_window_ms: u64,
-    pub buyer_window_entries_max: u64,
-    pub buyer_rate_per_sec: u32,
-    pub buyer_burst: u32,
-    pub client_rate_per_sec: u32,
-    pub client_burst: u32,
-    pub sale_rate_per_sec: u32,
-    pub sale_burst_stock_multiple: u32,
-    pub sale_burst_min: u32,
-    pub shed_queue_fill_percent_start: u32,
-    pub status_cache_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueueSection {
-    pub capacity_reservations: usize,
-    pub commit_batch_max: usize,
-    pub commit_requests_waiting_max: usize,
-    pub ack_deadline_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WritersSection {
-    pub count: usize,
-    pub batch_max: usize,
-    pub idle_wait_ms: u64,
-    pub linger_ms: u64,
-    pub retry_backoff_ms_max: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReaperSection {
-    pub interval_ms: u64,
-    pub batch_max: usize,
-}
-
+/// `[shutdown]`: the binary's own, since the shop takes the drain timeout as one value.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownSection {

@@ -16,14 +16,26 @@ use axum::Router;
 use flashsale_core::tokens::BuyerTokens;
 use flashsale_service::Shop;
 use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 pub use error::ApiError;
 pub use server::{ConnectionLimits, serve};
 
-/// Bounds on single requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestLimits {
+/// `[http]`: bounds on connections (read by the accept loop, `server::serve`) and on single
+/// requests (read by the handlers through `AppState::limits`). One type because the config
+/// file states them as one section; `ConnectionLimits` and `RequestLimits` name the two uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Open connections at once; past it a new connection gets a 503 and is closed.
+    pub connections_max: usize,
+    /// Time a client has to send a request's headers (also bounds an idle keep-alive).
+    pub header_read_timeout_ms: u64,
+    /// Bytes of buffered request head (line plus headers).
+    pub header_bytes_max: usize,
+    /// Headers in one request.
+    pub headers_count_max: usize,
     /// Largest request body on any route.
     pub body_bytes_max: usize,
     /// Longest time one request may take before it is answered with 503 `timeout`.
@@ -35,19 +47,29 @@ pub struct RequestLimits {
     pub event_streams_max: usize,
     /// Longest life of one event stream; the dashboard then opens a new one.
     pub event_stream_secs_max: u64,
+    /// How long shutdown waits for open requests to finish.
+    pub shutdown_grace_ms: u64,
 }
 
-impl Default for RequestLimits {
+impl Default for HttpConfig {
     fn default() -> Self {
         Self {
+            connections_max: 4096,
+            header_read_timeout_ms: 5000,
+            header_bytes_max: 16 * 1024,
+            headers_count_max: 64,
             body_bytes_max: 4096,
             request_timeout_ms: 10_000,
             body_read_timeout_ms: 5_000,
             event_streams_max: 4,
             event_stream_secs_max: 3600,
+            shutdown_grace_ms: 5000,
         }
     }
 }
+
+/// Bounds on single requests: the request half of `HttpConfig`.
+pub type RequestLimits = HttpConfig;
 
 /// What the handlers share.
 pub struct AppState {

@@ -17,32 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-/// Bounds on connections. Every one has a default in the config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// Open connections at once; past it a new connection gets a 503 and is closed.
-    pub connections_max: usize,
-    /// Time a client has to send a request's headers (also bounds an idle keep-alive).
-    pub header_read_timeout_ms: u64,
-    /// Bytes of buffered request head (line plus headers).
-    pub header_bytes_max: usize,
-    /// Headers in one request.
-    pub headers_count_max: usize,
-    /// How long shutdown waits for open requests to finish.
-    pub shutdown_grace_ms: u64,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self {
-            connections_max: 4096,
-            header_read_timeout_ms: 5000,
-            header_bytes_max: 16 * 1024,
-            headers_count_max: 64,
-            shutdown_grace_ms: 5000,
-        }
-    }
-}
+/// Bounds on connections: the connection half of `HttpConfig` (`[http]` in the config file).
+pub type ConnectionLimits = crate::HttpConfig;
 
 /// Serves `app` on `listener` until `shutdown` fires, then waits (bounded) for open requests.
 pub async fn serve(

@@ -99,9 +99,9 @@ pub const RESERVATION_BYTES_MAX: usize = 512;
 /// Shortest wait worth a pull request; below it `take_batch` only looks at what is there.
 const PULL_WAIT_MIN: Duration = Duration::from_millis(1);
 
-/// How the JetStream queue connects and what it creates.
+/// `[nats]`: how the JetStream queue connects and what it creates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct JetStreamQueueConfig {
     /// The stream, one per deployment; its subjects are `<stream>.res.<order id>`. Created if
     /// missing, its limits updated if present.
@@ -109,9 +109,13 @@ pub struct JetStreamQueueConfig {
     /// The durable pull consumer every node's order writers share.
     pub consumer: String,
     /// Most reservations held (queued or delivered, not yet acked) before `enqueue` answers
-    /// `Full`. The stream's message limit.
+    /// `Full`. The stream's message limit. Not a key of `[nats]`: every queue's capacity is
+    /// `queue.capacity_reservations`, which the binary sets here.
+    #[serde(skip)]
     pub capacity_reservations: usize,
     /// How long a consumer may hold a delivered reservation before it is delivered again.
+    /// Not a key of `[nats]`: the binary sets it from `queue.ack_deadline_ms`.
+    #[serde(skip)]
     pub ack_deadline_ms: u64,
     /// Stream replicas (1 for a single server; 3 in a cluster for durability).
     pub replicas: usize,

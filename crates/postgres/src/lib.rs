@@ -46,9 +46,9 @@ macro_rules! sale_columns {
     };
 }
 
-/// Limits of the PostgreSQL order store.
+/// `[postgres]`: limits of the PostgreSQL order store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct PgStoreConfig {
     /// Connections this node keeps to PostgreSQL at most. Every node has its own pool, so the
     /// server sees `nodes × connections_max`: keep it well under `max_connections`.

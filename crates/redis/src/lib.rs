@@ -309,9 +309,9 @@ end
 return 'ok'
 ";
 
-/// How the Redis stock ledger connects and names its keys.
+/// `[redis]`: how the Redis stock ledger connects and names its keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RedisStockConfig {
     /// Goes into every key (`{fs:<key_prefix>:<sale>}:...`), so deployments and tests sharing
     /// one Redis never see each other's sales. No braces: they would break the hash tag.
@@ -322,7 +322,9 @@ pub struct RedisStockConfig {
     /// How long connecting (and reconnecting) may take.
     pub connect_timeout_ms: u64,
     /// Stock leases for this node (the batched design); `None` takes every unit from the
-    /// sale's counter (the classic design).
+    /// sale's counter (the classic design). Not a key of `[redis]`: the binary sets it from
+    /// `reservations.lease_*` and the design.
+    #[serde(skip)]
     pub lease: Option<LeaseConfig>,
 }
 

@@ -4,6 +4,7 @@
 use crate::faults;
 use crate::ports::{Clock, OrderStore, ReservationQueue};
 use flashsale_core::OrderId;
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -12,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 /// Most writers one node may run; more only contend for the same order store.
 pub const WRITERS_COUNT_MAX: usize = 64;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[writers]`: the order writers that move reservations from the queue to the order store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WriterConfig {
     /// Writers started with the server.
     pub count: usize,

@@ -340,6 +340,7 @@ impl World {
                     design: Design::Batched,
                     batch_max: rng.between(1, 6) as usize,
                     batches_in_flight_max: rng.between(1, 3) as usize,
+                    ..ReservationConfig::default()
                 }
             },
             writers: WriterConfig {
