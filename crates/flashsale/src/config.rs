@@ -429,3 +429,237 @@ fn describe(error: figment::Error) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashsale_redis::LeaseConfig;
+    use serde_json::Value as Json;
+
+    /// One section of the default file, as JSON (numbers compare by value, whatever their width).
+    fn file_section(name: &str) -> Json {
+        Figment::from(Toml::string(DEFAULT_CONFIG_TOML))
+            .extract_inner(name)
+            .unwrap_or_else(|e| panic!("config/default.toml has no [{name}]: {e}"))
+    }
+
+    fn json(value: impl Serialize) -> Json {
+        serde_json::to_value(value).expect("a config serializes")
+    }
+
+    /// The file is the one source of default values: a component's `Default` (used by tests
+    /// and by anyone embedding the crate) must say what the file says, key for key, so a key
+    /// missing from the file or a value that drifted fails here.
+    #[test]
+    fn every_component_default_is_the_default_file() {
+        let sections = [
+            ("redis", json(RedisStockConfig::default())),
+            ("nats", json(JetStreamQueueConfig::default())),
+            ("postgres", json(PgStoreConfig::default())),
+            ("cluster", json(ClusterConfig::default())),
+            ("reservations", json(ReservationConfig::default())),
+            ("http", json(HttpConfig::default())),
+            ("filters", json(FilterConfig::default())),
+            ("queue", json(RedbQueueConfig::default())),
+            ("writers", json(WriterConfig::default())),
+            ("reaper", json(ReaperConfig::default())),
+        ];
+        for (name, default) in &sections {
+            assert_eq!(
+                &file_section(name),
+                default,
+                "[{name}] in config/default.toml and the Rust Default disagree"
+            );
+        }
+
+        // Values a component takes from another section (they are not keys of its own).
+        let queue = file_section("queue");
+        let nats = JetStreamQueueConfig::default();
+        assert_eq!(
+            json(nats.capacity_reservations),
+            queue["capacity_reservations"]
+        );
+        assert_eq!(json(nats.ack_deadline_ms), queue["ack_deadline_ms"]);
+        let reservations = file_section("reservations");
+        let lease = LeaseConfig::default();
+        assert_eq!(json(lease.units_max), reservations["lease_units_max"]);
+        assert_eq!(json(lease.ttl_ms), reservations["lease_ttl_ms"]);
+
+        // Every section of the file is checked above or is the binary's own.
+        let file: Json = Figment::from(Toml::string(DEFAULT_CONFIG_TOML))
+            .extract()
+            .expect("the default file parses");
+        let binary_own = ["backends", "shutdown"];
+        for (key, value) in file.as_object().expect("a table") {
+            if value.is_object() {
+                assert!(
+                    binary_own.contains(&key.as_str())
+                        || sections.iter().any(|(name, _)| name == key),
+                    "[{key}] has no component Default to compare with"
+                );
+            }
+        }
+    }
+
+    /// Constants named like a limit (a unit last) that are deliberately not in the config
+    /// file, each with why an operator has nothing to turn there. The invariant is "every
+    /// limit has a value in config/default.toml": a new limit constant fails
+    /// `every_limit_constant_is_configured_or_deliberately_fixed` until it is given a config
+    /// entry (and removed as a constant) or listed here with its reason.
+    const FIXED_LIMITS: &[(&str, &str)] = &[
+        // The API's contract: what a valid request is, the same on every deployment (the
+        // OpenAPI document states them; a node must not accept what another refuses).
+        ("BUYER_TOKEN_BYTES_MAX", "input validation of the API"),
+        ("ID_TEXT_BYTES_MAX", "input validation of the API"),
+        ("SALE_NAME_CHARS_MAX", "input validation of the API"),
+        ("SALE_STOCK_UNITS_MAX", "input validation of the API"),
+        ("SALE_PRICE_CENTS_MAX", "input validation of the API"),
+        ("SALE_PER_BUYER_LIMIT_MAX", "input validation of the API"),
+        ("PAYMENT_WINDOW_SECS_MIN", "input validation of the API"),
+        ("PAYMENT_WINDOW_SECS_MAX", "input validation of the API"),
+        ("SALE_DURATION_DAYS_MAX", "input validation of the API"),
+        (
+            "SALE_UNIX_SECS_MAX",
+            "input validation of the API (year 9999)",
+        ),
+        ("LISTED_ORDERS_MAX", "input validation of the API (?limit=)"),
+        (
+            "MESSAGE_CHARS_MAX",
+            "length of an error message sent to clients",
+        ),
+        // Formats: changing one breaks what is already written or signed.
+        ("BUY_PATH_TOKEN_BYTES", "buy-path token format"),
+        (
+            "BATCH_CHARS",
+            "Redis entry encoding (Lua offsets depend on it)",
+        ),
+        ("RESERVATION_BYTES_MAX", "NATS batch message format bound"),
+        // Bounds on configured values, not values themselves.
+        ("WRITERS_COUNT_MAX", "upper bound of writers.count"),
+        ("BATCH_MAX_LIMIT", "upper bound of reservations.batch_max"),
+        ("ADMIN_TOKEN_CHARS_MIN", "security floor of admin_token"),
+        ("SECRET_BYTES_MIN", "security floor of the HMAC/JWT secrets"),
+        // Protocol hints and cache headers the pages and clients rely on.
+        ("RETRY_AFTER_SECS", "Retry-After of overload answers"),
+        (
+            "OPENAPI_MAX_AGE_SECS",
+            "Cache-Control of the OpenAPI document",
+        ),
+        (
+            "SALE_PAGE_MAX_AGE_SECS",
+            "Cache-Control of the static sale page",
+        ),
+        ("EVENT_RETRY_MS", "the SSE retry: field"),
+        (
+            "EVENT_INTERVAL_MS",
+            "the dashboard's event pace (ARCHITECTURE decision)",
+        ),
+        ("EVENT_ORDERS_MAX", "what one dashboard event shows"),
+        (
+            "EVENT_BUFFER_EVENTS",
+            "a slow dashboard waits, never buffers",
+        ),
+        ("RECENT_ORDERS_MAX", "what the admin view shows"),
+        ("DEV_TOKEN_TTL_SECS", "the demo login only"),
+        ("DEMO_GO_LIVE_DELAY_SECS", "the demo sale only"),
+        (
+            "LATENCY_BUCKETS_SECS",
+            "histogram bucket bounds, not a limit",
+        ),
+        // Internal pacing, sized from the code it bounds, with the why next to each.
+        ("ORDER_LOOKUP_SALES_MAX", "sales probed by one order lookup"),
+        ("ENTRIES_AT_FIRST_MAX", "initial allocation of a cache"),
+        ("PAY_ATTEMPTS_MAX", "compare-and-set retries of one pay"),
+        ("PULL_WAIT_MIN", "floor of a JetStream pull's wait"),
+        (
+            "STAGING_FIELDS_PER_COMMAND_MAX",
+            "Redis command size while staging",
+        ),
+        ("STAGING_TTL_SECS", "lifetime of a half-staged sale's keys"),
+        (
+            "SALES_CACHED_MAX",
+            "sales in the read cache (far above live sales)",
+        ),
+        ("BUSY_TIMEOUT_MS", "SQLite lock wait against outside tools"),
+        (
+            "READ_CONNECTIONS_MAX",
+            "SQLite readers beside its one writer",
+        ),
+        (
+            "INSERT_ROWS_PER_STATEMENT_MAX",
+            "SQLite's bound-parameter limit",
+        ),
+    ];
+
+    /// The unit suffixes that make a constant's name a limit's name.
+    const LIMIT_SUFFIXES: &[&str] = &[
+        "_MAX", "_MIN", "_MS", "_SECS", "_BYTES", "_CHARS", "_DAYS", "_EVENTS", "_LIMIT",
+    ];
+
+    /// Every `const` named like a limit in the server's crates (not their test modules).
+    fn limit_constants() -> Vec<(String, std::path::PathBuf)> {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut found = Vec::new();
+        let mut dirs: Vec<PathBuf> = [
+            "core",
+            "service",
+            "http",
+            "embedded",
+            "redis",
+            "nats",
+            "postgres",
+            "flashsale",
+        ]
+        .iter()
+        .map(|c| crates.join(c).join("src"))
+        .collect();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("a source directory") {
+                let path = entry.expect("a directory entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("a source file");
+                for line in text.lines().take_while(|l| !l.contains("#[cfg(test)]")) {
+                    let line = line.trim_start();
+                    let line = line.strip_prefix("pub ").unwrap_or(line);
+                    let line = line.strip_prefix("pub(crate) ").unwrap_or(line);
+                    let Some(rest) = line.strip_prefix("const ") else {
+                        continue;
+                    };
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    if LIMIT_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+                        found.push((name, path.clone()));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_limit_constant_is_configured_or_deliberately_fixed() {
+        let found = limit_constants();
+        for (name, path) in &found {
+            assert!(
+                FIXED_LIMITS.iter().any(|(fixed, _)| fixed == name),
+                "{name} ({}) looks like a limit but has no entry in config/default.toml: \
+                 give it one, or add it to FIXED_LIMITS with why it is fixed",
+                path.display()
+            );
+        }
+        for (fixed, _) in FIXED_LIMITS {
+            assert!(
+                found.iter().any(|(name, _)| name == fixed),
+                "FIXED_LIMITS names {fixed}, which no longer exists"
+            );
+        }
+    }
+}
