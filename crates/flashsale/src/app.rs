@@ -97,8 +97,8 @@ async fn open_backends(config: &Config, clock: Arc<dyn Clock>) -> Result<Backend
                     // Leases belong to the batched design; the classic one takes every unit
                     // from the sale's counter. The file states them with the design.
                     lease: (reservations.design == Design::Batched).then_some(LeaseConfig {
-                        units_max: reservations.lease_units_max,
-                        ttl_ms: reservations.lease_ttl_ms,
+                        units_max: reservations.lease_units_max.get(),
+                        ttl_ms: reservations.lease_ttl_ms.get(),
                     }),
                     ..config.redis.clone()
                 },

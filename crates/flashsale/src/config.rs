@@ -161,65 +161,22 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        // Every other count and duration that must not be 0 has a `NonZero` type, so serde
+        // refuses a 0 naming the key. The embedded queue's limits stay plain integers: the
+        // queue refuses zeros itself when it opens (its tests build such configs to check it),
+        // and the JetStream queue takes two of them too, so they are checked here at load.
+        let q = &self.queue;
         let positive = [
-            ("http.connections_max", self.http.connections_max as u64),
-            (
-                "http.header_read_timeout_ms",
-                self.http.header_read_timeout_ms,
-            ),
-            ("http.headers_count_max", self.http.headers_count_max as u64),
-            ("http.body_bytes_max", self.http.body_bytes_max as u64),
-            ("http.request_timeout_ms", self.http.request_timeout_ms),
-            ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
-            ("http.event_streams_max", self.http.event_streams_max as u64),
-            (
-                "http.event_stream_secs_max",
-                self.http.event_stream_secs_max,
-            ),
             (
                 "queue.capacity_reservations",
-                self.queue.capacity_reservations as u64,
+                q.capacity_reservations as u64,
             ),
-            ("queue.commit_batch_max", self.queue.commit_batch_max as u64),
+            ("queue.commit_batch_max", q.commit_batch_max as u64),
             (
                 "queue.commit_requests_waiting_max",
-                self.queue.commit_requests_waiting_max as u64,
+                q.commit_requests_waiting_max as u64,
             ),
-            ("queue.ack_deadline_ms", self.queue.ack_deadline_ms),
-            ("writers.batch_max", self.writers.batch_max as u64),
-            ("writers.idle_wait_ms", self.writers.idle_wait_ms),
-            ("reaper.interval_ms", self.reaper.interval_ms),
-            ("reaper.batch_max", self.reaper.batch_max as u64),
-            ("redis.response_timeout_ms", self.redis.response_timeout_ms),
-            ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
-            ("nats.replicas", self.nats.replicas as u64),
-            ("nats.duplicate_window_ms", self.nats.duplicate_window_ms),
-            ("nats.depth_refresh_ms", self.nats.depth_refresh_ms),
-            ("nats.request_timeout_ms", self.nats.request_timeout_ms),
-            ("nats.connect_timeout_ms", self.nats.connect_timeout_ms),
-            (
-                "postgres.connections_max",
-                u64::from(self.postgres.connections_max),
-            ),
-            (
-                "postgres.connect_timeout_ms",
-                self.postgres.connect_timeout_ms,
-            ),
-            (
-                "postgres.insert_rows_per_statement_max",
-                self.postgres.insert_rows_per_statement_max as u64,
-            ),
-            ("cluster.sale_sync_ms", self.cluster.sale_sync_ms),
-            ("reservations.batch_max", self.reservations.batch_max as u64),
-            (
-                "reservations.batches_in_flight_max",
-                self.reservations.batches_in_flight_max as u64,
-            ),
-            (
-                "reservations.lease_units_max",
-                u64::from(self.reservations.lease_units_max),
-            ),
-            ("reservations.lease_ttl_ms", self.reservations.lease_ttl_ms),
+            ("queue.ack_deadline_ms", q.ack_deadline_ms),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -227,7 +184,7 @@ impl Config {
             }
         }
         if let Deployment::Shared { .. } = self.deployment()?
-            && self.cluster.rebuild_fence_ms <= self.nats.request_timeout_ms
+            && self.cluster.rebuild_fence_ms <= self.nats.request_timeout_ms.get()
         {
             return Err(ConfigError(
                 "cluster.rebuild_fence_ms must be greater than nats.request_timeout_ms: a lost \
@@ -235,7 +192,7 @@ impl Config {
                     .into(),
             ));
         }
-        if self.reservations.batch_max > BATCH_MAX_LIMIT {
+        if self.reservations.batch_max.get() > BATCH_MAX_LIMIT {
             return Err(ConfigError(format!(
                 "reservations.batch_max must be at most {BATCH_MAX_LIMIT} (a batch is one queue message)"
             )));

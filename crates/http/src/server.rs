@@ -27,7 +27,7 @@ pub async fn serve(
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.connections_max));
+    let permits = Arc::new(Semaphore::new(limits.connections_max.get()));
     let tracker = TaskTracker::new();
     let limits = Arc::new(limits);
     loop {
@@ -71,9 +71,9 @@ pub async fn serve(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+                .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms.get()))
                 .max_buf_size(limits.header_bytes_max.max(8192))
-                .max_headers(limits.headers_count_max);
+                .max_headers(limits.headers_count_max.get());
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let result = tokio::select! {

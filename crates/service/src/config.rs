@@ -6,22 +6,23 @@
 use crate::filters::FilterConfig;
 use crate::writers::WriterConfig;
 use serde::{Deserialize, Serialize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 
 /// `[reaper]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReaperConfig {
     /// Pause between sweeps for expired orders.
-    pub interval_ms: u64,
+    pub interval_ms: NonZeroU64,
     /// Most orders expired in one store call.
-    pub batch_max: usize,
+    pub batch_max: NonZeroUsize,
 }
 
 impl Default for ReaperConfig {
     fn default() -> Self {
         Self {
-            interval_ms: 1000,
-            batch_max: 500,
+            interval_ms: NonZeroU64::new(1000).expect("not zero"),
+            batch_max: NonZeroUsize::new(500).expect("not zero"),
         }
     }
 }
@@ -46,26 +47,26 @@ pub enum Design {
 pub struct ReservationConfig {
     pub design: Design,
     /// Most buys in one batch (one ledger call, one durable write).
-    pub batch_max: usize,
+    pub batch_max: NonZeroUsize,
     /// Batches in flight at once on this node; more buys wait and join the next batch.
-    pub batches_in_flight_max: usize,
+    pub batches_in_flight_max: NonZeroUsize,
     /// Scaled out and batched only: the most units one node's stock lease sets aside. The
     /// shop does not read it; the binary hands it to the stock ledger (`flashsale-redis`'s
     /// `LeaseConfig`), which is where leases live, while the file keeps it with the design
     /// it belongs to.
-    pub lease_units_max: u32,
+    pub lease_units_max: NonZeroU32,
     /// Scaled out and batched only: how long a lease its node stops renewing stays set aside.
-    pub lease_ttl_ms: u64,
+    pub lease_ttl_ms: NonZeroU64,
 }
 
 impl Default for ReservationConfig {
     fn default() -> Self {
         Self {
             design: Design::Batched,
-            batch_max: 256,
-            batches_in_flight_max: 2,
-            lease_units_max: 64,
-            lease_ttl_ms: 3000,
+            batch_max: NonZeroUsize::new(256).expect("not zero"),
+            batches_in_flight_max: NonZeroUsize::new(2).expect("not zero"),
+            lease_units_max: NonZeroU32::new(64).expect("not zero"),
+            lease_ttl_ms: NonZeroU64::new(3000).expect("not zero"),
         }
     }
 }
@@ -92,7 +93,7 @@ pub struct ShopConfig {
 pub struct ClusterConfig {
     /// How often this node re-reads the sales from the order store (admin changes made on
     /// another node) and checks each live sale's stock ledger.
-    pub sale_sync_ms: u64,
+    pub sale_sync_ms: NonZeroU64,
     /// How long to wait, after finding a sale's ledger missing (Redis restarted empty), before
     /// rebuilding it from the store and the queue. Longer than any in-flight enqueue can take,
     /// so every reservation acknowledged before the loss is in the queue by then. For the same
@@ -103,7 +104,7 @@ pub struct ClusterConfig {
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
-            sale_sync_ms: 1000,
+            sale_sync_ms: NonZeroU64::new(1000).expect("not zero"),
             rebuild_fence_ms: 10_000,
         }
     }

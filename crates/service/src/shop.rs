@@ -1149,14 +1149,14 @@ impl Shop {
             let expired = self
                 .backends
                 .store
-                .expire_due(self.now(), self.config.reaper.batch_max)
+                .expire_due(self.now(), self.config.reaper.batch_max.get())
                 .await?;
             faults::point("reaper.after_expire", faults::Happened::Yes).await?;
             for order in &expired {
                 all_returned &= self.return_unit_of(order.sale_id, order.id).await;
             }
             total += expired.len();
-            if expired.len() < self.config.reaper.batch_max {
+            if expired.len() < self.config.reaper.batch_max.get() {
                 break;
             }
         }
@@ -1473,7 +1473,7 @@ fn answer_all(requests: Vec<BuyRequest>, outcome: Result<BuyOutcome, ServiceErro
 /// Buys that may wait for a batch before new ones are refused (503): enough to fill every
 /// batch in flight twice over.
 fn batcher_waiting_max(config: &ReservationConfig) -> usize {
-    (config.batch_max.max(1) * config.batches_in_flight_max.max(1) * 2).max(1)
+    config.batch_max.get() * config.batches_in_flight_max.get() * 2
 }
 
 /// The group commit of the reservation layer: gathers the buys waiting when a batch slot is
@@ -1485,8 +1485,8 @@ async fn run_batcher(
     mut waiting: mpsc::Receiver<BuyRequest>,
     config: ReservationConfig,
 ) {
-    let slots = Arc::new(Semaphore::new(config.batches_in_flight_max.max(1)));
-    let batch_max = config.batch_max.max(1);
+    let slots = Arc::new(Semaphore::new(config.batches_in_flight_max.get()));
+    let batch_max = config.batch_max.get();
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
@@ -1538,7 +1538,7 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs `sync_once` every `sale_sync_ms` until the shop shuts down or is dropped.
 async fn run_sync(shop: Weak<Shop>, cluster: ClusterConfig) {
-    let interval = Duration::from_millis(cluster.sale_sync_ms.max(10));
+    let interval = Duration::from_millis(cluster.sale_sync_ms.get().max(10));
     loop {
         let Some(cancelled) = shop.upgrade().map(|s| s.shutdown.clone()) else {
             return;
@@ -1555,7 +1555,7 @@ async fn run_sync(shop: Weak<Shop>, cluster: ClusterConfig) {
 }
 
 async fn run_reaper(shop: Arc<Shop>) {
-    let interval = Duration::from_millis(shop.config.reaper.interval_ms.max(10));
+    let interval = Duration::from_millis(shop.config.reaper.interval_ms.get().max(10));
     let mut last_housekeeping = tokio::time::Instant::now();
     loop {
         tokio::select! {
