@@ -46,9 +46,10 @@ struct Record {
     reservation: Reservation,
 }
 
-/// Limits of the embedded queue.
+/// `[queue]`: limits of the embedded queue (the JetStream queue takes its capacity and ack
+/// deadline from the same section).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RedbQueueConfig {
     /// Most reservations held (queued or delivered, not yet acked) before `enqueue` answers
     /// `Full`.
@@ -65,7 +66,7 @@ impl Default for RedbQueueConfig {
     fn default() -> Self {
         Self {
             capacity_reservations: 100_000,
-            commit_batch_max: 1_024,
+            commit_batch_max: 2_048,
             commit_requests_waiting_max: 8_192,
             ack_deadline_ms: 30_000,
         }

@@ -24,6 +24,7 @@ use flashsale_service::shop::{
 use flashsale_service::writers::WriterConfig;
 use flashsale_service::{Clock, ManualClock, OrderStore, ReservationQueue, StockLedger};
 use std::collections::{HashMap, HashSet};
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -72,14 +73,14 @@ fn shop_config() -> ShopConfig {
         reservations: ReservationConfig::default(),
         writers: WriterConfig {
             count: 2,
-            batch_max: 16,
-            idle_wait_ms: 20,
+            batch_max: NonZeroUsize::new(16).expect("not zero"),
+            idle_wait_ms: NonZeroU64::new(20).expect("not zero"),
             linger_ms: 5,
             retry_backoff_ms_max: 50,
         },
         reaper: ReaperConfig {
-            interval_ms: 50,
-            batch_max: 4,
+            interval_ms: NonZeroU64::new(50).expect("not zero"),
+            batch_max: NonZeroUsize::new(4).expect("not zero"),
         },
         filters: FilterConfig {
             // Every attempt reaches the ledger: no window, no rate limits, no shedding.

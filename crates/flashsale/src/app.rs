@@ -1,19 +1,16 @@
 //! Wiring: builds the backends the configuration names, opens the shop, and serves HTTP until
 //! told to stop. Used by `main` and, in-process, by the end-to-end tests.
 
-use crate::config::{Config, Deployment, DesignSetting};
+use crate::config::{Config, Deployment};
 use anyhow::{Context, Result};
 use flashsale_core::tokens::BuyerTokens;
-use flashsale_embedded::{InProcessStock, RedbQueue, RedbQueueConfig, SqliteStore};
-use flashsale_http::{AppState, ConnectionLimits, RequestLimits};
+use flashsale_embedded::{InProcessStock, RedbQueue, SqliteStore};
+use flashsale_http::AppState;
 use flashsale_nats::{JetStreamQueue, JetStreamQueueConfig};
-use flashsale_postgres::{PgStore, PgStoreConfig};
+use flashsale_postgres::PgStore;
 use flashsale_redis::{LeaseConfig, RedisStock, RedisStockConfig};
 use flashsale_service::ports::redact_password;
-use flashsale_service::{
-    Backends, Clock, ClusterConfig, Design, FilterConfig, ReaperConfig, ReservationConfig, Shop,
-    ShopConfig, SystemClock, WriterConfig,
-};
+use flashsale_service::{Backends, Clock, Design, Shop, ShopConfig, SystemClock};
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -62,20 +59,12 @@ pub async fn migrate(config: &Config) -> Result<String> {
             Ok(orders_file.display().to_string())
         }
         Deployment::Shared { postgres_url, .. } => {
-            let store = PgStore::connect_with(&postgres_url, pg_config(config))
+            let store = PgStore::connect_with(&postgres_url, config.postgres.clone())
                 .await
                 .context("order store (backends.orders)")?;
             store.close().await;
             Ok(redact_password(&postgres_url))
         }
-    }
-}
-
-fn pg_config(config: &Config) -> PgStoreConfig {
-    PgStoreConfig {
-        connections_max: config.postgres.connections_max,
-        connect_timeout_ms: config.postgres.connect_timeout_ms,
-        insert_rows_per_statement_max: config.postgres.insert_rows_per_statement_max,
     }
 }
 
@@ -86,16 +75,9 @@ async fn open_backends(config: &Config, clock: Arc<dyn Clock>) -> Result<Backend
         Deployment::Embedded { orders_file } => {
             let store = open_sqlite_store(&orders_file).await?;
             let queue_path = config.data_dir.join(QUEUE_FILE);
-            let queue = RedbQueue::open(
-                &queue_path,
-                RedbQueueConfig {
-                    capacity_reservations: config.queue.capacity_reservations,
-                    commit_batch_max: config.queue.commit_batch_max,
-                    commit_requests_waiting_max: config.queue.commit_requests_waiting_max,
-                    ack_deadline_ms: config.queue.ack_deadline_ms,
-                },
-            )
-            .with_context(|| format!("cannot open the durable queue {}", queue_path.display()))?;
+            let queue = RedbQueue::open(&queue_path, config.queue.clone()).with_context(|| {
+                format!("cannot open the durable queue {}", queue_path.display())
+            })?;
             Ok(Backends {
                 stock: Arc::new(InProcessStock::new()),
                 queue: Arc::new(queue),
@@ -108,42 +90,33 @@ async fn open_backends(config: &Config, clock: Arc<dyn Clock>) -> Result<Backend
             nats_url,
             postgres_url,
         } => {
+            let reservations = &config.reservations;
             let stock = RedisStock::connect(
                 &redis_url,
                 RedisStockConfig {
-                    key_prefix: config.redis.key_prefix.clone(),
-                    response_timeout_ms: config.redis.response_timeout_ms,
-                    connect_timeout_ms: config.redis.connect_timeout_ms,
                     // Leases belong to the batched design; the classic one takes every unit
-                    // from the sale's counter.
-                    lease: (config.reservations.design == DesignSetting::Batched).then_some(
-                        LeaseConfig {
-                            units_max: config.reservations.lease_units_max,
-                            ttl_ms: config.reservations.lease_ttl_ms,
-                        },
-                    ),
+                    // from the sale's counter. The file states them with the design.
+                    lease: (reservations.design == Design::Batched).then_some(LeaseConfig {
+                        units_max: reservations.lease_units_max.get(),
+                        ttl_ms: reservations.lease_ttl_ms.get(),
+                    }),
+                    ..config.redis.clone()
                 },
             )
             .await
             .context("stock backend (backends.stock)")?;
-            let n = &config.nats;
             let queue = JetStreamQueue::connect(
                 &nats_url,
                 JetStreamQueueConfig {
-                    stream: n.stream.clone(),
-                    consumer: n.consumer.clone(),
+                    // Every queue's capacity and ack deadline are the `[queue]` section's.
                     capacity_reservations: config.queue.capacity_reservations,
                     ack_deadline_ms: config.queue.ack_deadline_ms,
-                    replicas: n.replicas,
-                    duplicate_window_ms: n.duplicate_window_ms,
-                    depth_refresh_ms: n.depth_refresh_ms,
-                    request_timeout_ms: n.request_timeout_ms,
-                    connect_timeout_ms: n.connect_timeout_ms,
+                    ..config.nats.clone()
                 },
             )
             .await
             .context("queue backend (backends.queue)")?;
-            let store = PgStore::connect_with(&postgres_url, pg_config(config))
+            let store = PgStore::connect_with(&postgres_url, config.postgres.clone())
                 .await
                 .context("order store (backends.orders)")?;
             Ok(Backends {
@@ -185,33 +158,14 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
              FLASHSALE_BUY_PATH_SECRET=<at least 32 bytes> on every node"
         ),
     };
-    let cluster = matches!(deployment, Deployment::Shared { .. }).then(|| ClusterConfig {
-        sale_sync_ms: config.cluster.sale_sync_ms,
-        rebuild_fence_ms: config.cluster.rebuild_fence_ms,
-    });
+    let cluster = matches!(deployment, Deployment::Shared { .. }).then(|| config.cluster.clone());
     let backends = open_backends(config, clock).await?;
     let shop_config = ShopConfig {
         buy_path_secret: buy_path_secret.expose_secret().as_bytes().to_vec(),
-        reservations: ReservationConfig {
-            design: match config.reservations.design {
-                DesignSetting::Batched => Design::Batched,
-                DesignSetting::Classic => Design::Classic,
-            },
-            batch_max: config.reservations.batch_max,
-            batches_in_flight_max: config.reservations.batches_in_flight_max,
-        },
-        writers: WriterConfig {
-            count: config.writers.count,
-            batch_max: config.writers.batch_max,
-            idle_wait_ms: config.writers.idle_wait_ms,
-            linger_ms: config.writers.linger_ms,
-            retry_backoff_ms_max: config.writers.retry_backoff_ms_max,
-        },
-        reaper: ReaperConfig {
-            interval_ms: config.reaper.interval_ms,
-            batch_max: config.reaper.batch_max,
-        },
-        filters: filter_config(config),
+        reservations: config.reservations.clone(),
+        writers: config.writers.clone(),
+        reaper: config.reaper.clone(),
+        filters: config.filters.clone(),
         drain_timeout_ms: config.shutdown.drain_timeout_ms,
         cluster,
     };
@@ -224,23 +178,11 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         BuyerTokens::new(buyer_secret.expose_secret().as_bytes()),
         admin_token,
         config.dev_login,
-        RequestLimits {
-            body_bytes_max: config.http.body_bytes_max,
-            request_timeout_ms: config.http.request_timeout_ms,
-            body_read_timeout_ms: config.http.body_read_timeout_ms,
-            event_streams_max: config.http.event_streams_max,
-            event_stream_secs_max: config.http.event_stream_secs_max,
-        },
+        config.http.clone(),
         config.filters.status_cache_ms,
     );
     spawn_metrics_upkeep(state.metrics.clone(), &shop);
-    let limits = ConnectionLimits {
-        connections_max: config.http.connections_max,
-        header_read_timeout_ms: config.http.header_read_timeout_ms,
-        header_bytes_max: config.http.header_bytes_max,
-        headers_count_max: config.http.headers_count_max,
-        shutdown_grace_ms: config.http.shutdown_grace_ms,
-    };
+    let limits = config.http.clone();
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (is another server using it? set --listen)",
@@ -264,22 +206,6 @@ pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         shutdown,
         finished,
     })
-}
-
-fn filter_config(config: &Config) -> FilterConfig {
-    let f = &config.filters;
-    FilterConfig {
-        buyer_window_ms: f.buyer_window_ms,
-        buyer_window_entries_max: f.buyer_window_entries_max,
-        buyer_rate_per_sec: f.buyer_rate_per_sec,
-        buyer_burst: f.buyer_burst,
-        client_rate_per_sec: f.client_rate_per_sec,
-        client_burst: f.client_burst,
-        sale_rate_per_sec: f.sale_rate_per_sec,
-        sale_burst_stock_multiple: f.sale_burst_stock_multiple,
-        sale_burst_min: f.sale_burst_min,
-        shed_queue_fill_percent_start: f.shed_queue_fill_percent_start,
-    }
 }
 
 /// Folds histogram buffers into buckets regularly (they grow between scrapes otherwise);

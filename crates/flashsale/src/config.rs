@@ -4,7 +4,15 @@
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Value};
+use flashsale_embedded::RedbQueueConfig;
+use flashsale_http::HttpConfig;
+use flashsale_nats::JetStreamQueueConfig;
+use flashsale_postgres::PgStoreConfig;
+use flashsale_redis::RedisStockConfig;
 use flashsale_service::ports::redact_password;
+use flashsale_service::{
+    ClusterConfig, FilterConfig, ReaperConfig, ReservationConfig, WriterConfig,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -21,6 +29,9 @@ pub const ADMIN_TOKEN_CHARS_MIN: usize = 16;
 /// Shortest HMAC/JWT secret accepted, in bytes.
 pub const SECRET_BYTES_MIN: usize = 32;
 
+/// The whole file. Sections that configure a component are that component's own config type,
+/// deserialized as they stand (their field names are the keys); only the binary's own
+/// settings (listen, data directory, secrets, backends, log format, shutdown) are declared here.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -32,16 +43,16 @@ pub struct Config {
     pub buyer_jwt_secret: Option<SecretString>,
     pub buy_path_secret: Option<SecretString>,
     pub backends: BackendsSection,
-    pub redis: RedisSection,
-    pub nats: NatsSection,
-    pub postgres: PostgresSection,
-    pub cluster: ClusterSection,
-    pub reservations: ReservationsSection,
-    pub http: HttpSection,
-    pub filters: FiltersSection,
-    pub queue: QueueSection,
-    pub writers: WritersSection,
-    pub reaper: ReaperSection,
+    pub redis: RedisStockConfig,
+    pub nats: JetStreamQueueConfig,
+    pub postgres: PgStoreConfig,
+    pub cluster: ClusterConfig,
+    pub reservations: ReservationConfig,
+    pub http: HttpConfig,
+    pub filters: FilterConfig,
+    pub queue: RedbQueueConfig,
+    pub writers: WriterConfig,
+    pub reaper: ReaperConfig,
     pub shutdown: ShutdownSection,
 }
 
@@ -52,60 +63,6 @@ pub struct BackendsSection {
     pub stock: String,
     pub queue: String,
     pub orders: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisSection {
-    pub key_prefix: String,
-    pub response_timeout_ms: u64,
-    pub connect_timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NatsSection {
-    pub stream: String,
-    pub consumer: String,
-    pub replicas: usize,
-    pub duplicate_window_ms: u64,
-    pub depth_refresh_ms: u64,
-    pub request_timeout_ms: u64,
-    pub connect_timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresSection {
-    pub connections_max: u32,
-    pub connect_timeout_ms: u64,
-    pub insert_rows_per_statement_max: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterSection {
-    pub sale_sync_ms: u64,
-    pub rebuild_fence_ms: u64,
-}
-
-/// How buys that reach the stock ledger are made durable.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReservationsSection {
-    pub design: DesignSetting,
-    pub batch_max: usize,
-    pub batches_in_flight_max: usize,
-    pub lease_units_max: u32,
-    pub lease_ttl_ms: u64,
-}
-
-/// `reservations.design`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DesignSetting {
-    Batched,
-    Classic,
 }
 
 /// Most buys in one batch: a batch travels as one JetStream message, whose payload (about 330
@@ -132,63 +89,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSection {
-    pub connections_max: usize,
-    pub header_read_timeout_ms: u64,
-    pub header_bytes_max: usize,
-    pub headers_count_max: usize,
-    pub body_bytes_max: usize,
-    pub request_timeout_ms: u64,
-    pub body_read_timeout_ms: u64,
-    pub event_streams_max: usize,
-    pub event_stream_secs_max: u64,
-    pub shutdown_grace_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FiltersSection {
-    pub buyer_window_ms: u64,
-    pub buyer_window_entries_max: u64,
-    pub buyer_rate_per_sec: u32,
-    pub buyer_burst: u32,
-    pub client_rate_per_sec: u32,
-    pub client_burst: u32,
-    pub sale_rate_per_sec: u32,
-    pub sale_burst_stock_multiple: u32,
-    pub sale_burst_min: u32,
-    pub shed_queue_fill_percent_start: u32,
-    pub status_cache_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueueSection {
-    pub capacity_reservations: usize,
-    pub commit_batch_max: usize,
-    pub commit_requests_waiting_max: usize,
-    pub ack_deadline_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WritersSection {
-    pub count: usize,
-    pub batch_max: usize,
-    pub idle_wait_ms: u64,
-    pub linger_ms: u64,
-    pub retry_backoff_ms_max: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReaperSection {
-    pub interval_ms: u64,
-    pub batch_max: usize,
-}
-
+/// `[shutdown]`: the binary's own, since the shop takes the drain timeout as one value.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownSection {
@@ -260,65 +161,22 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        // Every other count and duration that must not be 0 has a `NonZero` type, so serde
+        // refuses a 0 naming the key. The embedded queue's limits stay plain integers: the
+        // queue refuses zeros itself when it opens (its tests build such configs to check it),
+        // and the JetStream queue takes two of them too, so they are checked here at load.
+        let q = &self.queue;
         let positive = [
-            ("http.connections_max", self.http.connections_max as u64),
-            (
-                "http.header_read_timeout_ms",
-                self.http.header_read_timeout_ms,
-            ),
-            ("http.headers_count_max", self.http.headers_count_max as u64),
-            ("http.body_bytes_max", self.http.body_bytes_max as u64),
-            ("http.request_timeout_ms", self.http.request_timeout_ms),
-            ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
-            ("http.event_streams_max", self.http.event_streams_max as u64),
-            (
-                "http.event_stream_secs_max",
-                self.http.event_stream_secs_max,
-            ),
             (
                 "queue.capacity_reservations",
-                self.queue.capacity_reservations as u64,
+                q.capacity_reservations as u64,
             ),
-            ("queue.commit_batch_max", self.queue.commit_batch_max as u64),
+            ("queue.commit_batch_max", q.commit_batch_max as u64),
             (
                 "queue.commit_requests_waiting_max",
-                self.queue.commit_requests_waiting_max as u64,
+                q.commit_requests_waiting_max as u64,
             ),
-            ("queue.ack_deadline_ms", self.queue.ack_deadline_ms),
-            ("writers.batch_max", self.writers.batch_max as u64),
-            ("writers.idle_wait_ms", self.writers.idle_wait_ms),
-            ("reaper.interval_ms", self.reaper.interval_ms),
-            ("reaper.batch_max", self.reaper.batch_max as u64),
-            ("redis.response_timeout_ms", self.redis.response_timeout_ms),
-            ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
-            ("nats.replicas", self.nats.replicas as u64),
-            ("nats.duplicate_window_ms", self.nats.duplicate_window_ms),
-            ("nats.depth_refresh_ms", self.nats.depth_refresh_ms),
-            ("nats.request_timeout_ms", self.nats.request_timeout_ms),
-            ("nats.connect_timeout_ms", self.nats.connect_timeout_ms),
-            (
-                "postgres.connections_max",
-                u64::from(self.postgres.connections_max),
-            ),
-            (
-                "postgres.connect_timeout_ms",
-                self.postgres.connect_timeout_ms,
-            ),
-            (
-                "postgres.insert_rows_per_statement_max",
-                self.postgres.insert_rows_per_statement_max as u64,
-            ),
-            ("cluster.sale_sync_ms", self.cluster.sale_sync_ms),
-            ("reservations.batch_max", self.reservations.batch_max as u64),
-            (
-                "reservations.batches_in_flight_max",
-                self.reservations.batches_in_flight_max as u64,
-            ),
-            (
-                "reservations.lease_units_max",
-                u64::from(self.reservations.lease_units_max),
-            ),
-            ("reservations.lease_ttl_ms", self.reservations.lease_ttl_ms),
+            ("queue.ack_deadline_ms", q.ack_deadline_ms),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -326,7 +184,7 @@ impl Config {
             }
         }
         if let Deployment::Shared { .. } = self.deployment()?
-            && self.cluster.rebuild_fence_ms <= self.nats.request_timeout_ms
+            && self.cluster.rebuild_fence_ms <= self.nats.request_timeout_ms.get()
         {
             return Err(ConfigError(
                 "cluster.rebuild_fence_ms must be greater than nats.request_timeout_ms: a lost \
@@ -334,7 +192,7 @@ impl Config {
                     .into(),
             ));
         }
-        if self.reservations.batch_max > BATCH_MAX_LIMIT {
+        if self.reservations.batch_max.get() > BATCH_MAX_LIMIT {
             return Err(ConfigError(format!(
                 "reservations.batch_max must be at most {BATCH_MAX_LIMIT} (a batch is one queue message)"
             )));
@@ -527,4 +385,238 @@ fn describe(error: figment::Error) -> String {
         .map(|e| e.to_string())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashsale_redis::LeaseConfig;
+    use serde_json::Value as Json;
+
+    /// One section of the default file, as JSON (numbers compare by value, whatever their width).
+    fn file_section(name: &str) -> Json {
+        Figment::from(Toml::string(DEFAULT_CONFIG_TOML))
+            .extract_inner(name)
+            .unwrap_or_else(|e| panic!("config/default.toml has no [{name}]: {e}"))
+    }
+
+    fn json(value: impl Serialize) -> Json {
+        serde_json::to_value(value).expect("a config serializes")
+    }
+
+    /// The file is the one source of default values: a component's `Default` (used by tests
+    /// and by anyone embedding the crate) must say what the file says, key for key, so a key
+    /// missing from the file or a value that drifted fails here.
+    #[test]
+    fn every_component_default_is_the_default_file() {
+        let sections = [
+            ("redis", json(RedisStockConfig::default())),
+            ("nats", json(JetStreamQueueConfig::default())),
+            ("postgres", json(PgStoreConfig::default())),
+            ("cluster", json(ClusterConfig::default())),
+            ("reservations", json(ReservationConfig::default())),
+            ("http", json(HttpConfig::default())),
+            ("filters", json(FilterConfig::default())),
+            ("queue", json(RedbQueueConfig::default())),
+            ("writers", json(WriterConfig::default())),
+            ("reaper", json(ReaperConfig::default())),
+        ];
+        for (name, default) in &sections {
+            assert_eq!(
+                &file_section(name),
+                default,
+                "[{name}] in config/default.toml and the Rust Default disagree"
+            );
+        }
+
+        // Values a component takes from another section (they are not keys of its own).
+        let queue = file_section("queue");
+        let nats = JetStreamQueueConfig::default();
+        assert_eq!(
+            json(nats.capacity_reservations),
+            queue["capacity_reservations"]
+        );
+        assert_eq!(json(nats.ack_deadline_ms), queue["ack_deadline_ms"]);
+        let reservations = file_section("reservations");
+        let lease = LeaseConfig::default();
+        assert_eq!(json(lease.units_max), reservations["lease_units_max"]);
+        assert_eq!(json(lease.ttl_ms), reservations["lease_ttl_ms"]);
+
+        // Every section of the file is checked above or is the binary's own.
+        let file: Json = Figment::from(Toml::string(DEFAULT_CONFIG_TOML))
+            .extract()
+            .expect("the default file parses");
+        let binary_own = ["backends", "shutdown"];
+        for (key, value) in file.as_object().expect("a table") {
+            if value.is_object() {
+                assert!(
+                    binary_own.contains(&key.as_str())
+                        || sections.iter().any(|(name, _)| name == key),
+                    "[{key}] has no component Default to compare with"
+                );
+            }
+        }
+    }
+
+    /// Constants named like a limit (a unit last) that are deliberately not in the config
+    /// file, each with why an operator has nothing to turn there. The invariant is "every
+    /// limit has a value in config/default.toml": a new limit constant fails
+    /// `every_limit_constant_is_configured_or_deliberately_fixed` until it is given a config
+    /// entry (and removed as a constant) or listed here with its reason.
+    const FIXED_LIMITS: &[(&str, &str)] = &[
+        // The API's contract: what a valid request is, the same on every deployment (the
+        // OpenAPI document states them; a node must not accept what another refuses).
+        ("BUYER_TOKEN_BYTES_MAX", "input validation of the API"),
+        ("ID_TEXT_BYTES_MAX", "input validation of the API"),
+        ("SALE_NAME_CHARS_MAX", "input validation of the API"),
+        ("SALE_STOCK_UNITS_MAX", "input validation of the API"),
+        ("SALE_PRICE_CENTS_MAX", "input validation of the API"),
+        ("SALE_PER_BUYER_LIMIT_MAX", "input validation of the API"),
+        ("PAYMENT_WINDOW_SECS_MIN", "input validation of the API"),
+        ("PAYMENT_WINDOW_SECS_MAX", "input validation of the API"),
+        ("SALE_DURATION_DAYS_MAX", "input validation of the API"),
+        (
+            "SALE_UNIX_SECS_MAX",
+            "input validation of the API (year 9999)",
+        ),
+        ("LISTED_ORDERS_MAX", "input validation of the API (?limit=)"),
+        (
+            "MESSAGE_CHARS_MAX",
+            "length of an error message sent to clients",
+        ),
+        // Formats: changing one breaks what is already written or signed.
+        ("BUY_PATH_TOKEN_BYTES", "buy-path token format"),
+        (
+            "BATCH_CHARS",
+            "Redis entry encoding (Lua offsets depend on it)",
+        ),
+        ("RESERVATION_BYTES_MAX", "NATS batch message format bound"),
+        // Bounds on configured values, not values themselves.
+        ("WRITERS_COUNT_MAX", "upper bound of writers.count"),
+        ("BATCH_MAX_LIMIT", "upper bound of reservations.batch_max"),
+        ("ADMIN_TOKEN_CHARS_MIN", "security floor of admin_token"),
+        ("SECRET_BYTES_MIN", "security floor of the HMAC/JWT secrets"),
+        // Protocol hints and cache headers the pages and clients rely on.
+        ("RETRY_AFTER_SECS", "Retry-After of overload answers"),
+        (
+            "OPENAPI_MAX_AGE_SECS",
+            "Cache-Control of the OpenAPI document",
+        ),
+        (
+            "SALE_PAGE_MAX_AGE_SECS",
+            "Cache-Control of the static sale page",
+        ),
+        ("EVENT_RETRY_MS", "the SSE retry: field"),
+        (
+            "EVENT_INTERVAL_MS",
+            "the dashboard's event pace (ARCHITECTURE decision)",
+        ),
+        ("EVENT_ORDERS_MAX", "what one dashboard event shows"),
+        (
+            "EVENT_BUFFER_EVENTS",
+            "a slow dashboard waits, never buffers",
+        ),
+        ("RECENT_ORDERS_MAX", "what the admin view shows"),
+        ("DEV_TOKEN_TTL_SECS", "the demo login only"),
+        ("DEMO_GO_LIVE_DELAY_SECS", "the demo sale only"),
+        (
+            "LATENCY_BUCKETS_SECS",
+            "histogram bucket bounds, not a limit",
+        ),
+        // Internal pacing, sized from the code it bounds, with the why next to each.
+        ("ORDER_LOOKUP_SALES_MAX", "sales probed by one order lookup"),
+        ("ENTRIES_AT_FIRST_MAX", "initial allocation of a cache"),
+        ("PAY_ATTEMPTS_MAX", "compare-and-set retries of one pay"),
+        ("PULL_WAIT_MIN", "floor of a JetStream pull's wait"),
+        (
+            "STAGING_FIELDS_PER_COMMAND_MAX",
+            "Redis command size while staging",
+        ),
+        ("STAGING_TTL_SECS", "lifetime of a half-staged sale's keys"),
+        (
+            "SALES_CACHED_MAX",
+            "sales in the read cache (far above live sales)",
+        ),
+        ("BUSY_TIMEOUT_MS", "SQLite lock wait against outside tools"),
+        (
+            "READ_CONNECTIONS_MAX",
+            "SQLite readers beside its one writer",
+        ),
+        (
+            "INSERT_ROWS_PER_STATEMENT_MAX",
+            "SQLite's bound-parameter limit",
+        ),
+    ];
+
+    /// The unit suffixes that make a constant's name a limit's name.
+    const LIMIT_SUFFIXES: &[&str] = &[
+        "_MAX", "_MIN", "_MS", "_SECS", "_BYTES", "_CHARS", "_DAYS", "_EVENTS", "_LIMIT",
+    ];
+
+    /// Every `const` named like a limit in the server's crates (not their test modules).
+    fn limit_constants() -> Vec<(String, std::path::PathBuf)> {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut found = Vec::new();
+        let mut dirs: Vec<PathBuf> = [
+            "core",
+            "service",
+            "http",
+            "embedded",
+            "redis",
+            "nats",
+            "postgres",
+            "flashsale",
+        ]
+        .iter()
+        .map(|c| crates.join(c).join("src"))
+        .collect();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("a source directory") {
+                let path = entry.expect("a directory entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("a source file");
+                for line in text.lines().take_while(|l| !l.contains("#[cfg(test)]")) {
+                    let line = line.trim_start();
+                    let line = line.strip_prefix("pub ").unwrap_or(line);
+                    let line = line.strip_prefix("pub(crate) ").unwrap_or(line);
+                    let Some(rest) = line.strip_prefix("const ") else {
+                        continue;
+                    };
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    if LIMIT_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+                        found.push((name, path.clone()));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_limit_constant_is_configured_or_deliberately_fixed() {
+        let found = limit_constants();
+        for (name, path) in &found {
+            assert!(
+                FIXED_LIMITS.iter().any(|(fixed, _)| fixed == name),
+                "{name} ({}) looks like a limit but has no entry in config/default.toml: \
+                 give it one, or add it to FIXED_LIMITS with why it is fixed",
+                path.display()
+            );
+        }
+        for (fixed, _) in FIXED_LIMITS {
+            assert!(
+                found.iter().any(|(name, _)| name == fixed),
+                "FIXED_LIMITS names {fixed}, which no longer exists"
+            );
+        }
+    }
 }

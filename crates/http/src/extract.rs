@@ -30,12 +30,12 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for ApiJson<T> {
             .get(axum::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|bytes| bytes > state.limits.body_bytes_max as u64) {
+        if declared.is_some_and(|bytes| bytes > state.limits.body_bytes_max.get() as u64) {
             return Err(ApiError::PayloadTooLarge);
         }
         // A client that declares a body and then stalls would otherwise hold the request
         // until the overall timeout, and get a 5xx for its own doing.
-        let wait = Duration::from_millis(state.limits.body_read_timeout_ms);
+        let wait = Duration::from_millis(state.limits.body_read_timeout_ms.get());
         match tokio::time::timeout(wait, axum::Json::<T>::from_request(req, state)).await {
             Err(_) => Err(ApiError::BodyTimeout),
             Ok(Ok(axum::Json(value))) => Ok(ApiJson(value)),

@@ -51,10 +51,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     if state.dev_login {
         api = api.route("/api/dev/buyer-token", post(buyers::dev_buyer_token));
     }
-    let timeout = Duration::from_millis(state.limits.request_timeout_ms);
+    let timeout = Duration::from_millis(state.limits.request_timeout_ms.get());
     api.fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(state.limits.body_bytes_max))
+        .layer(DefaultBodyLimit::max(state.limits.body_bytes_max.get()))
         .layer(
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(|_| {

@@ -17,32 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-/// Bounds on connections. Every one has a default in the config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// Open connections at once; past it a new connection gets a 503 and is closed.
-    pub connections_max: usize,
-    /// Time a client has to send a request's headers (also bounds an idle keep-alive).
-    pub header_read_timeout_ms: u64,
-    /// Bytes of buffered request head (line plus headers).
-    pub header_bytes_max: usize,
-    /// Headers in one request.
-    pub headers_count_max: usize,
-    /// How long shutdown waits for open requests to finish.
-    pub shutdown_grace_ms: u64,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self {
-            connections_max: 4096,
-            header_read_timeout_ms: 5000,
-            header_bytes_max: 16 * 1024,
-            headers_count_max: 64,
-            shutdown_grace_ms: 5000,
-        }
-    }
-}
+/// Bounds on connections: the connection half of `HttpConfig` (`[http]` in the config file).
+pub type ConnectionLimits = crate::HttpConfig;
 
 /// The server's shutdown signal, put on every request by `serve` so long-lived responses (the
 /// admin event stream) can end when it fires.
@@ -56,7 +32,7 @@ pub async fn serve(
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.connections_max));
+    let permits = Arc::new(Semaphore::new(limits.connections_max.get()));
     let tracker = TaskTracker::new();
     let limits = Arc::new(limits);
     loop {
@@ -100,9 +76,9 @@ pub async fn serve(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+                .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms.get()))
                 .max_buf_size(limits.header_bytes_max.max(8192))
-                .max_headers(limits.headers_count_max);
+                .max_headers(limits.headers_count_max.get());
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let result = tokio::select! {

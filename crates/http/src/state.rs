@@ -36,7 +36,7 @@ impl AppState {
         status_cache_ms: u64,
     ) -> Self {
         let handle = crate::metrics::install();
-        let event_streams = EventStreams::new(limits.event_streams_max);
+        let event_streams = EventStreams::new(limits.event_streams_max.get());
         Self {
             shop,
             buyer_tokens,

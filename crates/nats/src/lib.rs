@@ -61,6 +61,7 @@ use flashsale_service::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -99,9 +100,9 @@ pub const RESERVATION_BYTES_MAX: usize = 512;
 /// Shortest wait worth a pull request; below it `take_batch` only looks at what is there.
 const PULL_WAIT_MIN: Duration = Duration::from_millis(1);
 
-/// How the JetStream queue connects and what it creates.
+/// `[nats]`: how the JetStream queue connects and what it creates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct JetStreamQueueConfig {
     /// The stream, one per deployment; its subjects are `<stream>.res.<order id>`. Created if
     /// missing, its limits updated if present.
@@ -109,21 +110,25 @@ pub struct JetStreamQueueConfig {
     /// The durable pull consumer every node's order writers share.
     pub consumer: String,
     /// Most reservations held (queued or delivered, not yet acked) before `enqueue` answers
-    /// `Full`. The stream's message limit.
+    /// `Full`. The stream's message limit. Not a key of `[nats]`: every queue's capacity is
+    /// `queue.capacity_reservations`, which the binary sets here.
+    #[serde(skip)]
     pub capacity_reservations: usize,
     /// How long a consumer may hold a delivered reservation before it is delivered again.
+    /// Not a key of `[nats]`: the binary sets it from `queue.ack_deadline_ms`.
+    #[serde(skip)]
     pub ack_deadline_ms: u64,
     /// Stream replicas (1 for a single server; 3 in a cluster for durability).
-    pub replicas: usize,
+    pub replicas: NonZeroUsize,
     /// How long the server remembers a message id to drop a duplicate publish.
-    pub duplicate_window_ms: u64,
+    pub duplicate_window_ms: NonZeroU64,
     /// How often `depth()` is reset from the server's count.
-    pub depth_refresh_ms: u64,
+    pub depth_refresh_ms: NonZeroU64,
     /// How long a JetStream request (a publish ack, an ack's confirmation) may take. Past it the
     /// outcome is unknown.
-    pub request_timeout_ms: u64,
+    pub request_timeout_ms: NonZeroU64,
     /// How long connecting may take.
-    pub connect_timeout_ms: u64,
+    pub connect_timeout_ms: NonZeroU64,
 }
 
 impl Default for JetStreamQueueConfig {
@@ -133,11 +138,11 @@ impl Default for JetStreamQueueConfig {
             consumer: "order-writers".to_owned(),
             capacity_reservations: 100_000,
             ack_deadline_ms: 30_000,
-            replicas: 1,
-            duplicate_window_ms: 120_000,
-            depth_refresh_ms: 1_000,
-            request_timeout_ms: 5_000,
-            connect_timeout_ms: 2_000,
+            replicas: NonZeroUsize::MIN,
+            duplicate_window_ms: NonZeroU64::new(120_000).expect("not zero"),
+            depth_refresh_ms: NonZeroU64::new(1_000).expect("not zero"),
+            request_timeout_ms: NonZeroU64::new(5_000).expect("not zero"),
+            connect_timeout_ms: NonZeroU64::new(2_000).expect("not zero"),
         }
     }
 }
@@ -445,12 +450,12 @@ impl JetStreamQueue {
         let capacity = i64::try_from(config.capacity_reservations)
             .map_err(|_| fail("capacity_reservations is too large".into()))?;
         let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .connection_timeout(Duration::from_millis(config.connect_timeout_ms.get()))
             .connect(url)
             .await
             .map_err(|e| fail(e.to_string()))?;
         let context = jetstream::context::ContextBuilder::new()
-            .timeout(Duration::from_millis(config.request_timeout_ms))
+            .timeout(Duration::from_millis(config.request_timeout_ms.get()))
             .build(client);
 
         let subject_prefix = format!("{name}.res.");
@@ -463,8 +468,8 @@ impl JetStreamQueue {
             discard: DiscardPolicy::New,
             max_messages_per_subject: 1,
             discard_new_per_subject: true,
-            duplicate_window: Duration::from_millis(config.duplicate_window_ms),
-            num_replicas: config.replicas.max(1),
+            duplicate_window: Duration::from_millis(config.duplicate_window_ms.get()),
+            num_replicas: config.replicas.get(),
             storage: StorageType::File,
             ..StreamConfig::default()
         };
@@ -500,19 +505,19 @@ impl JetStreamQueue {
             subject_prefix,
             dead_stream: format!("{name}_DEAD"),
             dead_subject_prefix: format!("{name}.dead."),
-            replicas: config.replicas.max(1),
+            replicas: config.replicas.get(),
             capacity: config.capacity_reservations,
             depth: DepthGauge::default(),
             sizes: BatchSizes::default(),
             delivered: Mutex::new(Delivered::default()),
-            pull_timeout: Duration::from_millis(config.request_timeout_ms),
+            pull_timeout: Duration::from_millis(config.request_timeout_ms.get()),
         });
         shared
             .depth
             .add(i64::try_from(messages).unwrap_or(i64::MAX));
         spawn_depth_refresh(
             Arc::downgrade(&shared),
-            Duration::from_millis(config.depth_refresh_ms.max(10)),
+            Duration::from_millis(config.depth_refresh_ms.get().max(10)),
         );
         Ok(Self { shared })
     }

@@ -25,6 +25,7 @@ use flashsale_service::{
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -46,27 +47,27 @@ macro_rules! sale_columns {
     };
 }
 
-/// Limits of the PostgreSQL order store.
+/// `[postgres]`: limits of the PostgreSQL order store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct PgStoreConfig {
     /// Connections this node keeps to PostgreSQL at most. Every node has its own pool, so the
     /// server sees `nodes × connections_max`: keep it well under `max_connections`.
-    pub connections_max: u32,
+    pub connections_max: NonZeroU32,
     /// How long connecting, or waiting for a free pooled connection, may take.
-    pub connect_timeout_ms: u64,
+    pub connect_timeout_ms: NonZeroU64,
     /// Rows per INSERT statement. A batch larger than this is several statements in one
     /// transaction; the bound keeps one statement's parameter arrays (and its WAL record
     /// burst) a known size.
-    pub insert_rows_per_statement_max: usize,
+    pub insert_rows_per_statement_max: NonZeroUsize,
 }
 
 impl Default for PgStoreConfig {
     fn default() -> Self {
         Self {
-            connections_max: 16,
-            connect_timeout_ms: 5_000,
-            insert_rows_per_statement_max: 10_000,
+            connections_max: NonZeroU32::new(16).expect("not zero"),
+            connect_timeout_ms: NonZeroU64::new(5_000).expect("not zero"),
+            insert_rows_per_statement_max: NonZeroUsize::new(10_000).expect("not zero"),
         }
     }
 }
@@ -104,8 +105,8 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| fail("connect to", format!("bad URL: {e}")))?;
         let pool = PgPoolOptions::new()
-            .max_connections(config.connections_max.max(1))
-            .acquire_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .max_connections(config.connections_max.get())
+            .acquire_timeout(Duration::from_millis(config.connect_timeout_ms.get()))
             .connect_with(options)
             .await
             .map_err(|e| fail("connect to", e.to_string()))?;
@@ -115,7 +116,7 @@ impl PgStore {
             .map_err(|e| fail("migrate", e.to_string()))?;
         Ok(Self {
             pool,
-            insert_rows_per_statement_max: config.insert_rows_per_statement_max.max(1),
+            insert_rows_per_statement_max: config.insert_rows_per_statement_max.get(),
         })
     }
 

@@ -10,6 +10,7 @@ use flashsale_postgres::{PgStore, PgStoreConfig};
 use flashsale_service::OrderStore;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
@@ -89,7 +90,7 @@ mod pg_store {
         let (store, database) = fresh_store(PgStoreConfig {
             // Small statements, so the 2,500-row case of the suite spans a transaction of
             // several statements too.
-            insert_rows_per_statement_max: 1_000,
+            insert_rows_per_statement_max: NonZeroUsize::new(1_000).expect("not zero"),
             ..PgStoreConfig::default()
         })
         .await;
@@ -103,7 +104,7 @@ async fn connect_error_names_the_backend_and_the_url() {
     let error = PgStore::connect_with(
         "postgres://app:secret@127.0.0.1:1/none",
         PgStoreConfig {
-            connect_timeout_ms: 2_000,
+            connect_timeout_ms: NonZeroU64::new(2_000).expect("not zero"),
             ..PgStoreConfig::default()
         },
     )

@@ -52,6 +52,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 const BACKEND: &str = "redis stock";
@@ -309,20 +310,22 @@ end
 return 'ok'
 ";
 
-/// How the Redis stock ledger connects and names its keys.
+/// `[redis]`: how the Redis stock ledger connects and names its keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RedisStockConfig {
     /// Goes into every key (`{fs:<key_prefix>:<sale>}:...`), so deployments and tests sharing
     /// one Redis never see each other's sales. No braces: they would break the hash tag.
     pub key_prefix: String,
     /// How long one command may wait for its reply. Past it the outcome is unknown: the
     /// script may have run.
-    pub response_timeout_ms: u64,
+    pub response_timeout_ms: NonZeroU64,
     /// How long connecting (and reconnecting) may take.
-    pub connect_timeout_ms: u64,
+    pub connect_timeout_ms: NonZeroU64,
     /// Stock leases for this node (the batched design); `None` takes every unit from the
-    /// sale's counter (the classic design).
+    /// sale's counter (the classic design). Not a key of `[redis]`: the binary sets it from
+    /// `reservations.lease_*` and the design.
+    #[serde(skip)]
     pub lease: Option<LeaseConfig>,
 }
 
@@ -330,8 +333,8 @@ impl Default for RedisStockConfig {
     fn default() -> Self {
         Self {
             key_prefix: "flashsale".to_owned(),
-            response_timeout_ms: 2_000,
-            connect_timeout_ms: 2_000,
+            response_timeout_ms: NonZeroU64::new(2_000).expect("not zero"),
+            connect_timeout_ms: NonZeroU64::new(2_000).expect("not zero"),
             lease: None,
         }
     }
@@ -498,8 +501,10 @@ impl RedisStock {
         }
         let client = redis::Client::open(url).map_err(|e| fail(format!("bad URL: {e}")))?;
         let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))
-            .set_response_timeout(Some(Duration::from_millis(config.response_timeout_ms)))
+            .set_connection_timeout(Some(Duration::from_millis(config.connect_timeout_ms.get())))
+            .set_response_timeout(Some(Duration::from_millis(
+                config.response_timeout_ms.get(),
+            )))
             // Fail fast: a node that cannot reach Redis at start should say so, not retry for
             // half a minute. Later reconnects happen on the next command anyway.
             .set_number_of_retries(1);

@@ -14,14 +14,15 @@
 use flashsale_core::{BuyerId, OrderId, SaleId};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use metrics::{Counter, Histogram};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Limits of the filtering layers. A rate of 0 turns that limiter off.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[filters]`: limits of the filtering layers. A rate of 0 turns that limiter off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// How long a buyer's answer is reused for repeats on the same sale; 0 turns it off.
     pub buyer_window_ms: u64,
@@ -42,6 +43,10 @@ pub struct FilterConfig {
     /// Queue fill (percent of capacity) at which shedding starts; it refuses a share that
     /// grows linearly to all at 100 %.
     pub shed_queue_fill_percent_start: u32,
+    /// The status answer is rendered at most once per this interval per sale (0: every
+    /// time). A layer in front of the buy path like the others, so it is in this section of
+    /// the file; the HTTP layer's read cache is what reads it, not the shop.
+    pub status_cache_ms: u64,
 }
 
 impl Default for FilterConfig {
@@ -57,6 +62,7 @@ impl Default for FilterConfig {
             sale_burst_stock_multiple: 4,
             sale_burst_min: 1000,
             shed_queue_fill_percent_start: 50,
+            status_cache_ms: 100,
         }
     }
 }

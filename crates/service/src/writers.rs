@@ -4,6 +4,8 @@
 use crate::faults;
 use crate::ports::{Clock, OrderStore, ReservationQueue};
 use flashsale_core::OrderId;
+use serde::{Deserialize, Serialize};
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -12,14 +14,16 @@ use tokio_util::sync::CancellationToken;
 /// Most writers one node may run; more only contend for the same order store.
 pub const WRITERS_COUNT_MAX: usize = 64;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[writers]`: the order writers that move reservations from the queue to the order store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WriterConfig {
     /// Writers started with the server.
     pub count: usize,
     /// Most reservations written in one store transaction.
-    pub batch_max: usize,
+    pub batch_max: NonZeroUsize,
     /// How long a writer waits on an empty queue before checking for shutdown again.
-    pub idle_wait_ms: u64,
+    pub idle_wait_ms: NonZeroU64,
     /// After writing less than a full batch, how long a writer waits before taking again, so
     /// a steady trickle is written in fewer, larger transactions (and fewer queue requests)
     /// instead of one per arrival. The orders wait that much longer; the 202s do not.
@@ -32,8 +36,8 @@ impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             count: 2,
-            batch_max: 1000,
-            idle_wait_ms: 50,
+            batch_max: NonZeroUsize::new(5000).expect("not zero"),
+            idle_wait_ms: NonZeroU64::new(50).expect("not zero"),
             linger_ms: 10,
             retry_backoff_ms_max: 2000,
         }
@@ -63,7 +67,10 @@ pub async fn write_one_batch(
     config: &WriterConfig,
 ) -> WriteOutcome {
     let batch = match queue
-        .take_batch(config.batch_max, Duration::from_millis(config.idle_wait_ms))
+        .take_batch(
+            config.batch_max.get(),
+            Duration::from_millis(config.idle_wait_ms.get()),
+        )
         .await
     {
         Ok(batch) if batch.is_empty() => return WriteOutcome::Idle,
@@ -235,7 +242,7 @@ async fn run_writer(
                 // How far the writers run behind the buyers' 202s: the age of the oldest
                 // reservation in the batch just written.
                 lag.set((clock.now() - oldest_reserved_at).as_seconds_f64().max(0.0));
-                if taken < config.batch_max && config.linger_ms > 0 {
+                if taken < config.batch_max.get() && config.linger_ms > 0 {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(config.linger_ms)) => {}

@@ -18,6 +18,7 @@ use flashsale_service::{
     ReservationConfig, ReservationQueue, Shop, ShopConfig, WriterConfig,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -338,20 +339,22 @@ impl World {
             } else {
                 ReservationConfig {
                     design: Design::Batched,
-                    batch_max: rng.between(1, 6) as usize,
-                    batches_in_flight_max: rng.between(1, 3) as usize,
+                    batch_max: NonZeroUsize::new(rng.between(1, 6) as usize).expect("from 1"),
+                    batches_in_flight_max: NonZeroUsize::new(rng.between(1, 3) as usize)
+                        .expect("from 1"),
+                    ..ReservationConfig::default()
                 }
             },
             writers: WriterConfig {
                 count: rng.between(0, 2) as usize,
-                batch_max: rng.between(1, 4) as usize,
-                idle_wait_ms: rng.between(10, 100),
+                batch_max: NonZeroUsize::new(rng.between(1, 4) as usize).expect("from 1"),
+                idle_wait_ms: NonZeroU64::new(rng.between(10, 100)).expect("from 10"),
                 linger_ms: rng.between(0, 50),
                 retry_backoff_ms_max: 200,
             },
             reaper: ReaperConfig {
-                interval_ms: rng.between(100, 2000),
-                batch_max: rng.between(1, 3) as usize,
+                interval_ms: NonZeroU64::new(rng.between(100, 2000)).expect("from 100"),
+                batch_max: NonZeroUsize::new(rng.between(1, 3) as usize).expect("from 1"),
             },
             // Every layer that reads the real clock (the buyer window, governor's limiters) is
             // off: the simulation must not depend on how fast the host runs.

@@ -11,7 +11,7 @@ fn load(env: &[(&str, &str)], flags: FlagOverrides) -> Result<Config, String> {
 fn defaults_environment_and_flags_layer_in_order() {
     let config = load(&[], FlagOverrides::default()).unwrap();
     assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
-    assert_eq!(config.http.body_bytes_max, 4096);
+    assert_eq!(config.http.body_bytes_max.get(), 4096);
     let config = load(
         &[
             ("FLASHSALE_HTTP__BODY_BYTES_MAX", "8192"),
@@ -20,7 +20,7 @@ fn defaults_environment_and_flags_layer_in_order() {
         FlagOverrides::default(),
     )
     .unwrap();
-    assert_eq!(config.http.body_bytes_max, 8192);
+    assert_eq!(config.http.body_bytes_max.get(), 8192);
     assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
     let flags = FlagOverrides {
         listen: Some("127.0.0.1:9100".into()),
@@ -50,7 +50,7 @@ fn a_config_file_sits_between_defaults_and_environment() {
     )
     .unwrap();
     assert_eq!(config.writers.count, 7);
-    assert_eq!(config.http.body_bytes_max, 2000);
+    assert_eq!(config.http.body_bytes_max.get(), 2000);
     let missing = Config::load(
         Some(&dir.path().join("nope.toml")),
         test_env(&[]),
@@ -77,6 +77,27 @@ fn bad_values_name_the_key() {
         ),
         (("FLASHSALE_LISTEN", "not an address"), "listen"),
         (("FLASHSALE_LOG_FORMAT", "xml"), "log_format"),
+        // Zeros refused by the NonZero types of the components' own configs.
+        (("FLASHSALE_WRITERS__BATCH_MAX", "0"), "writers.batch_max"),
+        (("FLASHSALE_REAPER__INTERVAL_MS", "0"), "reaper.interval_ms"),
+        (
+            ("FLASHSALE_RESERVATIONS__LEASE_TTL_MS", "0"),
+            "reservations.lease_ttl_ms",
+        ),
+        (("FLASHSALE_NATS__REPLICAS", "0"), "nats.replicas"),
+        (
+            ("FLASHSALE_POSTGRES__CONNECTIONS_MAX", "0"),
+            "postgres.connections_max",
+        ),
+        (
+            ("FLASHSALE_QUEUE__COMMIT_BATCH_MAX", "0"),
+            "queue.commit_batch_max",
+        ),
+        (
+            ("FLASHSALE_RESERVATIONS__DESIGN", "fast"),
+            "reservations.design",
+        ),
+        (("FLASHSALE_FILTERS__NO_SUCH_LAYER", "1"), "no_such_layer"),
     ];
     for ((key, value), named) in cases {
         let error = load(&[(key, value)], FlagOverrides::default()).unwrap_err();

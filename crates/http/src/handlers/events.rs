@@ -129,7 +129,7 @@ async fn feed(
     _permit: OwnedSemaphorePermit,
     shutdown: CancellationToken,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(state.limits.event_stream_secs_max);
+    let deadline = Instant::now() + Duration::from_secs(state.limits.event_stream_secs_max.get());
     let mut ticks = tokio::time::interval(Duration::from_millis(EVENT_INTERVAL_MS));
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut previous: Option<(Instant, LayerCounts, SaleCounters)> = None;

@@ -377,7 +377,7 @@ impl Shop {
 /// Buys that may wait for a batch before new ones are refused (503): enough to fill every
 /// batch in flight twice over.
 pub(super) fn batcher_waiting_max(config: &ReservationConfig) -> usize {
-    (config.batch_max.max(1) * config.batches_in_flight_max.max(1) * 2).max(1)
+    config.batch_max.get() * config.batches_in_flight_max.get() * 2
 }
 
 /// The group commit of the reservation layer: gathers the buys waiting when a batch slot is
@@ -389,8 +389,8 @@ pub(super) async fn run_batcher(
     mut waiting: mpsc::Receiver<BuyRequest>,
     config: ReservationConfig,
 ) {
-    let slots = Arc::new(Semaphore::new(config.batches_in_flight_max.max(1)));
-    let batch_max = config.batch_max.max(1);
+    let slots = Arc::new(Semaphore::new(config.batches_in_flight_max.get()));
+    let batch_max = config.batch_max.get();
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;

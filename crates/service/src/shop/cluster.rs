@@ -39,7 +39,7 @@ impl ClusterState {
 
     /// Pause between sync passes.
     pub(super) fn sync_interval(&self) -> Duration {
-        Duration::from_millis(self.config.sale_sync_ms.max(10))
+        Duration::from_millis(self.config.sale_sync_ms.get().max(10))
     }
 
     /// Of the sales whose ledger this pass found missing, the ones whose fence has passed.
@@ -308,7 +308,7 @@ mod tests {
 
     fn cluster(rebuild_fence_ms: u64) -> ClusterState {
         ClusterState::new(ClusterConfig {
-            sale_sync_ms: 100,
+            sale_sync_ms: std::num::NonZeroU64::new(100).expect("not zero"),
             rebuild_fence_ms,
         })
     }

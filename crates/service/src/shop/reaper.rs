@@ -44,14 +44,14 @@ impl Shop {
             let expired = self
                 .backends
                 .store
-                .expire_due(self.now(), self.config.reaper.batch_max)
+                .expire_due(self.now(), self.config.reaper.batch_max.get())
                 .await?;
             faults::point("reaper.after_expire", faults::Happened::Yes).await?;
             for order in &expired {
                 all_returned &= self.return_unit_of(order.sale_id, order.id).await;
             }
             total += expired.len();
-            if expired.len() < self.config.reaper.batch_max {
+            if expired.len() < self.config.reaper.batch_max.get() {
                 break;
             }
         }
@@ -115,7 +115,7 @@ impl Shop {
 
 /// Sweeps every `reaper.interval_ms` until the shop shuts down.
 pub(super) async fn run_reaper(shop: Arc<Shop>) {
-    let interval = Duration::from_millis(shop.config.reaper.interval_ms.max(10));
+    let interval = Duration::from_millis(shop.config.reaper.interval_ms.get().max(10));
     let mut last_housekeeping = tokio::time::Instant::now();
     loop {
         tokio::select! {
