@@ -41,35 +41,27 @@
 //! 503 and nothing is oversold) until the service rebuilds the sale (`Shop::sync_once`).
 
 use async_trait::async_trait;
-use flashsale_core::{
-    BatchId, BuyerId, OrderId, ReserveOutcome, ReturnOutcome, SaleId, SaleLedger,
-};
+use flashsale_core::{BatchId, OrderId, ReserveOutcome, ReturnOutcome, SaleId};
 use flashsale_service::ports::redact_password;
 use flashsale_service::{
     BackendError, BackendResult, Buy, Holding, LedgerEntry, OpenMode, Opened, PendingReservation,
     StockLedger,
 };
-use layout::{SaleKeys, decode_entry, encode_entry, state_of};
+use layout::{SaleKeys, decode_entry, state_of};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use scripts::Scripts;
-use std::collections::HashMap;
 use std::time::Duration;
 
 mod config;
 mod layout;
+mod open;
 mod scripts;
 
 pub use config::{LeaseConfig, RedisStockConfig};
 
 const BACKEND: &str = "redis stock";
 
-/// Fields written per HSET while staging a sale: big enough to make staging a few round
-/// trips for a large sale, small enough that no single command blocks Redis noticeably.
-const STAGING_FIELDS_PER_COMMAND_MAX: usize = 1_000;
-/// Staging keys expire unless swapped in by then, so an `open_sale` that died halfway leaves
-/// nothing behind.
-const STAGING_TTL_SECS: u64 = 600;
 /// Redis could not be reached or prepared. Names the server (without its password).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to Redis at {url}: {message}")]
@@ -208,49 +200,6 @@ impl RedisStock {
             other => Err(unexpected(what, other)),
         }
     }
-
-    /// Writes a ledger into staging keys: meta, then the reservations and buyer counts in
-    /// bounded HSETs, each key set to expire in case we die before the swap.
-    async fn stage(
-        &self,
-        staging: &SaleKeys,
-        stock_total: u32,
-        per_buyer_limit: u32,
-        available: u32,
-        reservations: &[(String, String)],
-        buyers: &[(String, String)],
-    ) -> BackendResult<()> {
-        let mut connection = self.connection.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_multiple(
-                &staging.meta,
-                &[
-                    ("total", stock_total),
-                    ("limit", per_buyer_limit),
-                    ("available", available),
-                ],
-            )
-            .ignore()
-            .expire(&staging.meta, STAGING_TTL_SECS as i64)
-            .ignore();
-        pipe.query_async::<()>(&mut connection)
-            .await
-            .map_err(|e| redis_error("staging a sale", &e, true))?;
-        for (key, fields) in [(&staging.res, reservations), (&staging.buyers, buyers)] {
-            for chunk in fields.chunks(STAGING_FIELDS_PER_COMMAND_MAX) {
-                let mut pipe = redis::pipe();
-                pipe.hset_multiple(key, chunk)
-                    .ignore()
-                    .expire(key, STAGING_TTL_SECS as i64)
-                    .ignore();
-                pipe.query_async::<()>(&mut connection)
-                    .await
-                    .map_err(|e| redis_error("staging a sale", &e, true))?;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -263,80 +212,8 @@ impl StockLedger for RedisStock {
         holdings: Vec<Holding>,
         mode: OpenMode,
     ) -> BackendResult<Opened> {
-        // The rules of a rebuild (an order listed twice counts once, live if either says so;
-        // refuse more live holdings than stock) are core's: check with it before touching Redis.
-        let ledger = SaleLedger::restore(stock_total, per_buyer_limit, holdings.iter().cloned())
-            .map_err(|e| BackendError::determinate(BACKEND, format!("sale {sale}: {e}")))?;
-        let mut records: HashMap<OrderId, (&BuyerId, bool, Option<BatchId>)> = HashMap::new();
-        for h in &holdings {
-            let entry = records
-                .entry(h.order_id)
-                .or_insert((&h.buyer, h.live, h.batch));
-            entry.1 |= h.live;
-            entry.2 = entry.2.or(h.batch);
-        }
-        let mut live_by_buyer: HashMap<&BuyerId, u32> = HashMap::new();
-        let reservations: Vec<(String, String)> = records
-            .iter()
-            .map(|(order, (buyer, live, batch))| {
-                if *live {
-                    *live_by_buyer.entry(*buyer).or_default() += 1;
-                }
-                let letter = if *live {
-                    layout::DURABLE
-                } else {
-                    layout::RETURNED
-                };
-                (order.to_string(), encode_entry(letter, *batch, buyer))
-            })
-            .collect();
-        let buyers: Vec<(String, String)> = live_by_buyer
-            .iter()
-            .map(|(buyer, n)| (buyer.to_string(), n.to_string()))
-            .collect();
-
-        let keys = self.keys(sale);
-        let mode_arg = match mode {
-            OpenMode::Replace => "replace",
-            OpenMode::IfAbsent => "if_absent",
-        };
-        let staging = keys.staging(staging_nonce());
-        self.stage(
-            &staging,
-            stock_total,
-            per_buyer_limit,
-            ledger.available(),
-            &reservations,
-            &buyers,
-        )
-        .await?;
-        let answer: String = self
-            .run(
-                "opening a sale",
-                &self.scripts.swap_in,
-                &[
-                    &keys.meta,
-                    &keys.res,
-                    &keys.buyers,
-                    &staging.meta,
-                    &staging.res,
-                    &staging.buyers,
-                    &keys.pend,
-                    &keys.leases,
-                ],
-                &[mode_arg],
-                true,
-            )
-            .await?;
-        match answer.as_str() {
-            "ok" => Ok(Opened::Installed),
-            "present" => Ok(Opened::AlreadyOpen),
-            "staging_missing" => Err(BackendError::determinate(
-                BACKEND,
-                format!("sale {sale}: the staged ledger expired before it was swapped in"),
-            )),
-            other => Err(unexpected("opening a sale", other)),
-        }
+        self.install(sale, stock_total, per_buyer_limit, holdings, mode)
+            .await
     }
 
     async fn reserve(
@@ -531,18 +408,6 @@ impl StockLedger for RedisStock {
             other => Err(unexpected("releasing a lease", other)),
         }
     }
-}
-
-/// A staging name no other `open_sale` of this sale uses at the same time.
-fn staging_nonce() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    // Process id and a counter too: two nodes, or two calls in one nanosecond, never collide.
-    nanos ^ (u64::from(std::process::id()) << 40) ^ COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
 fn unknown_sale(sale: SaleId) -> BackendError {
