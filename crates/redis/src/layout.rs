@@ -145,6 +145,7 @@ pub(crate) fn decode_entry(text: &str) -> BackendResult<LedgerEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flashsale_service::conformance::env::REDIS;
     use uuid::Uuid;
 
     #[test]
@@ -189,12 +190,10 @@ mod tests {
     /// `encode_entry` writes, and `decode_entry` reads what the prelude writes.
     #[test]
     fn the_lua_prelude_reads_and_writes_what_rust_does() {
-        let url = std::env::var("FLASHSALE_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let client = redis::Client::open(url.as_str()).expect("client");
+        let client = redis::Client::open(REDIS.url()).expect("client");
         let mut connection = client
             .get_connection()
-            .unwrap_or_else(|e| panic!("{e} (set FLASHSALE_TEST_REDIS_URL)"));
+            .unwrap_or_else(|e| panic!("{e} {}", REDIS.hint()));
         let script = redis::Script::new(&format!(
             "{}return {{letter_of(ARGV[1]), batch_of(ARGV[1]), buyer_of(ARGV[1]),
               entry_of(DURABLE, batch_of(ARGV[1]), buyer_of(ARGV[1])),

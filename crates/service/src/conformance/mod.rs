@@ -61,6 +61,7 @@ impl Default for QueueSetup {
     }
 }
 
+pub mod env;
 pub mod queue;
 pub mod stock;
 pub mod store;
