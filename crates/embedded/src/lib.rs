@@ -3,6 +3,7 @@
 //! the order store in a SQLite file (`SqliteStore`). Each implements a port of
 //! `flashsale_service` and runs its conformance suite.
 
+mod config;
 pub mod queue;
 pub mod stock;
 #[cfg(feature = "sqlite")]

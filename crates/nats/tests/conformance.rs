@@ -1,20 +1,17 @@
 //! Runs the `ReservationQueue` conformance suite against the real NATS server with JetStream,
 //! each queue on a stream of its own that is deleted at the end.
 //!
-//! The server is `FLASHSALE_TEST_NATS_URL` (default `nats://127.0.0.1:4222`). A server that
-//! cannot be reached fails the tests: a skipped backend test would read as a pass.
+//! The server is `env::NATS`: `FLASHSALE_TEST_NATS_URL` (default `nats://127.0.0.1:4222`). A server
+//! that cannot be reached fails the tests: a skipped backend test would read as a pass.
 
 use flashsale_core::{BatchId, BuyerId, OrderId, Reservation, SaleId};
 use flashsale_nats::{JetStreamQueue, JetStreamQueueConfig};
 use flashsale_service::conformance::QueueSetup;
+use flashsale_service::conformance::env::{NATS, clean_up_blocking, unique_name};
 use flashsale_service::{BackendResult, Enqueued, ReservationQueue};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-fn server_url() -> String {
-    std::env::var("FLASHSALE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
-}
 
 /// A stream of the test's own. Dropping it deletes the stream (and its consumer), and its
 /// dead-letter stream if one was made.
@@ -24,43 +21,34 @@ struct TestStream {
 
 impl Drop for TestStream {
     fn drop(&mut self) {
-        // Drop runs inside the test's runtime, which cannot block on async work: a thread with a
-        // runtime of its own does the cleanup.
         let name = self.name.clone();
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            runtime.block_on(async move {
-                let deleted = async {
-                    let client = async_nats::connect(server_url()).await?;
-                    let jetstream = async_nats::jetstream::new(client);
-                    jetstream.delete_stream(&name).await?;
-                    // Made only by a test that dead-letters something.
-                    jetstream.delete_stream(format!("{name}_DEAD")).await.ok();
-                    Ok::<_, async_nats::Error>(())
-                };
-                if let Err(e) = deleted.await {
-                    eprintln!("could not delete test stream {name}: {e}");
-                }
-            });
+        clean_up_blocking(async move {
+            let deleted = async {
+                let client = async_nats::connect(NATS.url()).await?;
+                let jetstream = async_nats::jetstream::new(client);
+                jetstream.delete_stream(&name).await?;
+                // Made only by a test that dead-letters something.
+                jetstream.delete_stream(format!("{name}_DEAD")).await.ok();
+                Ok::<_, async_nats::Error>(())
+            };
+            if let Err(e) = deleted.await {
+                eprintln!("could not delete test stream {name}: {e}");
+            }
         });
-        cleanup.join().ok();
     }
 }
 
 async fn fresh_queue(setup: QueueSetup) -> (JetStreamQueue, TestStream) {
-    let name = format!("FSTEST_{}", Uuid::new_v4().simple());
+    let name = unique_name("FSTEST_");
     let config = JetStreamQueueConfig {
         stream: name.clone(),
         capacity_reservations: setup.capacity,
         ack_deadline_ms: u64::try_from(setup.ack_deadline.as_millis()).expect("deadline fits"),
         ..JetStreamQueueConfig::default()
     };
-    let queue = JetStreamQueue::connect(&server_url(), config)
+    let queue = JetStreamQueue::connect(&NATS.url(), config)
         .await
-        .unwrap_or_else(|e| panic!("{e} (set FLASHSALE_TEST_NATS_URL)"));
+        .unwrap_or_else(|e| panic!("{e} {}", NATS.hint()));
     (queue, TestStream { name })
 }
 
@@ -123,7 +111,7 @@ async fn two_nodes_share_one_stream_and_full_stores_nothing() {
     })
     .await;
     let second = JetStreamQueue::connect(
-        &server_url(),
+        &NATS.url(),
         JetStreamQueueConfig {
             stream: stream.name.clone(),
             capacity_reservations: 2,
@@ -231,7 +219,7 @@ async fn an_unreadable_message_goes_to_the_dead_letter_stream() {
     let (queue, stream) = fresh_queue(QueueSetup::default()).await;
     let good = reservation("good");
     queue.enqueue_alone(good.clone()).await.expect("enqueue");
-    let client = async_nats::connect(server_url()).await.expect("connect");
+    let client = async_nats::connect(NATS.url()).await.expect("connect");
     let jetstream = async_nats::jetstream::new(client);
     let subject = format!("{}.res.{}", stream.name, Uuid::new_v4());
     jetstream

@@ -1,24 +1,20 @@
 //! Runs the `OrderStore` conformance suite against the real PostgreSQL server, each test in a
 //! fresh database of its own that is dropped at the end.
 //!
-//! The server is `FLASHSALE_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432`,
-//! trust auth). A server that cannot be reached fails the tests: a skipped backend test would
-//! read as a pass.
+//! The server is `env::POSTGRES`: `FLASHSALE_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432`, trust auth). A server that cannot be reached fails the
+//! tests: a skipped backend test would read as a pass.
 
 use flashsale_core::{BuyerId, OrderId, Reservation, SaleId};
 use flashsale_postgres::{PgStore, PgStoreConfig};
 use flashsale_service::OrderStore;
+use flashsale_service::conformance::env::{POSTGRES, clean_up_blocking, unique_name};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
-
-fn server_url() -> String {
-    std::env::var("FLASHSALE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
 
 /// A database of the test's own. Dropping it drops the database (best effort), after the
 /// store's connections are gone or forced out.
@@ -28,14 +24,15 @@ struct TestDatabase {
 
 impl TestDatabase {
     async fn create() -> (Self, String) {
-        let server = server_url();
+        let server = POSTGRES.url();
         let admin_url = format!("{server}/postgres");
         let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
             panic!(
-                "cannot connect to PostgreSQL at {admin_url} (set FLASHSALE_TEST_POSTGRES_URL): {e}"
+                "cannot connect to PostgreSQL at {admin_url} {}: {e}",
+                POSTGRES.hint()
             )
         });
-        let name = format!("flashsale_test_{}", Uuid::new_v4().simple());
+        let name = unique_name("flashsale_test_");
         // The name is ours and plain ASCII, so formatting it into the statement is safe.
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
@@ -49,29 +46,20 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        // Drop runs inside the test's runtime, which cannot block on async work: a thread with a
-        // runtime of its own does the cleanup.
         let name = self.name.clone();
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            runtime.block_on(async move {
-                let admin_url = format!("{}/postgres", server_url());
-                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                    let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(statement))
-                        .execute(&mut admin)
-                        .await
-                    {
-                        eprintln!("could not drop test database {name}: {e}");
-                    }
-                    admin.close().await.ok();
+        clean_up_blocking(async move {
+            let admin_url = format!("{}/postgres", POSTGRES.url());
+            if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .execute(&mut admin)
+                    .await
+                {
+                    eprintln!("could not drop test database {name}: {e}");
                 }
-            });
+                admin.close().await.ok();
+            }
         });
-        cleanup.join().ok();
     }
 }
 

@@ -2,20 +2,16 @@
 //! leases, each test under a key prefix of its own whose keys are deleted at the end; and the
 //! tests of what only leases promise.
 //!
-//! The server is `FLASHSALE_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). A server that
-//! cannot be reached fails the tests: a skipped backend test would read as a pass.
+//! The server is `env::REDIS`: `FLASHSALE_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). A
+//! server that cannot be reached fails the tests: a skipped backend test would read as a pass.
 
 use flashsale_core::{BatchId, BuyerId, OrderId, ReserveOutcome, SaleId};
 use flashsale_redis::{LeaseConfig, RedisStock, RedisStockConfig};
+use flashsale_service::conformance::env::{REDIS, unique_name};
 use flashsale_service::{Buy, OpenMode, StockLedger};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-fn server_url() -> String {
-    std::env::var("FLASHSALE_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
 
 /// A key prefix of the test's own. Dropping it deletes every key under it.
 struct TestPrefix {
@@ -28,7 +24,7 @@ impl Drop for TestPrefix {
         use redis::Commands as _;
         let pattern = format!("{{fs:{}:*", self.prefix);
         let cleanup = || -> redis::RedisResult<()> {
-            let client = redis::Client::open(server_url())?;
+            let client = redis::Client::open(REDIS.url())?;
             let mut connection = client.get_connection()?;
             let keys: Vec<String> = connection
                 .scan_match::<_, String>(&pattern)?
@@ -49,7 +45,7 @@ async fn fresh_stock() -> (RedisStock, TestPrefix) {
 }
 
 async fn fresh_stock_with(lease: Option<LeaseConfig>) -> (RedisStock, TestPrefix) {
-    let prefix = format!("test-{}", Uuid::new_v4().simple());
+    let prefix = unique_name("test-");
     let stock = node(&prefix, lease).await;
     (stock, TestPrefix { prefix })
 }
@@ -61,9 +57,9 @@ async fn node(prefix: &str, lease: Option<LeaseConfig>) -> RedisStock {
         lease,
         ..RedisStockConfig::default()
     };
-    RedisStock::connect(&server_url(), config)
+    RedisStock::connect(&REDIS.url(), config)
         .await
-        .unwrap_or_else(|e| panic!("{e} (set FLASHSALE_TEST_REDIS_URL)"))
+        .unwrap_or_else(|e| panic!("{e} {}", REDIS.hint()))
 }
 
 /// The classic design: every unit from the sale's counter.
@@ -117,7 +113,7 @@ async fn buy_until_sold_out(stock: &RedisStock, sale: SaleId, name: &str) -> u32
 /// The raw leases of a sale: node id → units.
 fn leases(prefix: &str, sale: SaleId) -> std::collections::HashMap<String, u32> {
     use redis::Commands as _;
-    let client = redis::Client::open(server_url()).expect("client");
+    let client = redis::Client::open(REDIS.url()).expect("client");
     let mut connection = client.get_connection().expect("connection");
     let raw: std::collections::HashMap<String, String> = connection
         .hgetall(format!("{{fs:{prefix}:{sale}}}:leases"))
@@ -294,7 +290,7 @@ async fn connect_error_names_the_backend_and_the_url() {
         key_prefix: "a{b}".to_owned(),
         ..RedisStockConfig::default()
     };
-    let error = RedisStock::connect(&server_url(), braces)
+    let error = RedisStock::connect(&REDIS.url(), braces)
         .await
         .expect_err("braces break the hash tag");
     assert!(error.to_string().contains("key prefix"), "{error}");
@@ -305,7 +301,7 @@ async fn a_sale_survives_in_redis_not_in_the_process() {
     // Two independent connections (two nodes) see one ledger.
     let (first, prefix) = fresh_stock().await;
     let second = RedisStock::connect(
-        &server_url(),
+        &REDIS.url(),
         RedisStockConfig {
             key_prefix: prefix.prefix.clone(),
             ..RedisStockConfig::default()
