@@ -4,10 +4,13 @@
 use flashsale_core::sale::whole_number;
 use flashsale_core::{BuyerId, Order, OrderStatus, PaymentId, Phase, Sale, SaleSpec, Timestamp};
 use flashsale_service::{
-    LayerCounts, OrderView, OrderViewStatus, SaleCounters, SaleStatus, SaleView,
+    Layer, LayerCounts, OrderView, OrderViewStatus, SaleCounters, SaleStatus, SaleView,
 };
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 
 /// Every error body. The `code` is stable and meant for programs; the `message` is for people.
 #[derive(Debug, Serialize, ToSchema)]
@@ -228,25 +231,33 @@ pub struct SaleCountersSchema {
     pub cancelled: u64,
 }
 
-// Mirrors `flashsale_service::LayerCounts` (kept in step by a test below).
-/// What each filtering layer did for one sale on this node.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = LayerCounts)]
-pub struct LayerCountsSchema {
-    pub client_rate_limited: u64,
-    pub window_hits: u64,
-    pub sold_out_short_circuit: u64,
-    pub buyer_rate_limited: u64,
-    pub sale_rate_limited: u64,
-    pub shed: u64,
-    pub stock_calls: u64,
-    pub ledger_calls: u64,
-    pub reserved: u64,
-    pub duplicates: u64,
-    pub sold_out: u64,
-    pub limit_reached: u64,
-    pub queue_full: u64,
-    pub queued: u64,
+/// The schema of a sale's `layers`: one count per `flashsale_service::Layer`, built from
+/// `Layer::ALL`, so a layer added there is in the document without a change here.
+pub struct LayerCountsSchema;
+
+impl utoipa::PartialSchema for LayerCountsSchema {
+    fn schema() -> RefOr<Schema> {
+        let mut object = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "What each filtering layer did for one sale on this node.",
+            ));
+        for layer in Layer::ALL {
+            let count = ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(0))
+                .description(Some(layer.label()));
+            object = object.property(layer.key(), count).required(layer.key());
+        }
+        object.into()
+    }
+}
+
+impl ToSchema for LayerCountsSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("LayerCounts")
+    }
 }
 
 #[cfg(test)]
@@ -308,41 +319,23 @@ mod tests {
             keys(serde_json::to_value(real).unwrap_or_default()),
             keys(serde_json::to_value(mirror).unwrap_or_default())
         );
-        let real = LayerCounts {
-            client_rate_limited: 0,
-            window_hits: 0,
-            sold_out_short_circuit: 0,
-            buyer_rate_limited: 0,
-            sale_rate_limited: 0,
-            shed: 0,
-            stock_calls: 0,
-            ledger_calls: 0,
-            reserved: 0,
-            duplicates: 0,
-            sold_out: 0,
-            limit_reached: 0,
-            queue_full: 0,
-            queued: 0,
-        };
-        let mirror = LayerCountsSchema {
-            client_rate_limited: 0,
-            window_hits: 0,
-            sold_out_short_circuit: 0,
-            buyer_rate_limited: 0,
-            sale_rate_limited: 0,
-            shed: 0,
-            stock_calls: 0,
-            ledger_calls: 0,
-            reserved: 0,
-            duplicates: 0,
-            sold_out: 0,
-            limit_reached: 0,
-            queue_full: 0,
-            queued: 0,
-        };
-        assert_eq!(
-            keys(serde_json::to_value(real).unwrap_or_default()),
-            keys(serde_json::to_value(mirror).unwrap_or_default())
-        );
+    }
+
+    #[test]
+    fn the_layer_schema_names_every_key_the_view_has() {
+        let document = serde_json::to_value(<LayerCountsSchema as utoipa::PartialSchema>::schema())
+            .unwrap_or_default();
+        let mut documented: Vec<String> = document["properties"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut served: Vec<String> = serde_json::to_value(LayerCounts::default())
+            .ok()
+            .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect()))
+            .unwrap_or_default();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented.len(), Layer::COUNT);
+        assert_eq!(documented, served);
     }
 }

@@ -37,7 +37,8 @@ impl Shared {
         };
         match copied.await {
             Ok(_) => {
-                metrics::counter!("flashsale_requests_total", "layer" => "queue", "outcome" => "dead_lettered")
+                flashsale_service::NodeOutcome::QueueDeadLettered
+                    .counter()
                     .increment(1);
                 if let Err(error) = message.ack_with(AckKind::Term).await {
                     tracing::warn!(%error, "could not terminate a dead-lettered message; it comes back and is copied again");

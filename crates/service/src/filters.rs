@@ -10,14 +10,14 @@
 //! 4. per-buyer limiter → 429
 //! 5. per-sale admission bucket, sized from the stock and the drain rate → 429
 //! 6. load shedding: as the durable queue fills, a growing share is refused → 503
+//!
+//! What each layer counted is listed once, in `crate::layers::Layer`.
 
 use flashsale_core::{BuyerId, OrderId, SaleId};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
-use metrics::{Counter, Histogram};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// `[filters]`: limits of the filtering layers. A rate of 0 turns that limiter off.
@@ -175,131 +175,6 @@ pub fn should_shed(depth: usize, capacity: usize, start_percent: u32, order: Ord
     }
     let share_percent = (fill_percent - start) * 100 / (100 - start);
     (order.0.as_u128() % 100) < u128::from(share_percent)
-}
-
-/// What each layer did for one sale: the admin view shows these, and they are exact per sale
-/// (the Prometheus counters are per node and per layer).
-#[derive(Debug, Default)]
-pub struct LayerStats {
-    pub client_rate_limited: AtomicU64,
-    pub window_hits: AtomicU64,
-    pub sold_out_short_circuit: AtomicU64,
-    pub buyer_rate_limited: AtomicU64,
-    pub sale_rate_limited: AtomicU64,
-    pub shed: AtomicU64,
-    /// Buys that reached the stock ledger.
-    pub stock_calls: AtomicU64,
-    /// Calls made to the stock ledger for them: one per batch (one per buy in the classic
-    /// design). Scaled out, each is one Redis round trip on the sale's slot.
-    pub ledger_calls: AtomicU64,
-    pub reserved: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub sold_out: AtomicU64,
-    pub limit_reached: AtomicU64,
-    pub queue_full: AtomicU64,
-    pub queued: AtomicU64,
-}
-
-/// A snapshot of `LayerStats`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct LayerCounts {
-    pub client_rate_limited: u64,
-    pub window_hits: u64,
-    pub sold_out_short_circuit: u64,
-    pub buyer_rate_limited: u64,
-    pub sale_rate_limited: u64,
-    pub shed: u64,
-    pub stock_calls: u64,
-    pub ledger_calls: u64,
-    pub reserved: u64,
-    pub duplicates: u64,
-    pub sold_out: u64,
-    pub limit_reached: u64,
-    pub queue_full: u64,
-    pub queued: u64,
-}
-
-impl LayerStats {
-    pub fn snapshot(&self) -> LayerCounts {
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        LayerCounts {
-            client_rate_limited: get(&self.client_rate_limited),
-            window_hits: get(&self.window_hits),
-            sold_out_short_circuit: get(&self.sold_out_short_circuit),
-            buyer_rate_limited: get(&self.buyer_rate_limited),
-            sale_rate_limited: get(&self.sale_rate_limited),
-            shed: get(&self.shed),
-            stock_calls: get(&self.stock_calls),
-            ledger_calls: get(&self.ledger_calls),
-            reserved: get(&self.reserved),
-            duplicates: get(&self.duplicates),
-            sold_out: get(&self.sold_out),
-            limit_reached: get(&self.limit_reached),
-            queue_full: get(&self.queue_full),
-            queued: get(&self.queued),
-        }
-    }
-}
-
-/// Prometheus counters, one per layer and outcome, resolved once so the hot path only adds.
-/// Names: `flashsale_requests_total{layer, outcome}`.
-#[derive(Clone)]
-pub struct LayerMetrics {
-    pub client_rate_limited: Counter,
-    pub window_hit: Counter,
-    pub sold_out_short_circuit: Counter,
-    pub buyer_rate_limited: Counter,
-    pub sale_rate_limited: Counter,
-    pub shed: Counter,
-    pub reserved: Counter,
-    pub duplicate: Counter,
-    pub sold_out: Counter,
-    pub limit_reached: Counter,
-    pub in_progress: Counter,
-    pub not_live: Counter,
-    pub unknown_path: Counter,
-    pub queued: Counter,
-    pub queue_full: Counter,
-    pub queue_failed: Counter,
-    pub paid: Counter,
-    pub expired: Counter,
-    pub reconciled_confirmed: Counter,
-    pub reconciled_released: Counter,
-    /// Buys per batch that reached the stock ledger (1 for every buy in the classic design).
-    pub batch_buys: Histogram,
-}
-
-fn layer_counter(layer: &'static str, outcome: &'static str) -> Counter {
-    metrics::counter!("flashsale_requests_total", "layer" => layer, "outcome" => outcome)
-}
-
-impl LayerMetrics {
-    /// Resolves the counters against the installed recorder (install it first).
-    pub fn register() -> Self {
-        Self {
-            client_rate_limited: layer_counter("client_limiter", "rate_limited"),
-            window_hit: layer_counter("buyer_window", "hit"),
-            sold_out_short_circuit: layer_counter("sold_out_flag", "sold_out"),
-            buyer_rate_limited: layer_counter("buyer_limiter", "rate_limited"),
-            sale_rate_limited: layer_counter("sale_admission", "rate_limited"),
-            shed: layer_counter("load_shedding", "overloaded"),
-            reserved: layer_counter("reservation", "reserved"),
-            duplicate: layer_counter("reservation", "duplicate"),
-            sold_out: layer_counter("reservation", "sold_out"),
-            limit_reached: layer_counter("reservation", "limit_reached"),
-            in_progress: layer_counter("reservation", "in_progress"),
-            not_live: layer_counter("phase", "not_live"),
-            unknown_path: layer_counter("buy_path", "unknown"),
-            queued: layer_counter("queue", "queued"),
-            queue_full: layer_counter("queue", "full"),
-            queue_failed: layer_counter("queue", "failed"),
-            paid: layer_counter("payment", "paid"),
-            expired: layer_counter("reaper", "expired"),
-            reconciled_confirmed: layer_counter("reconciler", "confirmed"),
-            reconciled_released: layer_counter("reconciler", "released"),
-            batch_buys: metrics::histogram!("flashsale_batch_buys"),
-        }
-    }
 }
 
 /// Key of the per-buyer window cache.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod conformance;
 pub mod faults;
 pub mod filters;
+pub mod layers;
 pub mod ports;
 pub mod stored;
 pub mod ttl_cache;
@@ -22,7 +23,8 @@ pub use ports::{
 pub mod shop;
 pub mod writers;
 
-pub use filters::{FilterConfig, LayerCounts};
+pub use filters::FilterConfig;
+pub use layers::{Layer, LayerCounts, NodeOutcome};
 pub use shop::{
     AdminError, Backends, BuyOutcome, ClusterConfig, Design, OrderView, OrderViewStatus, PayAnswer,
     ReaperConfig, ReservationConfig, SaleCounters, SaleStatus, SaleView, ServiceError, Shop,

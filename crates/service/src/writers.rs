@@ -216,8 +216,7 @@ async fn run_writer(
     config: WriterConfig,
     cancel: CancellationToken,
 ) {
-    let written =
-        metrics::counter!("flashsale_requests_total", "layer" => "writer", "outcome" => "written");
+    let written = crate::layers::NodeOutcome::Written.counter();
     let lag = metrics::gauge!("flashsale_writer_lag_seconds");
     let mut backoff_ms = 10;
     while !cancel.is_cancelled() {

@@ -19,8 +19,9 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use flashsale_core::{SaleId, Timestamp};
-use flashsale_service::{LayerCounts, SaleCounters};
+use flashsale_service::{Layer, LayerCounts, SaleCounters};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -49,7 +50,11 @@ struct SaleEvent {
     /// What each layer did since the sale was loaded on this node.
     layers: LayerCounts,
     /// The same per second over the last interval.
-    layers_per_sec: serde_json::Map<String, serde_json::Value>,
+    layers_per_sec: BTreeMap<&'static str, f64>,
+    /// Each layer's key in `layers` with the name the dashboard shows, in the order it lists
+    /// them; in a stream's first event only (they do not change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layer_labels: Option<Vec<[&'static str; 2]>>,
     writers: usize,
     queue_depth: usize,
     /// The newest orders, only when the counters changed since the last event (and in the
@@ -63,7 +68,8 @@ struct SaleEvent {
     path = "/api/admin/sales/{id}/events",
     tag = "admin",
     description = "Server-sent events (`text/event-stream`), one `sale` event a second with the sale's \
-                   phase, counters, per-layer counts and rates, writers, queue depth and (when the \
+                   phase, counters, per-layer counts and rates (the first event also names \
+                   the layers in `layer_labels`), writers, queue depth and (when the \
                    counters changed) the newest orders. At most 4 streams at once; a stream ends \
                    after an hour or when the server shuts down, and the client reconnects.",
     security(("admin_token" = [])),
@@ -168,6 +174,11 @@ async fn next_event(
         Some((at, before, _)) => per_second(before, &view.layers, now - *at),
         None => per_second(&view.layers, &view.layers, Duration::from_secs(1)),
     };
+    let layer_labels = previous.is_none().then(|| {
+        Layer::ALL
+            .map(|layer| [layer.key(), layer.label()])
+            .to_vec()
+    });
     let changed = previous
         .as_ref()
         .is_none_or(|(_, _, counters)| *counters != view.counters);
@@ -184,6 +195,7 @@ async fn next_event(
         counters: view.counters,
         layers: view.layers,
         layers_per_sec,
+        layer_labels,
         writers: state.shop.writer_count(),
         queue_depth: state.shop.queue_depth(),
         recent_orders,
@@ -195,28 +207,20 @@ async fn next_event(
     Ok(Bytes::from(format!("event: sale\ndata: {json}\n\n")))
 }
 
-/// Each layer's count per second between two snapshots, field by field, so a layer added to
-/// `LayerCounts` shows up here without a change.
+/// Each layer's count per second between two snapshots.
 fn per_second(
     before: &LayerCounts,
     after: &LayerCounts,
     elapsed: Duration,
-) -> serde_json::Map<String, serde_json::Value> {
-    let (serde_json::Value::Object(before), serde_json::Value::Object(after)) = (
-        serde_json::to_value(before).unwrap_or_default(),
-        serde_json::to_value(after).unwrap_or_default(),
-    ) else {
-        return serde_json::Map::new();
-    };
+) -> BTreeMap<&'static str, f64> {
     let secs = elapsed.as_secs_f64().max(0.001);
     after
         .iter()
-        .map(|(layer, count)| {
-            let now = count.as_u64().unwrap_or(0);
-            let then = before.get(layer).and_then(|v| v.as_u64()).unwrap_or(0);
+        .map(|(layer, now)| {
+            let then = before.get(layer);
             // Two decimals: enough for a chart, and short on the wire.
             let rate = (now.saturating_sub(then) as f64 / secs * 100.0).round() / 100.0;
-            (layer.clone(), serde_json::json!(rate))
+            (layer.key(), rate)
         })
         .collect()
 }
@@ -247,28 +251,14 @@ mod tests {
 
     #[test]
     fn rates_are_per_second_and_per_layer() {
-        let before = LayerCounts {
-            reserved: 10,
-            sold_out: 4,
-            ..LayerCounts::default()
-        };
-        let after = LayerCounts {
-            reserved: 30,
-            sold_out: 4,
-            window_hits: 5,
-            ..LayerCounts::default()
-        };
+        let before = LayerCounts::default()
+            .with(Layer::Reserved, 10)
+            .with(Layer::SoldOut, 4);
+        let after = before.with(Layer::Reserved, 30).with(Layer::WindowHit, 5);
         let rates = per_second(&before, &after, Duration::from_millis(2000));
         assert_eq!(rates["reserved"], 10.0);
         assert_eq!(rates["sold_out"], 0.0);
         assert_eq!(rates["window_hits"], 2.5);
-        assert_eq!(
-            rates.len(),
-            serde_json::to_value(after)
-                .unwrap()
-                .as_object()
-                .unwrap()
-                .len()
-        );
+        assert_eq!(rates.len(), Layer::COUNT);
     }
 }

@@ -3,7 +3,7 @@
 //! the writer count.
 
 use super::{ServiceError, Shop};
-use crate::filters::LayerCounts;
+use crate::layers::LayerCounts;
 use crate::ports::{BackendError, OpenMode, OrderCounts};
 use flashsale_core::sale::ChangeError;
 use flashsale_core::{Order, Phase, Sale, SaleId, SalePatch, SaleSpec, SpecError, Timestamp};

@@ -2,15 +2,15 @@
 //! steps — reserve, sort the outcomes, make durable, answer — guarded by `PendingUnits`.
 
 use super::table::SaleSlot;
-use super::{BuyOutcome, ServiceError, Shop, bump};
+use super::{BuyOutcome, ServiceError, Shop};
 use crate::config::ReservationConfig;
 use crate::faults;
+use crate::layers::{Layer, NodeOutcome};
 use crate::ports::{Buy, Enqueued, StockLedger};
 use flashsale_core::{
     BatchId, BuyerId, OrderId, Reservation, ReservationState, ReserveOutcome, SaleId,
 };
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -146,7 +146,7 @@ impl Shop {
         batch: BatchId,
         requests: &[BuyRequest],
     ) -> Result<Vec<ReserveOutcome>, ServiceError> {
-        let (stats, metrics) = (&slot.shared.stats, &self.metrics);
+        let (stats, counters) = (&slot.shared.stats, &self.counters);
         faults::point("shop.buy.before_reserve", faults::Happened::No).await?;
         let buys: Vec<Buy> = requests
             .iter()
@@ -155,11 +155,9 @@ impl Shop {
                 buyer: r.reservation.buyer.clone(),
             })
             .collect();
-        stats
-            .stock_calls
-            .fetch_add(buys.len() as u64, Ordering::Relaxed);
-        bump(&stats.ledger_calls);
-        metrics.batch_buys.record(buys.len() as f64);
+        counters.record(stats, Layer::StockCall, buys.len() as u64);
+        counters.record(stats, Layer::LedgerCall, 1);
+        counters.batch_buys.record(buys.len() as f64);
         // An error is an unknown outcome: some units may be taken, pending in a batch that
         // never reaches the queue; the reconciler (shared backends) or the rebuild at start
         // settles them.
@@ -191,15 +189,14 @@ impl Shop {
             outcomes.len(),
             "a batch's outcomes match its requests one to one"
         );
-        let metrics = &self.metrics;
+        let counters = &self.counters;
         let mut reserved = Vec::new();
         for (request, outcome) in requests.into_iter().zip(outcomes) {
             let order_id = request.reservation.order_id;
             let stats = &request.slot.shared.stats;
             match outcome {
                 ReserveOutcome::Reserved => {
-                    bump(&stats.reserved);
-                    metrics.reserved.increment(1);
+                    counters.record(stats, Layer::Reserved, 1);
                     reserved.push(request);
                 }
                 ReserveOutcome::Duplicate(ReservationState::Pending) => {
@@ -217,22 +214,19 @@ impl Shop {
                     });
                 }
                 ReserveOutcome::Duplicate(_) => {
-                    bump(&stats.duplicates);
-                    metrics.duplicate.increment(1);
+                    counters.record(stats, Layer::Duplicate, 1);
                     request.answer(Ok(BuyOutcome::Accepted {
                         order_id,
                         replay: true,
                     }));
                 }
                 ReserveOutcome::SoldOut => {
-                    bump(&stats.sold_out);
-                    metrics.sold_out.increment(1);
+                    counters.record(stats, Layer::SoldOut, 1);
                     request.slot.set_sold_out(true);
                     request.answer(Ok(BuyOutcome::SoldOut));
                 }
                 ReserveOutcome::LimitReached => {
-                    bump(&stats.limit_reached);
-                    metrics.limit_reached.increment(1);
+                    counters.record(stats, Layer::LimitReached, 1);
                     request.answer(Ok(BuyOutcome::LimitReached));
                 }
             }
@@ -257,7 +251,7 @@ impl Shop {
         batch: BatchId,
         reserved: &[BuyRequest],
     ) -> Durability {
-        let (stats, metrics) = (&slot.shared.stats, &self.metrics);
+        let (stats, counters) = (&slot.shared.stats, &self.counters);
         let stock = &self.backends.stock;
         let orders: Vec<OrderId> = reserved.iter().map(|r| r.reservation.order_id).collect();
         // Until the enqueue starts nothing durable exists, so an early return or a panic gives
@@ -279,21 +273,18 @@ impl Shop {
                 }
             }
             Ok(Enqueued::Full) => {
-                stats
-                    .queue_full
-                    .fetch_add(reserved.len() as u64, Ordering::Relaxed);
-                metrics.queue_full.increment(reserved.len() as u64);
+                counters.record(stats, Layer::QueueFull, reserved.len() as u64);
                 give_back(&**stock, slot, &orders).await;
                 Durability::Refused(Ok(BuyOutcome::Overloaded))
             }
             Err(error) if error.outcome_known => {
-                metrics.queue_failed.increment(reserved.len() as u64);
+                counters.node(NodeOutcome::QueueFailed, reserved.len() as u64);
                 tracing::warn!(%error, "durable queue refused a batch");
                 give_back(&**stock, slot, &orders).await;
                 Durability::Refused(Ok(BuyOutcome::Overloaded))
             }
             Err(error) => {
-                metrics.queue_failed.increment(reserved.len() as u64);
+                counters.node(NodeOutcome::QueueFailed, reserved.len() as u64);
                 // The batch may be durable after all. Keeping the units taken can strand them
                 // until the reconciler or the next rebuild, but giving them back could
                 // oversell. If it is durable its orders' expiry returns the units.
@@ -306,16 +297,13 @@ impl Shop {
     /// Step four: the batch is durable; each buyer hears 202, then the ledger marks the
     /// reservations confirmed.
     async fn accept(&self, slot: &SaleSlot, batch: BatchId, reserved: Vec<BuyRequest>) {
-        let stats = &slot.shared.stats;
         slot.shared.remember_accepted(
             reserved
                 .iter()
                 .map(|r| (r.reservation.order_id, &r.reservation.buyer)),
         );
-        stats
-            .queued
-            .fetch_add(reserved.len() as u64, Ordering::Relaxed);
-        self.metrics.queued.increment(reserved.len() as u64);
+        self.counters
+            .record(&slot.shared.stats, Layer::Queued, reserved.len() as u64);
         let orders: Vec<OrderId> = reserved.iter().map(|r| r.reservation.order_id).collect();
         for request in reserved {
             let order_id = request.reservation.order_id;
@@ -353,11 +341,11 @@ impl Shop {
             .await?
             .and_then(|entry| entry.batch);
         let Some(batch) = batch else {
-            self.metrics.in_progress.increment(1);
+            self.counters.node(NodeOutcome::InProgress, 1);
             return Ok(BuyOutcome::InProgress);
         };
         if !self.is_durable(batch, order_id).await? {
-            self.metrics.in_progress.increment(1);
+            self.counters.node(NodeOutcome::InProgress, 1);
             return Ok(BuyOutcome::InProgress);
         }
         let stock = &self.backends.stock;
@@ -365,8 +353,8 @@ impl Shop {
             tracing::warn!(%error, %order_id, "could not mark a durable reservation confirmed");
         }
         slot.shared.remember_accepted([(order_id, buyer)]);
-        bump(&slot.shared.stats.duplicates);
-        self.metrics.duplicate.increment(1);
+        self.counters
+            .record(&slot.shared.stats, Layer::Duplicate, 1);
         Ok(BuyOutcome::Accepted {
             order_id,
             replay: true,

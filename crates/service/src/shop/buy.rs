@@ -3,8 +3,9 @@
 
 use super::batch::BuyRequest;
 use super::table::SaleSlot;
-use super::{BuyOutcome, ServiceError, Shop, bump};
-use crate::filters::{LayerStats, WindowKey, should_shed};
+use super::{BuyOutcome, ServiceError, Shop};
+use crate::filters::{WindowKey, should_shed};
+use crate::layers::{Layer, LayerStats, NodeOutcome};
 use crate::ttl_cache::TtlCache;
 use flashsale_core::{BatchId, BuyerId, IdempotencyKey, OrderId, Reservation, SaleId, Timestamp};
 use std::net::IpAddr;
@@ -28,22 +29,21 @@ impl Shop {
         client: Option<IpAddr>,
     ) -> Result<BuyOutcome, ServiceError> {
         let Some(slot) = self.table.get(sale_id) else {
-            self.metrics.unknown_path.increment(1);
+            self.counters.node(NodeOutcome::UnknownPath, 1);
             return Ok(BuyOutcome::UnknownBuyPath);
         };
         if !bool::from(slot.buy_token.as_bytes().ct_eq(buy_token.as_bytes())) {
-            self.metrics.unknown_path.increment(1);
+            self.counters.node(NodeOutcome::UnknownPath, 1);
             return Ok(BuyOutcome::UnknownBuyPath);
         }
         let stats = &slot.shared.stats;
         if let Err(retry_after_secs) = self.limiters.check_client(client) {
-            bump(&stats.client_rate_limited);
-            self.metrics.client_rate_limited.increment(1);
+            self.counters.record(stats, Layer::ClientRateLimited, 1);
             return Ok(BuyOutcome::RateLimited { retry_after_secs });
         }
         let now = self.now();
         if !slot.sale.is_open(now) {
-            self.metrics.not_live.increment(1);
+            self.counters.node(NodeOutcome::NotLive, 1);
             return Ok(BuyOutcome::NotLive);
         }
         let Some(window) = &self.window else {
@@ -74,8 +74,7 @@ impl Shop {
     }
 
     fn count_window_hit(&self, stats: &LayerStats) {
-        bump(&stats.window_hits);
-        self.metrics.window_hit.increment(1);
+        self.counters.record(stats, Layer::WindowHit, 1);
     }
 
     /// The answer once the sale's sold-out flag is up, without a ledger call: a replay of an
@@ -92,8 +91,8 @@ impl Shop {
                 replay: true,
             };
         }
-        bump(&slot.shared.stats.sold_out_short_circuit);
-        self.metrics.sold_out_short_circuit.increment(1);
+        self.counters
+            .record(&slot.shared.stats, Layer::SoldOutShortCircuit, 1);
         BuyOutcome::SoldOut
     }
 
@@ -106,27 +105,24 @@ impl Shop {
         key: &IdempotencyKey,
         now: Timestamp,
     ) -> Result<BuyOutcome, ServiceError> {
-        let (stats, metrics) = (&slot.shared.stats, &self.metrics);
+        let (stats, counters) = (&slot.shared.stats, &self.counters);
         let sale_id = slot.sale.id;
         if slot.is_sold_out() {
             return Ok(self.answer_sold_out(slot, buyer, key));
         }
         let order_id = OrderId::derive(sale_id, buyer, key);
         if let Err(retry_after_secs) = self.limiters.check_buyer(buyer) {
-            bump(&stats.buyer_rate_limited);
-            metrics.buyer_rate_limited.increment(1);
+            counters.record(stats, Layer::BuyerRateLimited, 1);
             return Ok(BuyOutcome::RateLimited { retry_after_secs });
         }
         if let Err(retry_after_secs) = slot.gate.check() {
-            bump(&stats.sale_rate_limited);
-            metrics.sale_rate_limited.increment(1);
+            counters.record(stats, Layer::SaleRateLimited, 1);
             return Ok(BuyOutcome::RateLimited { retry_after_secs });
         }
         let queue = &self.backends.queue;
         let shed_start = self.config.filters.shed_queue_fill_percent_start;
         if should_shed(queue.depth(), queue.capacity(), shed_start, order_id) {
-            bump(&stats.shed);
-            metrics.shed.increment(1);
+            counters.record(stats, Layer::Shed, 1);
             return Ok(BuyOutcome::Overloaded);
         }
         // From here the attempt is out of the caller's hands. A caller that goes away (the
@@ -151,8 +147,7 @@ impl Shop {
             Some(batcher) => {
                 if batcher.try_send(request).is_err() {
                     // More buys wait for a batch than batches can take in time: fail fast.
-                    bump(&stats.shed);
-                    metrics.shed.increment(1);
+                    counters.record(stats, Layer::Shed, 1);
                     return Ok(BuyOutcome::Overloaded);
                 }
             }

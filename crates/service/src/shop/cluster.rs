@@ -4,6 +4,7 @@
 
 use super::{ServiceError, Shop};
 use crate::config::ClusterConfig;
+use crate::layers::NodeOutcome;
 use crate::ports::{OpenMode, Opened, PendingReservation, VoidOutcome};
 use flashsale_core::{BatchId, OrderId, Phase, Sale, SaleId, Timestamp};
 use std::collections::{HashMap, HashSet};
@@ -235,17 +236,15 @@ impl Shop {
             let stock = &self.backends.stock;
             if !released.is_empty() {
                 stock.cancel_pending(sale.id, &released).await?;
-                self.metrics
-                    .reconciled_released
-                    .increment(released.len() as u64);
+                self.counters
+                    .node(NodeOutcome::ReconciledReleased, released.len() as u64);
                 self.table.units_came_back(sale.id);
                 tracing::warn!(sale_id = %sale.id, %batch, units = released.len(), "reconciler gave back the units of reservations that never became durable");
             }
             if !durable.is_empty() {
                 stock.confirm(sale.id, batch, &durable).await?;
-                self.metrics
-                    .reconciled_confirmed
-                    .increment(durable.len() as u64);
+                self.counters
+                    .node(NodeOutcome::ReconciledConfirmed, durable.len() as u64);
                 tracing::warn!(sale_id = %sale.id, %batch, units = durable.len(), "reconciler confirmed reservations left pending");
             }
         }

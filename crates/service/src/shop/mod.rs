@@ -18,7 +18,8 @@ mod recovery;
 mod table;
 
 pub use crate::config::{ClusterConfig, Design, ReaperConfig, ReservationConfig, ShopConfig};
-use crate::filters::{LayerMetrics, Limiters};
+use crate::filters::Limiters;
+use crate::layers::Counters;
 use crate::ports::{BackendError, Clock, OrderStore, ReservationQueue, StockLedger};
 use crate::ttl_cache::TtlCache;
 use crate::writers::WriterPool;
@@ -31,7 +32,7 @@ use flashsale_core::{OrderId, Phase, Sale, SaleId, Timestamp};
 pub use orders::{OrderView, OrderViewStatus, PayAnswer};
 use reaper::run_reaper;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use table::SaleTable;
 use tokio::sync::mpsc;
@@ -94,10 +95,6 @@ pub struct SaleStatus {
     pub buy_token: Option<String>,
 }
 
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
 /// The sale service of one node.
 pub struct Shop {
     backends: Backends,
@@ -115,7 +112,8 @@ pub struct Shop {
     /// The per-buyer window cache; `None` when its window is 0.
     window: Option<WindowCache>,
     limiters: Limiters,
-    metrics: LayerMetrics,
+    /// What each layer and outcome counted, per node (each sale's own counts are in its slot).
+    counters: Counters,
     /// Where buys wait for their batch (`Design::Batched`); `None` in the classic design.
     batcher: Option<mpsc::Sender<BuyRequest>>,
     /// What only a scaled-out node keeps; `None` on an embedded, single-node shop.
@@ -153,7 +151,7 @@ impl Shop {
             cluster: config.cluster.clone().map(ClusterState::new),
             window,
             limiters: Limiters::new(&config.filters),
-            metrics: LayerMetrics::register(),
+            counters: Counters::register(),
             table: SaleTable::new(signer, config.filters.clone()),
             writers,
             backends,

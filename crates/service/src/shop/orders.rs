@@ -2,6 +2,7 @@
 //! queue for an order not yet written), payment, and where a reservation is durable.
 
 use super::{ServiceError, Shop};
+use crate::layers::NodeOutcome;
 use crate::ports::PayOutcome;
 use flashsale_core::{
     BatchId, BuyerId, Order, OrderId, OrderStatus, PaymentId, Reservation, SaleId, Timestamp,
@@ -141,7 +142,7 @@ impl Shop {
         Ok(
             match self.backends.store.pay(id, buyer, payment, now).await? {
                 PayOutcome::Paid(order) => {
-                    self.metrics.paid.increment(1);
+                    self.counters.node(NodeOutcome::Paid, 1);
                     PayAnswer::Paid(view(&order))
                 }
                 PayOutcome::PaidByOtherPayment => PayAnswer::PaidByOtherPayment,

@@ -3,6 +3,7 @@
 
 use super::{ServiceError, Shop};
 use crate::faults;
+use crate::layers::NodeOutcome;
 use crate::ports::BackendError;
 use flashsale_core::{OrderId, ReturnOutcome, SaleId};
 use std::sync::Arc;
@@ -66,7 +67,7 @@ impl Shop {
     async fn return_unit_of(&self, sale: SaleId, order: OrderId) -> bool {
         match self.backends.stock.return_unit(sale, order).await {
             Ok(ReturnOutcome::Returned) => {
-                self.metrics.expired.increment(1);
+                self.counters.node(NodeOutcome::Expired, 1);
                 self.table.units_came_back(sale);
                 true
             }

@@ -1,7 +1,8 @@
 //! The sale table: this node's sales as the hot path sees them, their sold-out flags and the
 //! orders accepted here, behind one lock whose poison handling lives in one place.
 
-use crate::filters::{FilterConfig, LayerStats, SaleGate};
+use crate::filters::{FilterConfig, SaleGate};
+use crate::layers::LayerStats;
 use flashsale_core::tokens::BuyPathSigner;
 use flashsale_core::{BuyerId, IdempotencyKey, OrderId, Sale, SaleId};
 use std::collections::{HashMap, HashSet};
