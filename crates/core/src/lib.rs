@@ -8,6 +8,7 @@
 pub mod ids;
 pub mod invariants;
 pub mod ledger;
+pub mod line;
 pub mod order;
 pub mod sale;
 pub mod tokens;

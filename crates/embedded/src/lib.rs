@@ -4,11 +4,13 @@
 //! `flashsale_service` and runs its conformance suite.
 
 mod config;
+pub mod line;
 pub mod queue;
 pub mod stock;
 #[cfg(feature = "sqlite")]
 pub mod store;
 
+pub use line::InProcessLine;
 pub use queue::{QueueOpenError, RedbQueue, RedbQueueConfig};
 pub use stock::InProcessStock;
 #[cfg(feature = "sqlite")]

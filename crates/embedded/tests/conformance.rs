@@ -1,9 +1,9 @@
 //! Runs the ports' conformance suites against the embedded backends, each test on a fresh
 //! backend in its own temp dir.
 
-use flashsale_embedded::{InProcessStock, RedbQueue, RedbQueueConfig, SqliteStore};
+use flashsale_embedded::{InProcessLine, InProcessStock, RedbQueue, RedbQueueConfig, SqliteStore};
 use flashsale_service::conformance::QueueSetup;
-use flashsale_service::{OrderStore, ReservationQueue, StockLedger};
+use flashsale_service::{OrderStore, ReservationQueue, StockLedger, WaitingLine};
 use std::sync::Arc;
 
 mod in_process_stock {
@@ -39,5 +39,13 @@ mod sqlite_store {
             .await
             .expect("open store");
         (Arc::new(store) as Arc<dyn OrderStore>, dir)
+    });
+}
+
+mod in_process_line {
+    use super::*;
+
+    flashsale_service::waiting_line_conformance!(|| async {
+        (Arc::new(InProcessLine::new()) as Arc<dyn WaitingLine>, ())
     });
 }

@@ -16,9 +16,9 @@ pub mod ttl_cache;
 
 pub use clock::{ManualClock, SystemClock};
 pub use ports::{
-    BackendError, BackendResult, Buy, Clock, Enqueued, Holding, LedgerEntry, OpenMode, Opened,
-    OrderCounts, OrderStore, PayOutcome, PendingReservation, Queued, ReservationQueue, StockLedger,
-    VoidOutcome,
+    BackendError, BackendResult, Buy, Clock, Enqueued, Holding, LedgerEntry, LineAnswer,
+    LineRefused, OpenMode, Opened, OrderCounts, OrderStore, PayOutcome, PendingReservation, Queued,
+    ReservationQueue, StockLedger, VoidOutcome, WaitingLine,
 };
 pub mod shop;
 pub mod writers;

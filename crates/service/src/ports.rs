@@ -1,8 +1,11 @@
-//! The ports: small traits the service uses to reach stock, the durable queue, the order store
-//! and the clock. Each method's contract is written here and checked by the conformance suite
+//! The ports: small traits the service uses to reach stock, the durable queue, the order store,
+//! the waiting lines and the clock. Each method's contract is written here and checked by the conformance suite
 //! (`crate::conformance`) that every backend runs, embedded and real alike.
 
 use async_trait::async_trait;
+pub use flashsale_core::line::{
+    AdmitInputs, DrawKey, JoinRefused, LineControl, LineId, LineSummary, LineTimes, Place, Standing,
+};
 use flashsale_core::{
     BatchId, BuyerId, Order, OrderId, PaymentId, Reservation, ReserveOutcome, ReturnOutcome, Sale,
     SaleId, Timestamp,
@@ -337,4 +340,95 @@ mod tests {
             assert_eq!(redact_password(url), expected, "{url}");
         }
     }
+}
+
+/// Why the line did not do what was asked: business answers, not failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LineRefused {
+    /// The backend has no line for this sale: never set up, or lost (a Redis that restarted
+    /// empty). The service sets it up again only while nobody can have joined.
+    #[error("the sale has no line here")]
+    NotSetUp,
+    #[error("the line is not open yet")]
+    NotOpen,
+    #[error("the sale has ended")]
+    Ended,
+}
+
+impl From<JoinRefused> for LineRefused {
+    fn from(refused: JoinRefused) -> Self {
+        match refused {
+            JoinRefused::NotOpen => LineRefused::NotOpen,
+            JoinRefused::Ended => LineRefused::Ended,
+        }
+    }
+}
+
+pub type LineAnswer<T> = Result<T, LineRefused>;
+
+/// The waiting lines, one per sale that has one. The rules are `flashsale_core::line::Line`'s:
+/// a backend keeps that state (in process, or in Redis beside the stock) and follows those rules
+/// exactly, so one place per buyer across every node, and one admission counter per sale.
+/// Every `now` is the caller's clock; a line never moves its own time backwards.
+#[async_trait]
+pub trait WaitingLine: Send + Sync {
+    /// Sets a sale's line up, or moves its times while nobody has joined. Idempotent: a line
+    /// already set up keeps its members, admissions and control.
+    async fn set_up(&self, sale: SaleId, times: LineTimes) -> BackendResult<()>;
+
+    /// Joins the line, or finds the place already held. `key` is the joiner's draw key.
+    /// A join before `starts_at` lands in the pre-queue; the first call of any kind at or after
+    /// `starts_at` draws it.
+    async fn join(
+        &self,
+        sale: SaleId,
+        line: LineId,
+        key: DrawKey,
+        now: Timestamp,
+    ) -> BackendResult<LineAnswer<Place>>;
+
+    /// A member's place (`None` for someone who never joined), drawing first if due.
+    async fn place(
+        &self,
+        sale: SaleId,
+        line: LineId,
+        now: Timestamp,
+    ) -> BackendResult<LineAnswer<Option<Place>>>;
+
+    /// Moves the admission counter as far as `inputs` allow at `now` and tells the line's
+    /// summary.
+    async fn advance(
+        &self,
+        sale: SaleId,
+        now: Timestamp,
+        inputs: AdmitInputs,
+    ) -> BackendResult<LineAnswer<LineSummary>>;
+
+    /// Where a member stands at `now`, exactly (after an `advance` with the same inputs).
+    async fn standing(
+        &self,
+        sale: SaleId,
+        line: LineId,
+        now: Timestamp,
+        inputs: AdmitInputs,
+    ) -> BackendResult<LineAnswer<Option<Standing>>>;
+
+    /// Notes a buy under the admission of `position` (idempotent).
+    async fn record_bought(&self, sale: SaleId, position: u64) -> BackendResult<LineAnswer<()>>;
+
+    /// Pauses, resumes or re-rates the line (replaces the whole control).
+    async fn set_control(
+        &self,
+        sale: SaleId,
+        control: LineControl,
+    ) -> BackendResult<LineAnswer<()>>;
+
+    /// The members in position order from `from` (1-based), at most `limit` (after the draw;
+    /// empty before it).
+    async fn members(
+        &self,
+        sale: SaleId,
+        from: u64,
+        limit: usize,
+    ) -> BackendResult<LineAnswer<Vec<LineId>>>;
 }

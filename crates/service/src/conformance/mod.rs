@@ -21,7 +21,8 @@
 //! outlive the backend (a temp dir, a container handle); `()` if nothing does.
 //!
 //! The cases live by port, each file with its macro: `stock.rs` (`stock_ledger_conformance!`),
-//! `queue.rs` (`reservation_queue_conformance!`), `store.rs` (`order_store_conformance!`). This
+//! `queue.rs` (`reservation_queue_conformance!`), `store.rs` (`order_store_conformance!`),
+//! `line.rs` (`waiting_line_conformance!`). This
 //! module holds what they share: `QueueSetup`, the test data helpers and the macros' expansion.
 //!
 //! Timestamps in the cases are whole milliseconds: stores keep milliseconds, and a case should
@@ -62,6 +63,7 @@ impl Default for QueueSetup {
 }
 
 pub mod env;
+pub mod line;
 pub mod queue;
 pub mod stock;
 pub mod store;

@@ -1,0 +1,1063 @@
+//! The fair line (waiting room) in front of a sale's buy path: its spec, its ids, the seeded
+//! draw, and the rules of admission, as pure functions of the line's state and `now`.
+//!
+//! The contract a third party can check:
+//!
+//! - **Line id** of a buyer in a sale: the lowercase hex SHA-256 of the ASCII bytes of the sale
+//!   id (36 characters, lowercase, hyphenated), one `:` (0x3A), and the UTF-8 bytes of the
+//!   buyer id. Its 64 hex characters are what the log publishes instead of the buyer id.
+//! - **Seed**: 32 random bytes drawn when the line is set up, published as 64 lowercase hex
+//!   characters once the sale has started. **Commitment**: the lowercase hex SHA-256 of the 32
+//!   seed bytes, published from the moment the line opens.
+//! - **Draw key** of a line id: `HMAC-SHA256(key = the 32 seed bytes, message = the 64 ASCII
+//!   hex characters of the line id)`. At the start, the pre-queue (everyone who joined before
+//!   `starts_at`) takes positions 1, 2, … in ascending order of draw key (compared as bytes;
+//!   equal keys, which SHA-256 makes practically impossible, by line id). Who joins later gets
+//!   the next position in order of arrival.
+//!
+//! Admission: positions `1..=admitted_up_to` have been let through. The counter advances at
+//! a rate (a token bucket holding at most one second's worth, full at the start), and never
+//! further than the units left can serve: it stops while the admitted buyers who have not
+//! bought yet (the holders) are as many as the units not reserved. A holder whose admission is
+//! not used within `admission_secs` passes and stops holding; a unit that comes back raises
+//! the units left; either lets the counter move on to the next positions (back-fill).
+
+use crate::ids::{BuyerId, SaleId};
+use crate::sale::SpecError;
+use hmac::{Hmac, Mac};
+use serde::de::{Unexpected, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use time::{Duration, OffsetDateTime};
+
+/// Fastest fixed admission rate, in buyers per second.
+pub const ADMIT_PER_SEC_MAX: u32 = 100_000;
+/// Shortest and longest time an admitted buyer has to buy, in seconds.
+pub const ADMISSION_SECS_MIN: u32 = 10;
+pub const ADMISSION_SECS_MAX: u32 = 3600;
+/// Earliest a line may open before its sale starts, in seconds (7 days).
+pub const LINE_OPENS_BEFORE_START_SECS_MAX: i64 = 7 * 24 * 3600;
+/// Bounds of the wait a poller is told before asking again, in seconds.
+pub const POLL_AFTER_SECS_MIN: u64 = 1;
+pub const POLL_AFTER_SECS_MAX: u64 = 30;
+
+/// How fast the line lets buyers through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmitRate {
+    /// This many buyers per second (1 to `ADMIT_PER_SEC_MAX`).
+    Fixed(u32),
+    /// At the rate the durable path sustains, measured while the sale runs.
+    Auto,
+}
+
+impl Serialize for AdmitRate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AdmitRate::Fixed(rate) => serializer.serialize_u32(*rate),
+            AdmitRate::Auto => serializer.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AdmitRate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RateVisitor;
+        impl Visitor<'_> for RateVisitor {
+            type Value = AdmitRate;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a whole number of buyers per second, or \"auto\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<AdmitRate, E> {
+                u32::try_from(v)
+                    .map(AdmitRate::Fixed)
+                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<AdmitRate, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<AdmitRate, E> {
+                // Whole-number floats, as for every integer field of a sale spec.
+                if v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v) {
+                    Ok(AdmitRate::Fixed(v as u32))
+                } else {
+                    Err(E::invalid_value(Unexpected::Float(v), &self))
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AdmitRate, E> {
+                if v == "auto" {
+                    Ok(AdmitRate::Auto)
+                } else {
+                    Err(E::invalid_value(Unexpected::Str(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(RateVisitor)
+    }
+}
+
+/// A sale's waiting room, as the admin sets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WaitingRoomSpec {
+    /// RFC 3339: when buyers may start to join; before `starts_at`, at most 7 days before.
+    #[serde(with = "time::serde::rfc3339")]
+    pub opens_at: OffsetDateTime,
+    /// Buyers let through per second (1 to 100000), or `"auto"`: as fast as the durable path
+    /// sustains.
+    #[cfg_attr(feature = "openapi", schema(value_type = AdmitRateSchema))]
+    pub admit_per_sec: AdmitRate,
+    /// How long an admitted buyer has to buy, in seconds (10 to 3600).
+    #[serde(deserialize_with = "crate::sale::whole_number::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 10, maximum = 3600))]
+    pub admission_secs: u32,
+}
+
+/// `admit_per_sec` in the API document: an integer from 1 to 100000, or the string `auto`.
+#[cfg(feature = "openapi")]
+pub struct AdmitRateSchema;
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for AdmitRateSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(ADMIT_PER_SEC_MAX)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["auto"])),
+            )
+            .description(Some(
+                "Buyers let through per second (1 to 100000), or `auto`: as fast as the durable path sustains.",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for AdmitRateSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("AdmitRate")
+    }
+}
+
+fn spec_error(field: &'static str, message: impl Into<String>) -> SpecError {
+    SpecError {
+        field,
+        message: message.into(),
+    }
+}
+
+impl WaitingRoomSpec {
+    /// Checks the fields against the sale's start; the first problem found is returned.
+    pub fn validate(&self, starts_at: OffsetDateTime) -> Result<(), SpecError> {
+        if self.opens_at >= starts_at {
+            return Err(spec_error(
+                "waiting_room.opens_at",
+                "must be before starts_at",
+            ));
+        }
+        if starts_at - self.opens_at > Duration::seconds(LINE_OPENS_BEFORE_START_SECS_MAX) {
+            return Err(spec_error(
+                "waiting_room.opens_at",
+                "must be at most 7 days before starts_at",
+            ));
+        }
+        if self.opens_at.unix_timestamp() < 0 {
+            return Err(spec_error(
+                "waiting_room.opens_at",
+                "must be after the year 1970 (in UTC)",
+            ));
+        }
+        if let AdmitRate::Fixed(rate) = self.admit_per_sec
+            && !(1..=ADMIT_PER_SEC_MAX).contains(&rate)
+        {
+            return Err(spec_error(
+                "waiting_room.admit_per_sec",
+                format!("must be between 1 and {ADMIT_PER_SEC_MAX}, or \"auto\""),
+            ));
+        }
+        if !(ADMISSION_SECS_MIN..=ADMISSION_SECS_MAX).contains(&self.admission_secs) {
+            return Err(spec_error(
+                "waiting_room.admission_secs",
+                format!("must be between {ADMISSION_SECS_MIN} and {ADMISSION_SECS_MAX}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        out[i] = digit(chunk[0])? << 4 | digit(chunk[1])?;
+    }
+    Some(out)
+}
+
+/// A buyer's id in one sale's line: what the published log shows instead of the buyer id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LineId(pub [u8; 32]);
+
+impl LineId {
+    pub fn of(sale: SaleId, buyer: &BuyerId) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(sale.to_string().as_bytes());
+        hash.update(b":");
+        hash.update(buyer.as_str().as_bytes());
+        Self(hash.finalize().into())
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// Reads 64 lowercase hex characters.
+    pub fn parse(text: &str) -> Option<Self> {
+        unhex(text).map(Self)
+    }
+}
+
+impl fmt::Debug for LineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LineId({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for LineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// A line's draw order: where a line id lands in the pre-queue.
+pub type DrawKey = [u8; 32];
+
+/// The secret the draw is seeded with; revealed once the sale has started.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Seed(pub [u8; 32]);
+
+impl fmt::Debug for Seed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never printed before it is public: a log line could leak the draw.
+        write!(f, "Seed(commitment {})", self.commitment())
+    }
+}
+
+impl Seed {
+    /// The lowercase hex SHA-256 of the seed bytes, published when the line opens.
+    pub fn commitment(&self) -> String {
+        hex(&Sha256::digest(self.0))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        unhex(text).map(Self)
+    }
+
+    /// `HMAC-SHA256(key = seed, message = the line id's 64 hex characters)`.
+    pub fn draw_key(&self, line: &LineId) -> DrawKey {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(line.to_hex().as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// The pre-queue in draw order: line ids sorted by (draw key, line id).
+pub fn draw_order(seed: &Seed, members: impl IntoIterator<Item = LineId>) -> Vec<LineId> {
+    let mut keyed: Vec<(DrawKey, LineId)> = members
+        .into_iter()
+        .map(|line| (seed.draw_key(&line), line))
+        .collect();
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, line)| line).collect()
+}
+
+/// The times a line runs by, from its sale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTimes {
+    pub opens_at: OffsetDateTime,
+    pub starts_at: OffsetDateTime,
+    pub ends_at: OffsetDateTime,
+    pub admission_secs: u32,
+}
+
+/// What the line needs to know of the sale at the moment it advances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmitInputs {
+    /// Buyers per second to let through now (the fixed rate, or what "auto" measured); 0 holds
+    /// the line.
+    pub rate_per_sec: u32,
+    /// Units not reserved by anyone.
+    pub units_left: u64,
+    /// Units reserved but not paid, which may still come back.
+    pub units_returnable: u64,
+}
+
+/// Why a join is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JoinRefused {
+    #[error("the line opens at opens_at")]
+    NotOpen,
+    #[error("the sale has ended")]
+    Ended,
+}
+
+/// A place in line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Joined before the start; the draw at the start gives the position.
+    PreQueue,
+    /// 1-based.
+    Position(u64),
+}
+
+/// Where a buyer stands, as `line/me` tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Joined before the start, not drawn yet.
+    PreQueue,
+    /// Not admitted yet; `ahead` positions are before this one and not admitted.
+    Waiting { position: u64, ahead: u64 },
+    /// May buy until `until`.
+    Admitted {
+        position: u64,
+        until: OffsetDateTime,
+    },
+    /// Bought under an admission that has since ended.
+    Bought { position: u64 },
+    /// Was admitted and did not buy in time.
+    Passed { position: u64 },
+    /// Out of reach: the holders ahead may take every unit left, counting those that may come
+    /// back. Turns back into `Waiting` if units come back.
+    SoldOut { position: u64, ahead: u64 },
+}
+
+/// How the admins steer a running line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LineControl {
+    /// The counter holds while paused.
+    pub paused: bool,
+    /// Replaces the sale's `admit_per_sec` while set.
+    pub rate: Option<AdmitRate>,
+}
+
+/// A line at a glance (the admin view, and what `line/me` needs for everyone not admitted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineSummary {
+    /// Members, pre-queue included.
+    pub length: u64,
+    /// Members who joined before the start.
+    pub pre_queue: u64,
+    pub drawn: bool,
+    pub admitted_up_to: u64,
+    /// Admitted, admission running, not bought.
+    pub holders: u64,
+    /// Admitted positions that bought.
+    pub bought: u64,
+    pub control: LineControl,
+}
+
+impl LineSummary {
+    /// Admitted positions whose admission ended unused.
+    pub fn passed(&self) -> u64 {
+        self.admitted_up_to - self.bought - self.holders
+    }
+}
+
+/// One sale's line: who joined, the draw, and the admission counter. The embedded backend
+/// keeps it as it is; the Redis backend keeps the same state in keys and follows the same rules
+/// in its scripts (both pass the line section of the conformance suite). The draw keys come
+/// from the caller (`Seed::draw_key`), so a line never holds its seed.
+#[derive(Debug, Clone)]
+pub struct Line {
+    times: LineTimes,
+    /// Before the draw: who joined, with their draw keys.
+    pre_queue: HashMap<LineId, DrawKey>,
+    /// After the draw: every member's position, and the members in position order.
+    positions: HashMap<LineId, u64>,
+    members: Vec<LineId>,
+    drawn: bool,
+    admitted_up_to: u64,
+    /// Admission credit in thousandths of a buyer.
+    credit_milli: u64,
+    last_advance: Option<OffsetDateTime>,
+    /// Admissions not yet ended, oldest first: (last position admitted, when). Times never go
+    /// down, so the running ones are a suffix.
+    admissions: VecDeque<(u64, OffsetDateTime)>,
+    /// Positions at or below this one were admitted in admissions that have ended.
+    ended_up_to: u64,
+    /// Positions that bought under their admission.
+    bought: BTreeSet<u64>,
+    /// Members who joined before the start (set at the draw).
+    pre_queue_len: u64,
+    control: LineControl,
+}
+
+impl Line {
+    pub fn new(times: LineTimes) -> Self {
+        assert!(
+            times.opens_at < times.starts_at,
+            "a line opens before its sale"
+        );
+        Self {
+            times,
+            pre_queue: HashMap::new(),
+            positions: HashMap::new(),
+            members: Vec::new(),
+            drawn: false,
+            admitted_up_to: 0,
+            credit_milli: 0,
+            last_advance: None,
+            admissions: VecDeque::new(),
+            ended_up_to: 0,
+            bought: BTreeSet::new(),
+            pre_queue_len: 0,
+            control: LineControl::default(),
+        }
+    }
+
+    pub fn times(&self) -> LineTimes {
+        self.times
+    }
+
+    /// Members so far (pre-queue included).
+    pub fn len(&self) -> u64 {
+        if self.drawn {
+            self.members.len() as u64
+        } else {
+            self.pre_queue.len() as u64
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn admitted_up_to(&self) -> u64 {
+        self.admitted_up_to
+    }
+
+    pub fn is_drawn(&self) -> bool {
+        self.drawn
+    }
+
+    pub fn control(&self) -> LineControl {
+        self.control
+    }
+
+    /// Pauses, resumes or re-rates the line.
+    pub fn set_control(&mut self, control: LineControl) {
+        self.control = control;
+    }
+
+    /// Moves the line's times, which only happens before it opens (the sale was edited).
+    pub fn set_times(&mut self, times: LineTimes) {
+        assert!(
+            times.opens_at < times.starts_at,
+            "a line opens before its sale"
+        );
+        self.times = times;
+    }
+
+    pub fn summary(&self, now: OffsetDateTime) -> LineSummary {
+        LineSummary {
+            length: self.len(),
+            pre_queue: if self.drawn {
+                self.pre_queue_len
+            } else {
+                self.pre_queue.len() as u64
+            },
+            drawn: self.drawn,
+            admitted_up_to: self.admitted_up_to,
+            holders: self.holders(now),
+            bought: self.bought.len() as u64,
+            control: self.control,
+        }
+    }
+
+    /// The members in position order (after the draw).
+    pub fn members(&self) -> &[LineId] {
+        &self.members
+    }
+
+    /// Joins the line, or finds the place already held. `key` is the joiner's draw key
+    /// (`Seed::draw_key`); it decides the place only for a join before the start.
+    pub fn join(
+        &mut self,
+        line: LineId,
+        key: DrawKey,
+        now: OffsetDateTime,
+    ) -> Result<Place, JoinRefused> {
+        if now < self.times.opens_at {
+            return Err(JoinRefused::NotOpen);
+        }
+        if now >= self.times.ends_at {
+            return Err(JoinRefused::Ended);
+        }
+        self.draw_if_due(now);
+        if !self.drawn {
+            self.pre_queue.entry(line).or_insert(key);
+            return Ok(Place::PreQueue);
+        }
+        if let Some(&position) = self.positions.get(&line) {
+            return Ok(Place::Position(position));
+        }
+        self.members.push(line);
+        let position = self.members.len() as u64;
+        self.positions.insert(line, position);
+        Ok(Place::Position(position))
+    }
+
+    /// The draw, once, at the start: the pre-queue takes positions in draw-key order.
+    pub fn draw_if_due(&mut self, now: OffsetDateTime) {
+        if self.drawn || now < self.times.starts_at {
+            return;
+        }
+        let mut keyed: Vec<(DrawKey, LineId)> = self
+            .pre_queue
+            .drain()
+            .map(|(line, key)| (key, line))
+            .collect();
+        keyed.sort_unstable();
+        self.members = keyed.into_iter().map(|(_, line)| line).collect();
+        self.positions = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, line)| (*line, i as u64 + 1))
+            .collect();
+        self.drawn = true;
+        self.pre_queue_len = self.members.len() as u64;
+        // The bucket starts full: one second's worth goes through at the start.
+        self.credit_milli = u64::MAX;
+        self.last_advance = None;
+    }
+
+    /// A member's place: in the pre-queue before the draw, a position after it.
+    pub fn place(&self, line: &LineId) -> Option<Place> {
+        if self.drawn {
+            self.position(line).map(Place::Position)
+        } else {
+            self.pre_queue.contains_key(line).then_some(Place::PreQueue)
+        }
+    }
+
+    /// The position of a member (after the draw).
+    pub fn position(&self, line: &LineId) -> Option<u64> {
+        self.positions.get(line).copied()
+    }
+
+    pub fn is_member(&self, line: &LineId) -> bool {
+        self.positions.contains_key(line) || self.pre_queue.contains_key(line)
+    }
+
+    fn admission_ends(&self, at: OffsetDateTime) -> OffsetDateTime {
+        at + Duration::seconds(i64::from(self.times.admission_secs))
+    }
+
+    /// Ends the admissions whose time is up.
+    fn end_admissions(&mut self, now: OffsetDateTime) {
+        while let Some(&(up_to, at)) = self.admissions.front() {
+            if self.admission_ends(at) > now {
+                break;
+            }
+            self.ended_up_to = up_to;
+            self.admissions.pop_front();
+        }
+    }
+
+    /// Admitted buyers whose admission runs and who have not bought.
+    pub fn holders(&self, now: OffsetDateTime) -> u64 {
+        // Admission times never go down, so the running ones are a suffix.
+        let ended = self
+            .admissions
+            .partition_point(|(_, at)| self.admission_ends(*at) <= now);
+        if ended == self.admissions.len() {
+            return 0;
+        }
+        let first_live = match ended {
+            0 => self.ended_up_to + 1,
+            n => self.admissions[n - 1].0 + 1,
+        };
+        let live = self.admitted_up_to + 1 - first_live;
+        let bought = self.bought.range(first_live..).count() as u64;
+        live - bought
+    }
+
+    /// Moves the admission counter as far as the rate and the units allow at `now`. Returns
+    /// the admission made, if any: (the last position admitted, when), for a backend that logs
+    /// it (`apply_admission` replays it).
+    pub fn advance(
+        &mut self,
+        now: OffsetDateTime,
+        inputs: AdmitInputs,
+    ) -> Option<(u64, OffsetDateTime)> {
+        self.draw_if_due(now);
+        self.end_admissions(now);
+        if !self.drawn {
+            return None;
+        }
+        // A caller whose clock is behind the last advance's does not move time backwards.
+        let now = self.last_advance.map_or(now, |last| now.max(last));
+        let rate = u64::from(inputs.rate_per_sec);
+        let burst_milli = rate.max(1) * 1000;
+        if self.control.paused || rate == 0 {
+            // No credit builds up while held: resuming does not let a crowd through at once.
+            self.credit_milli = self.credit_milli.min(burst_milli);
+            self.last_advance = Some(now);
+            return None;
+        }
+        let elapsed_ms = self
+            .last_advance
+            .map(|last| (now - last).whole_milliseconds().max(0) as u64)
+            .unwrap_or(0);
+        self.credit_milli = self
+            .credit_milli
+            .saturating_add(rate.saturating_mul(elapsed_ms))
+            .min(burst_milli);
+        self.last_advance = Some(now);
+        let room = inputs.units_left.saturating_sub(self.holders(now));
+        let waiting = self.len() - self.admitted_up_to;
+        let admit = (self.credit_milli / 1000).min(room).min(waiting);
+        if admit == 0 {
+            return None;
+        }
+        self.credit_milli -= admit * 1000;
+        Some(self.apply_admission(self.admitted_up_to + admit, now))
+    }
+
+    /// Admits every position up to `up_to` at `at` (what `advance` does once it has decided;
+    /// a backend replaying its log calls it directly). Returns the admission as recorded.
+    pub fn apply_admission(&mut self, up_to: u64, at: OffsetDateTime) -> (u64, OffsetDateTime) {
+        assert!(up_to > self.admitted_up_to, "admissions only move forward");
+        assert!(up_to <= self.len(), "only members are admitted");
+        self.admitted_up_to = up_to;
+        // Admissions within one second of the last share its time (so its end): the list
+        // stays at most `admission_secs` long however often the line is asked.
+        match self.admissions.back_mut() {
+            Some((last_up_to, last_at)) if at - *last_at < Duration::seconds(1) => {
+                *last_up_to = up_to;
+                (up_to, *last_at)
+            }
+            _ => {
+                self.admissions.push_back((up_to, at));
+                (up_to, at)
+            }
+        }
+    }
+
+    /// When the admission of an admitted position ends (`None` if not admitted, or ended).
+    pub fn admitted_until(&self, position: u64) -> Option<OffsetDateTime> {
+        if position == 0 || position <= self.ended_up_to || position > self.admitted_up_to {
+            return None;
+        }
+        self.admissions
+            .iter()
+            .find(|(up_to, _)| *up_to >= position)
+            .map(|(_, at)| self.admission_ends(*at))
+    }
+
+    /// Notes a buy under the admission of `position`.
+    pub fn record_bought(&mut self, position: u64) {
+        self.bought.insert(position);
+    }
+
+    pub fn has_bought(&self, position: u64) -> bool {
+        self.bought.contains(&position)
+    }
+
+    /// Where a member stands at `now` (call `advance` first).
+    pub fn standing(
+        &self,
+        line: &LineId,
+        now: OffsetDateTime,
+        inputs: AdmitInputs,
+    ) -> Option<Standing> {
+        if !self.drawn {
+            return self
+                .pre_queue
+                .contains_key(line)
+                .then_some(Standing::PreQueue);
+        }
+        let position = self.position(line)?;
+        if position <= self.admitted_up_to {
+            return Some(match self.admitted_until(position) {
+                Some(until) if until > now => Standing::Admitted { position, until },
+                _ if self.has_bought(position) => Standing::Bought { position },
+                _ => Standing::Passed { position },
+            });
+        }
+        let ahead = position - self.admitted_up_to - 1;
+        let reach = (inputs.units_left + inputs.units_returnable).saturating_sub(self.holders(now));
+        Some(if ahead >= reach {
+            Standing::SoldOut { position, ahead }
+        } else {
+            Standing::Waiting { position, ahead }
+        })
+    }
+}
+
+/// Seconds until a waiting position is likely admitted at `rate_per_sec`.
+pub fn eta_secs(ahead: u64, rate_per_sec: u32) -> u64 {
+    let rate = u64::from(rate_per_sec.max(1));
+    (ahead + 1).div_ceil(rate)
+}
+
+/// How long a poller should wait before asking again: soon when its turn is near, rarely when
+/// far, and within `POLL_AFTER_SECS_MIN..=POLL_AFTER_SECS_MAX`.
+pub fn poll_after_secs(standing: &Standing, eta_secs: u64, until_start_secs: u64) -> u64 {
+    let wanted = match standing {
+        Standing::PreQueue => until_start_secs / 2,
+        Standing::Waiting { .. } => eta_secs / 4,
+        Standing::SoldOut { .. } => POLL_AFTER_SECS_MAX,
+        Standing::Admitted { .. } | Standing::Bought { .. } | Standing::Passed { .. } => {
+            POLL_AFTER_SECS_MAX
+        }
+    };
+    wanted.clamp(POLL_AFTER_SECS_MIN, POLL_AFTER_SECS_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-12-03 12:00 UTC);
+
+    fn times() -> LineTimes {
+        LineTimes {
+            opens_at: T0 - Duration::minutes(10),
+            starts_at: T0,
+            ends_at: T0 + Duration::hours(1),
+            admission_secs: 60,
+        }
+    }
+
+    fn sale() -> SaleId {
+        SaleId(uuid::Uuid::from_u128(0x1234))
+    }
+
+    fn member(n: u32) -> LineId {
+        LineId::of(sale(), &BuyerId::parse(&format!("buyer-{n}")).unwrap())
+    }
+
+    /// The draw key of the tests' seed.
+    fn key(line: LineId) -> DrawKey {
+        Seed([42; 32]).draw_key(&line)
+    }
+
+    fn inputs(rate: u32, units_left: u64) -> AdmitInputs {
+        AdmitInputs {
+            rate_per_sec: rate,
+            units_left,
+            units_returnable: 0,
+        }
+    }
+
+    #[test]
+    fn the_line_id_and_the_draw_key_are_the_documented_bytes() {
+        let sale = SaleId(uuid::Uuid::parse_str("6ba7b810-9dad-11d1-80b4-00c04fd430c8").unwrap());
+        let line = LineId::of(sale, &BuyerId::parse("alice").unwrap());
+        let expected: [u8; 32] =
+            Sha256::digest(b"6ba7b810-9dad-11d1-80b4-00c04fd430c8:alice").into();
+        assert_eq!(line.0, expected);
+        assert_eq!(LineId::parse(&line.to_hex()), Some(line));
+        let seed = Seed([7; 32]);
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&[7; 32]).unwrap();
+        mac.update(line.to_hex().as_bytes());
+        let key: [u8; 32] = mac.finalize().into_bytes().into();
+        assert_eq!(seed.draw_key(&line), key);
+        let commitment: [u8; 32] = Sha256::digest([7u8; 32]).into();
+        assert_eq!(seed.commitment(), hex(&commitment));
+        assert_eq!(Seed::parse(&seed.to_hex()), Some(seed));
+        assert_eq!(LineId::parse("00"), None);
+        assert_eq!(LineId::parse(&"G".repeat(64)), None);
+    }
+
+    #[test]
+    fn the_rate_takes_a_number_or_auto() {
+        let rate = |json: &str| serde_json::from_str::<AdmitRate>(json).ok();
+        assert_eq!(rate("50"), Some(AdmitRate::Fixed(50)));
+        assert_eq!(rate("50.0"), Some(AdmitRate::Fixed(50)));
+        assert_eq!(rate("\"auto\""), Some(AdmitRate::Auto));
+        assert_eq!(rate("50.5"), None);
+        assert_eq!(rate("-1"), None);
+        assert_eq!(rate("\"fast\""), None);
+        assert_eq!(serde_json::to_string(&AdmitRate::Auto).unwrap(), "\"auto\"");
+        assert_eq!(serde_json::to_string(&AdmitRate::Fixed(5)).unwrap(), "5");
+    }
+
+    #[test]
+    fn the_spec_is_checked_against_the_start() {
+        let spec = WaitingRoomSpec {
+            opens_at: T0 - Duration::hours(1),
+            admit_per_sec: AdmitRate::Fixed(100),
+            admission_secs: 120,
+        };
+        assert_eq!(spec.validate(T0), Ok(()));
+        let field = |spec: WaitingRoomSpec| spec.validate(T0).unwrap_err().field;
+        let at_start = WaitingRoomSpec {
+            opens_at: T0,
+            ..spec.clone()
+        };
+        assert_eq!(field(at_start), "waiting_room.opens_at");
+        let too_early = WaitingRoomSpec {
+            opens_at: T0 - Duration::days(8),
+            ..spec.clone()
+        };
+        assert_eq!(field(too_early), "waiting_room.opens_at");
+        for rate in [0, ADMIT_PER_SEC_MAX + 1] {
+            let wrong = WaitingRoomSpec {
+                admit_per_sec: AdmitRate::Fixed(rate),
+                ..spec.clone()
+            };
+            assert_eq!(field(wrong), "waiting_room.admit_per_sec");
+        }
+        for secs in [ADMISSION_SECS_MIN - 1, ADMISSION_SECS_MAX + 1] {
+            let wrong = WaitingRoomSpec {
+                admission_secs: secs,
+                ..spec.clone()
+            };
+            assert_eq!(field(wrong), "waiting_room.admission_secs");
+        }
+        let auto = WaitingRoomSpec {
+            admit_per_sec: AdmitRate::Auto,
+            ..spec
+        };
+        assert_eq!(auto.validate(T0), Ok(()));
+    }
+
+    #[test]
+    fn joins_are_idempotent_and_the_draw_is_the_seeded_order() {
+        let seed = Seed([42; 32]);
+        let mut line = Line::new(times());
+        assert_eq!(
+            line.join(member(0), key(member(0)), T0 - Duration::minutes(11)),
+            Err(JoinRefused::NotOpen)
+        );
+        for n in 0..50 {
+            assert_eq!(
+                line.join(
+                    member(n),
+                    key(member(n)),
+                    T0 - Duration::seconds(i64::from(50 - n))
+                ),
+                Ok(Place::PreQueue)
+            );
+        }
+        assert_eq!(
+            line.join(member(3), key(member(3)), T0 - Duration::seconds(1)),
+            Ok(Place::PreQueue)
+        );
+        assert_eq!(line.len(), 50);
+        // The first join at the start draws; later joiners follow in arrival order.
+        assert_eq!(
+            line.join(member(100), key(member(100)), T0),
+            Ok(Place::Position(51))
+        );
+        assert_eq!(
+            line.join(member(101), key(member(101)), T0),
+            Ok(Place::Position(52))
+        );
+        assert_eq!(
+            line.join(member(100), key(member(100)), T0),
+            Ok(Place::Position(51))
+        );
+        let expected = draw_order(&seed, (0..50).map(member));
+        assert_eq!(&line.members()[..50], &expected[..]);
+        for (i, m) in expected.iter().enumerate() {
+            assert_eq!(line.position(m), Some(i as u64 + 1));
+        }
+        // Arrival order does not decide the draw: member 0 (first in) is not simply first.
+        let arrival: Vec<LineId> = (0..50).map(member).collect();
+        assert_ne!(expected, arrival);
+        assert_eq!(
+            line.join(member(200), key(member(200)), T0 + Duration::hours(1)),
+            Err(JoinRefused::Ended)
+        );
+    }
+
+    #[test]
+    fn admission_follows_the_rate_and_stops_at_the_stock() {
+        let mut line = Line::new(times());
+        for n in 0..100 {
+            line.join(member(n), key(member(n)), T0 - Duration::seconds(5))
+                .unwrap();
+        }
+        // Nothing is admitted before the start.
+        line.advance(T0 - Duration::seconds(1), inputs(10, 1000));
+        assert_eq!(line.admitted_up_to(), 0);
+        // At the start one second's worth goes through at once.
+        line.advance(T0, inputs(10, 1000));
+        assert_eq!(line.admitted_up_to(), 10);
+        line.advance(T0 + Duration::milliseconds(500), inputs(10, 1000));
+        assert_eq!(line.admitted_up_to(), 15);
+        // Credit never exceeds one second's worth.
+        line.advance(T0 + Duration::seconds(10), inputs(10, 1000));
+        assert_eq!(line.admitted_up_to(), 25);
+        // Stock: 25 holders and 30 units left: 5 more at most, whatever the rate.
+        line.advance(T0 + Duration::seconds(11), inputs(1000, 30));
+        assert_eq!(line.admitted_up_to(), 30);
+        assert_eq!(line.holders(T0 + Duration::seconds(11)), 30);
+        // The first admissions end (60 s after the start): their 15 stop holding.
+        assert_eq!(line.holders(T0 + Duration::seconds(60)), 15);
+    }
+
+    #[test]
+    fn an_unused_admission_passes_and_the_line_moves_on() {
+        let mut line = Line::new(times());
+        for n in 0..10 {
+            line.join(member(n), key(member(n)), T0 - Duration::seconds(5))
+                .unwrap();
+        }
+        line.advance(T0, inputs(100, 2));
+        assert_eq!(line.admitted_up_to(), 2);
+        let first = line.members()[0];
+        let second = line.members()[1];
+        let third = line.members()[2];
+        let until = T0 + Duration::seconds(60);
+        assert_eq!(
+            line.standing(&first, T0, inputs(100, 2)),
+            Some(Standing::Admitted { position: 1, until })
+        );
+        assert_eq!(
+            line.standing(&third, T0, inputs(100, 2)),
+            Some(Standing::SoldOut {
+                position: 3,
+                ahead: 0
+            })
+        );
+        // The first buys (a unit taken: one unit left, one holder).
+        line.record_bought(1);
+        let later = T0 + Duration::seconds(30);
+        line.advance(later, inputs(100, 1));
+        assert_eq!(line.admitted_up_to(), 2, "one holder for the one unit left");
+        // The second's admission runs out: it passes, and the third is admitted for its unit.
+        let after = T0 + Duration::seconds(60);
+        line.advance(after, inputs(100, 1));
+        assert_eq!(
+            line.standing(&second, after, inputs(100, 1)),
+            Some(Standing::Passed { position: 2 })
+        );
+        assert_eq!(
+            line.standing(&first, after, inputs(100, 1)),
+            Some(Standing::Bought { position: 1 })
+        );
+        assert_eq!(line.admitted_up_to(), 3);
+        assert!(matches!(
+            line.standing(&third, after, inputs(100, 1)),
+            Some(Standing::Admitted { position: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn units_that_come_back_go_to_the_next_in_line() {
+        let mut line = Line::new(times());
+        for n in 0..5 {
+            line.join(member(n), key(member(n)), T0 - Duration::seconds(5))
+                .unwrap();
+        }
+        line.advance(T0, inputs(100, 1));
+        line.record_bought(1);
+        let fourth = line.members()[3];
+        // Sold out, with one unit unpaid that may come back: position 2 is within reach, 4 is not.
+        let unpaid = AdmitInputs {
+            rate_per_sec: 100,
+            units_left: 0,
+            units_returnable: 1,
+        };
+        let now = T0 + Duration::seconds(1);
+        line.advance(now, unpaid);
+        assert_eq!(line.admitted_up_to(), 1);
+        assert_eq!(
+            line.standing(&line.members()[1].clone(), now, unpaid),
+            Some(Standing::Waiting {
+                position: 2,
+                ahead: 0
+            })
+        );
+        assert_eq!(
+            line.standing(&fourth, now, unpaid),
+            Some(Standing::SoldOut {
+                position: 4,
+                ahead: 2
+            })
+        );
+        // The order expires: its unit is back, and position 2 is admitted for it.
+        let back = inputs(100, 1);
+        line.advance(now + Duration::seconds(1), back);
+        assert_eq!(line.admitted_up_to(), 2);
+    }
+
+    #[test]
+    fn a_paused_line_holds_and_builds_no_credit() {
+        let mut line = Line::new(times());
+        for n in 0..100 {
+            line.join(member(n), key(member(n)), T0 - Duration::seconds(5))
+                .unwrap();
+        }
+        line.set_control(LineControl {
+            paused: true,
+            rate: None,
+        });
+        line.advance(T0, inputs(10, 1000));
+        line.advance(T0 + Duration::seconds(30), inputs(10, 1000));
+        assert_eq!(line.admitted_up_to(), 0);
+        line.set_control(LineControl::default());
+        line.advance(T0 + Duration::seconds(31), inputs(10, 1000));
+        assert_eq!(
+            line.admitted_up_to(),
+            10,
+            "at most one second's worth after a pause"
+        );
+    }
+
+    #[test]
+    fn polling_waits_are_bounded() {
+        let waiting = Standing::Waiting {
+            position: 10,
+            ahead: 9,
+        };
+        assert_eq!(poll_after_secs(&waiting, 0, 0), POLL_AFTER_SECS_MIN);
+        assert_eq!(poll_after_secs(&waiting, 10_000, 0), POLL_AFTER_SECS_MAX);
+        assert_eq!(
+            poll_after_secs(&Standing::PreQueue, 0, 3600),
+            POLL_AFTER_SECS_MAX
+        );
+        assert_eq!(eta_secs(0, 10), 1);
+        assert_eq!(eta_secs(99, 10), 10);
+        assert_eq!(eta_secs(5, 0), 6);
+    }
+}
