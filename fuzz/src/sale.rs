@@ -85,6 +85,7 @@ fn upcoming_sale() -> Sale {
         ends_at: NOW + Duration::hours(2),
         per_buyer_limit: 1,
         payment_window_secs: 600,
+        waiting_room: None,
     };
     Sale::new(SaleId(Uuid::from_u128(1)), spec).unwrap()
 }

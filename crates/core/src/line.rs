@@ -482,13 +482,20 @@ impl Line {
         self.control = control;
     }
 
-    /// Moves the line's times, which only happens before it opens (the sale was edited).
+    /// Moves the line's times (the sale was edited, started or stopped early). Before the
+    /// draw every time may move; after it the start stays where the draw happened, and only
+    /// the end and the admission time follow.
     pub fn set_times(&mut self, times: LineTimes) {
         assert!(
             times.opens_at < times.starts_at,
             "a line opens before its sale"
         );
-        self.times = times;
+        if self.drawn {
+            self.times.ends_at = times.ends_at;
+            self.times.admission_secs = times.admission_secs;
+        } else {
+            self.times = times;
+        }
     }
 
     pub fn summary(&self, now: OffsetDateTime) -> LineSummary {

@@ -1,6 +1,7 @@
 //! Sales: what an admin may create, how a sale moves through its phases, and when it may change.
 
 use crate::ids::SaleId;
+use crate::line::{LineTimes, WaitingRoomSpec};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
@@ -68,6 +69,10 @@ pub struct SaleSpec {
     #[serde(deserialize_with = "whole_number::deserialize")]
     #[cfg_attr(feature = "openapi", schema(minimum = 5, maximum = 604_800))]
     pub payment_window_secs: u32,
+    /// A fair line in front of the buy path (see `crate::line`); without it, whoever's buy
+    /// lands first after the start wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_room: Option<WaitingRoomSpec>,
 }
 
 /// A rejected field of a sale spec: names the field so the admin knows what to fix.
@@ -135,6 +140,9 @@ impl SaleSpec {
                 format!("must be between {PAYMENT_WINDOW_SECS_MIN} and {PAYMENT_WINDOW_SECS_MAX}"),
             ));
         }
+        if let Some(room) = &self.waiting_room {
+            room.validate(self.starts_at)?;
+        }
         // Timestamps are kept in milliseconds downstream; refuse what would not round-trip.
         // Checked on the instant, not on the year as written: an offset moves the instant, and
         // 9999-12-31T20:00-05:00 is already the year 10000 in UTC, which passed a check of the
@@ -185,6 +193,8 @@ pub struct SalePatch {
     #[serde(default, deserialize_with = "whole_number::deserialize_option")]
     #[cfg_attr(feature = "openapi", schema(minimum = 5, maximum = 604_800))]
     pub payment_window_secs: Option<u32>,
+    /// Adds or replaces the waiting room (until its line opens).
+    pub waiting_room: Option<WaitingRoomSpec>,
 }
 
 /// Integers in request bodies, also written as whole-number floats (`14535.0`): JSON Schema
@@ -306,6 +316,8 @@ pub struct Sale {
 pub enum ChangeError {
     #[error("the sale is live or over and can no longer be edited")]
     NotEditable,
+    #[error("the sale's line is open, so the sale can no longer be edited")]
+    LineOpen,
     #[error("the sale has already started")]
     AlreadyStarted,
     #[error("the sale has already ended")]
@@ -337,6 +349,19 @@ impl Sale {
         }
     }
 
+    /// The times of the sale's line, if it has one. A sale stopped before its line opened
+    /// still has valid times (the line opens just before the start), so nobody can join it.
+    pub fn line_times(&self) -> Option<LineTimes> {
+        let room = self.spec.waiting_room.as_ref()?;
+        let starts_at = self.spec.starts_at;
+        Some(LineTimes {
+            opens_at: room.opens_at.min(starts_at - Duration::milliseconds(1)),
+            starts_at,
+            ends_at: self.spec.ends_at,
+            admission_secs: room.admission_secs,
+        })
+    }
+
     /// Whether buying is allowed at `now` (ignoring stock).
     pub fn is_open(&self, now: OffsetDateTime) -> bool {
         self.spec.starts_at <= now && now < self.spec.ends_at
@@ -348,6 +373,15 @@ impl Sale {
         if now >= self.spec.starts_at {
             return Err(ChangeError::NotEditable);
         }
+        // Buyers in line hold places drawn against these times: they stay as they are.
+        if self
+            .spec
+            .waiting_room
+            .as_ref()
+            .is_some_and(|room| now >= room.opens_at)
+        {
+            return Err(ChangeError::LineOpen);
+        }
         let old = &self.spec;
         let spec = SaleSpec {
             name: patch.name.clone().unwrap_or_else(|| old.name.clone()),
@@ -357,6 +391,10 @@ impl Sale {
             ends_at: patch.ends_at.unwrap_or(old.ends_at),
             per_buyer_limit: patch.per_buyer_limit.unwrap_or(old.per_buyer_limit),
             payment_window_secs: patch.payment_window_secs.unwrap_or(old.payment_window_secs),
+            waiting_room: patch
+                .waiting_room
+                .clone()
+                .or_else(|| old.waiting_room.clone()),
         };
         spec.validate()?;
         if spec.starts_at <= now {
@@ -383,6 +421,10 @@ impl Sale {
         }
         let mut sale = self.clone();
         sale.spec.starts_at = now;
+        // A line that has not opened yet opens now, empty, and is drawn at once.
+        if let Some(room) = &mut sale.spec.waiting_room {
+            room.opens_at = room.opens_at.min(now - Duration::milliseconds(1));
+        }
         sale.version += 1;
         Ok(sale)
     }
@@ -418,6 +460,7 @@ mod tests {
             ends_at: datetime!(2030-01-01 13:00 UTC),
             per_buyer_limit: 1,
             payment_window_secs: 600,
+            waiting_room: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! before the start, even by guessing URLs) and the buyer's JWT (who is buying).
 
 use crate::ids::{BuyerId, SaleId};
+use crate::line::{LineId, Seed};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -64,6 +65,115 @@ impl BuyPathSigner {
         self.mac_for(sale, starts_at)
             .verify_truncated_left(&bytes)
             .is_ok()
+    }
+}
+
+/// Bytes of an admission ticket's signature (128 bits, as the buy-path token's).
+const TICKET_MAC_BYTES: usize = 16;
+/// Bytes of a ticket: position (8), admission end in Unix ms (8), signature.
+const TICKET_BYTES: usize = 16 + TICKET_MAC_BYTES;
+
+/// What an admission ticket grants: the holder of `position` may buy until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    pub position: u64,
+    pub until: OffsetDateTime,
+}
+
+/// Why a ticket was refused (a buy without its turn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TicketRefused {
+    #[error("not an admission ticket of this sale and buyer")]
+    Invalid,
+    #[error("the admission has ended")]
+    Ended,
+}
+
+/// The secrets of a sale's line, from the buy-path secret every node shares: the draw's seed,
+/// and the admission tickets that take the place of the buy path once a sale has a line.
+///
+/// The seed is `HMAC-SHA256(buy-path secret, "flashsale line seed v1\0" ‖ the sale id's 16
+/// bytes)`: fixed when the sale is created, the same on every node and after a restart, and
+/// unknown to anyone without the secret until it is published at the start. Its commitment is
+/// published before the line opens, so it cannot be chosen after seeing who joined.
+#[derive(Clone)]
+pub struct LineSigner {
+    mac: HmacSha256,
+}
+
+impl std::fmt::Debug for LineSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LineSigner(<secret>)")
+    }
+}
+
+impl LineSigner {
+    pub fn new(secret: &[u8]) -> Self {
+        let mac = <HmacSha256 as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+        Self { mac }
+    }
+
+    /// The seed of a sale's draw.
+    pub fn seed(&self, sale: SaleId) -> Seed {
+        let mut mac = self.mac.clone();
+        mac.update(b"flashsale line seed v1\0");
+        mac.update(sale.0.as_bytes());
+        Seed(mac.finalize().into_bytes().into())
+    }
+
+    fn ticket_mac(&self, sale: SaleId, line: &LineId, body: &[u8]) -> HmacSha256 {
+        let mut mac = self.mac.clone();
+        mac.update(b"flashsale admission v1\0");
+        mac.update(sale.0.as_bytes());
+        mac.update(&line.0);
+        mac.update(body);
+        mac
+    }
+
+    /// A ticket for `admission` of `line` in `sale`: URL-safe, 43 characters.
+    pub fn ticket(&self, sale: SaleId, line: &LineId, admission: Admission) -> String {
+        let mut bytes = [0u8; TICKET_BYTES];
+        bytes[..8].copy_from_slice(&admission.position.to_be_bytes());
+        let until_ms = (admission.until.unix_timestamp_nanos() / 1_000_000) as i64;
+        bytes[8..16].copy_from_slice(&until_ms.to_be_bytes());
+        let tag = self
+            .ticket_mac(sale, line, &bytes[..16])
+            .finalize()
+            .into_bytes();
+        bytes[16..].copy_from_slice(&tag[..TICKET_MAC_BYTES]);
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Checks a ticket taken from a URL (constant time on the signature): for this sale and
+    /// this buyer's line id, and not ended at `now`.
+    pub fn verify(
+        &self,
+        sale: SaleId,
+        line: &LineId,
+        ticket: &str,
+        now: OffsetDateTime,
+    ) -> Result<Admission, TicketRefused> {
+        // 32 bytes encode to 43 characters; refuse anything else before decoding.
+        if ticket.len() != 43 {
+            return Err(TicketRefused::Invalid);
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(ticket)
+            .map_err(|_| TicketRefused::Invalid)?;
+        if bytes.len() != TICKET_BYTES {
+            return Err(TicketRefused::Invalid);
+        }
+        self.ticket_mac(sale, line, &bytes[..16])
+            .verify_truncated_left(&bytes[16..])
+            .map_err(|_| TicketRefused::Invalid)?;
+        let position = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let until_ms = i64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        let until = OffsetDateTime::from_unix_timestamp_nanos(i128::from(until_ms) * 1_000_000)
+            .map_err(|_| TicketRefused::Invalid)?;
+        if now >= until {
+            return Err(TicketRefused::Ended);
+        }
+        Ok(Admission { position, until })
     }
 }
 
@@ -272,5 +382,56 @@ mod tests {
             tokens.verify(&format!("{none_header}.{payload}."), NOW),
             Err(TokenError::Invalid)
         );
+    }
+
+    #[test]
+    fn admission_tickets_are_bound_to_sale_buyer_and_time() {
+        use crate::line::LineId;
+        let signer = LineSigner::new(b"a secret of thirty-two bytes!!!!");
+        let sale = SaleId(uuid::Uuid::from_u128(1));
+        let alice = LineId::of(sale, &BuyerId::parse("alice").unwrap());
+        let bob = LineId::of(sale, &BuyerId::parse("bob").unwrap());
+        let now = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+        let admission = Admission {
+            position: 7,
+            until: now + time::Duration::seconds(60),
+        };
+        let ticket = signer.ticket(sale, &alice, admission);
+        assert_eq!(ticket.len(), 43);
+        assert_eq!(signer.verify(sale, &alice, &ticket, now), Ok(admission));
+        assert_eq!(
+            signer.verify(sale, &bob, &ticket, now),
+            Err(TicketRefused::Invalid)
+        );
+        let other_sale = SaleId(uuid::Uuid::from_u128(2));
+        assert_eq!(
+            signer.verify(other_sale, &alice, &ticket, now),
+            Err(TicketRefused::Invalid)
+        );
+        assert_eq!(
+            signer.verify(sale, &alice, &ticket, admission.until),
+            Err(TicketRefused::Ended)
+        );
+        let other_key = LineSigner::new(b"another secret of thirty-two b!!");
+        assert_eq!(
+            other_key.verify(sale, &alice, &ticket, now),
+            Err(TicketRefused::Invalid)
+        );
+        // A changed position or time breaks the signature.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&ticket).unwrap();
+        bytes[7] ^= 1;
+        let forged = URL_SAFE_NO_PAD.encode(bytes);
+        assert_eq!(
+            signer.verify(sale, &alice, &forged, now),
+            Err(TicketRefused::Invalid)
+        );
+        assert_eq!(
+            signer.verify(sale, &alice, "short", now),
+            Err(TicketRefused::Invalid)
+        );
+        // Seeds differ per sale and per secret, and are stable.
+        assert_eq!(signer.seed(sale), signer.seed(sale));
+        assert_ne!(signer.seed(sale), signer.seed(other_sale));
+        assert_ne!(signer.seed(sale), other_key.seed(sale));
     }
 }

@@ -44,8 +44,7 @@ impl WaitingLine for InProcessLine {
     async fn set_up(&self, sale: SaleId, times: LineTimes) -> BackendResult<()> {
         let mut lines = self.lines();
         match lines.get_mut(&sale) {
-            Some(line) if line.is_empty() => line.set_times(times),
-            Some(_) => {}
+            Some(line) => line.set_times(times),
             None => {
                 lines.insert(sale, Line::new(times));
             }

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use flashsale_core::{
     BuyerId, Order, OrderId, OrderStatus, PaymentId, Reservation, Sale, SaleId, Timestamp,
 };
-use flashsale_service::stored::{OrderColumns, SaleColumns, Stored, pay_by_compare_and_set, to_ms};
+use flashsale_service::stored::{
+    OrderColumns, SaleColumns, Stored, pay_by_compare_and_set, to_ms, waiting_room_json,
+};
 use flashsale_service::{
     BackendError, BackendResult, Holding, OrderCounts, OrderStore, PayOutcome, faults,
 };
@@ -124,8 +126,7 @@ impl OrderStore for SqliteStore {
         let s = &sale.spec;
         sqlx::query(
             "INSERT INTO sales (id, name, price_cents, stock, starts_at_ms, ends_at_ms, per_buyer_limit, \
-             payment_window_secs, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+             payment_window_secs, version, waiting_room) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",)
         .bind(sale.id.to_string())
         .bind(&s.name)
         .bind(STORED.fit::<_, i64>(s.price_cents, "price_cents")?)
@@ -135,6 +136,7 @@ impl OrderStore for SqliteStore {
         .bind(i64::from(s.per_buyer_limit))
         .bind(i64::from(s.payment_window_secs))
         .bind(i64::from(sale.version))
+        .bind(waiting_room_json(s))
         .execute(&self.writer)
         .await
         .map_err(|e| write_error("creating a sale", e))?;
@@ -148,8 +150,8 @@ impl OrderStore for SqliteStore {
         let s = &sale.spec;
         let result = sqlx::query(
             "UPDATE sales SET name = ?, price_cents = ?, stock = ?, starts_at_ms = ?, ends_at_ms = ?, \
-             per_buyer_limit = ?, payment_window_secs = ?, version = ? WHERE id = ? AND version = ?",
-        )
+             per_buyer_limit = ?, payment_window_secs = ?, version = ?, waiting_room = ? \
+             WHERE id = ? AND version = ?",)
         .bind(&s.name)
         .bind(STORED.fit::<_, i64>(s.price_cents, "price_cents")?)
         .bind(i64::from(s.stock))
@@ -158,6 +160,7 @@ impl OrderStore for SqliteStore {
         .bind(i64::from(s.per_buyer_limit))
         .bind(i64::from(s.payment_window_secs))
         .bind(i64::from(sale.version))
+        .bind(waiting_room_json(s))
         .bind(sale.id.to_string())
         .bind(i64::from(previous_version))
         .execute(&self.writer)
@@ -169,7 +172,7 @@ impl OrderStore for SqliteStore {
     async fn get_sale(&self, id: SaleId) -> BackendResult<Option<Sale>> {
         let row = sqlx::query(
             "SELECT id, name, price_cents, stock, starts_at_ms, ends_at_ms, per_buyer_limit, payment_window_secs, \
-             version FROM sales WHERE id = ?",
+             version, waiting_room FROM sales WHERE id = ?",
         )
         .bind(id.to_string())
         .fetch_optional(&self.readers)
@@ -181,7 +184,7 @@ impl OrderStore for SqliteStore {
     async fn list_sales(&self) -> BackendResult<Vec<Sale>> {
         let rows = sqlx::query(
             "SELECT id, name, price_cents, stock, starts_at_ms, ends_at_ms, per_buyer_limit, payment_window_secs, \
-             version FROM sales ORDER BY seq",
+             version, waiting_room FROM sales ORDER BY seq",
         )
         .fetch_all(&self.readers)
         .await
@@ -386,6 +389,9 @@ fn sale_from_row(row: &SqliteRow) -> BackendResult<Sale> {
         per_buyer_limit: number("per_buyer_limit")?,
         payment_window_secs: number("payment_window_secs")?,
         version: number("version")?,
+        waiting_room: row
+            .try_get("waiting_room")
+            .map_err(|e| read_error("reading a sale", e))?,
     }
     .decode(&STORED)
 }

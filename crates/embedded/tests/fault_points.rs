@@ -127,6 +127,7 @@ async fn open_node(dir: &TempDir, clock: &Arc<ManualClock>) -> Result<Node, Stri
         stock: stock.clone(),
         queue: queue.clone(),
         store: store.clone(),
+        line: Arc::new(flashsale_embedded::InProcessLine::new()),
         clock: clock.clone(),
     };
     // Recovery has fault points of its own: open in a task so a panic there is an answer.
@@ -162,6 +163,7 @@ async fn new_case() -> (Case, Node) {
             ends_at: now + time::Duration::hours(2),
             per_buyer_limit: LIMIT,
             payment_window_secs: PAYMENT_WINDOW_SECS,
+            waiting_room: None,
         })
         .await
         .expect("create sale");

@@ -4,7 +4,7 @@
 use crate::config::{Config, Deployment};
 use anyhow::{Context, Result};
 use flashsale_core::tokens::BuyerTokens;
-use flashsale_embedded::{InProcessStock, RedbQueue, SqliteStore};
+use flashsale_embedded::{InProcessLine, InProcessStock, RedbQueue, SqliteStore};
 use flashsale_http::AppState;
 use flashsale_nats::{JetStreamQueue, JetStreamQueueConfig};
 use flashsale_postgres::PgStore;
@@ -82,6 +82,9 @@ async fn open_backends(config: &Config, clock: Arc<dyn Clock>) -> Result<Backend
                 stock: Arc::new(InProcessStock::new()),
                 queue: Arc::new(queue),
                 store: Arc::new(store),
+                // In memory until the durable line log lands: after a restart an open line
+                // is reported lost (503 line_lost), never re-created empty.
+                line: Arc::new(InProcessLine::new()),
                 clock,
             })
         }
@@ -123,6 +126,9 @@ async fn open_backends(config: &Config, clock: Arc<dyn Clock>) -> Result<Backend
                 stock: Arc::new(stock),
                 queue: Arc::new(queue),
                 store: Arc::new(store),
+                // TODO(issue 14): the Redis line; one in-process line per node does not give
+                // one place per buyer across nodes.
+                line: Arc::new(InProcessLine::new()),
                 clock,
             })
         }

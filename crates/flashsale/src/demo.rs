@@ -34,6 +34,7 @@ pub async fn create_sale_and_greet(app: &RunningApp, config: &Config) -> Result<
         ends_at: now + Duration::hours(1),
         per_buyer_limit: 1,
         payment_window_secs: 120,
+        waiting_room: None,
     };
     let view = app.shop.create_sale(spec).await?;
     let base = format!("http://{}", app.addr);

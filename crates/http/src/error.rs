@@ -33,6 +33,15 @@ pub enum ApiError {
     AlreadyPaid,
     SaleNotEditable(String),
     Conflict,
+    /// A buy in a sale with a line, without a valid admission for this buyer.
+    NotYourTurn,
+    /// The sale has no waiting room.
+    NoLine,
+    /// `line/me` of a buyer who has not joined.
+    NotInLine,
+    LineNotOpen,
+    /// The line's state is gone from its backend.
+    LineLost,
     Overloaded,
     /// Over a rate limit; retry after this many seconds.
     RateLimited {
@@ -128,7 +137,31 @@ impl ApiError {
                 "conflict",
                 "the resource changed concurrently; reload and retry".into(),
             ),
-            Overloaded => (
+            NotYourTurn => (
+                StatusCode::FORBIDDEN,
+                "not_your_turn",
+                "this sale has a line: join it, and buy with the buy path line/me gives you once it is your turn".into(),
+            ),
+            NoLine => (
+                StatusCode::NOT_FOUND,
+                "no_line",
+                "this sale has no waiting room".into(),
+            ),
+            NotInLine => (
+                StatusCode::NOT_FOUND,
+                "not_in_line",
+                "you have not joined this sale's line; join it first".into(),
+            ),
+            LineNotOpen => (
+                StatusCode::CONFLICT,
+                "line_not_open",
+                "the line is not open yet; the sale status says when it opens".into(),
+            ),
+            LineLost => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "line_lost",
+                "the line's state was lost; places cannot be told until the shop decides".into(),
+            ),Overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 "too busy right now; retry after the given delay".into(),
@@ -171,6 +204,7 @@ impl ApiError {
             ApiError::Overloaded
                 | ApiError::Timeout
                 | ApiError::Unavailable
+                | ApiError::LineLost
                 | ApiError::RequestInProgress
                 | ApiError::OrderNotWritten
         )

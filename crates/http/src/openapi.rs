@@ -6,7 +6,7 @@
 //! documentation, or documentation without a route.
 
 use crate::error::ApiError;
-use crate::handlers::{admin, buyers, events, operations};
+use crate::handlers::{admin, buyers, events, line, operations};
 use crate::wire::{ErrorBody, ErrorDetail, HealthBody};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -46,7 +46,9 @@ const OPENAPI_MAX_AGE_SECS: u32 = 60;
         buyers::get_order,
         buyers::pay,
         buyers::dev_buyer_token,
-        admin::create_sale,
+        line::join,
+        line::me,
+        line::control,admin::create_sale,
         admin::list_sales,
         admin::get_sale,
         admin::patch_sale,
@@ -63,7 +65,7 @@ const OPENAPI_MAX_AGE_SECS: u32 = 60;
     tags(
         (name = "operations", description = "Health, readiness and this document."),
         (name = "buyers", description = "The sale page, status, buying and paying."),
-        (name = "admin", description = "Creating and running sales (admin token)."),
+        (name = "line", description = "The fair line (waiting room) in front of a sale's buy path."),(name = "admin", description = "Creating and running sales (admin token)."),
         (name = "dev", description = "Demo and test helpers, off in production."),
     )
 )]
@@ -404,7 +406,11 @@ mod tests {
                     .unwrap_or_default();
                 let expected: &[&str] = if path.starts_with("/api/admin/") {
                     &[ADMIN_TOKEN_SCHEME]
-                } else if path.starts_with("/api/orders/") || path.contains("/buy/") {
+                } else if path.starts_with("/api/orders/")
+                    || path.contains("/buy/")
+                    || path.ends_with("/line")
+                    || path.ends_with("/line/me")
+                {
                     &[BUYER_JWT_SCHEME]
                 } else {
                     &[]

@@ -156,6 +156,7 @@ mod tests {
                 ends_at: time::OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1),
                 per_buyer_limit: 2,
                 payment_window_secs: 120,
+                waiting_room: None,
             },
             version: 1,
         });

@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::handlers::{admin, buyers, events, operations};
+use crate::handlers::{admin, buyers, events, line, operations};
 use crate::openapi;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -25,6 +25,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin", get(admin::dashboard))
         .route("/api/sales/{id}/status", get(buyers::sale_status))
         .route("/api/sales/{id}/buy/{token}", post(buyers::buy))
+        .route("/api/sales/{id}/line", post(line::join))
+        .route("/api/sales/{id}/line/me", get(line::me))
+        .route("/api/admin/sales/{id}/line", post(line::control))
         .route("/api/orders/{id}", get(buyers::get_order))
         .route("/api/orders/{id}/pay", post(buyers::pay))
         .route(

@@ -1,10 +1,13 @@
 //! The API's wire types: every request and response body, with its OpenAPI schema. Handlers
 //! build them and the OpenAPI document describes them; neither needs the other for that.
 
+use flashsale_core::SaleId;
+use flashsale_core::line::{AdmitRate, Standing};
 use flashsale_core::sale::whole_number;
 use flashsale_core::{BuyerId, Order, OrderStatus, PaymentId, Phase, Sale, SaleSpec, Timestamp};
 use flashsale_service::{
-    Layer, LayerCounts, OrderView, OrderViewStatus, SaleCounters, SaleStatus, SaleView,
+    Layer, LayerCounts, LineMe, LineStatus, OrderView, OrderViewStatus, SaleCounters, SaleStatus,
+    SaleView,
 };
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -52,6 +55,10 @@ pub struct StatusBody {
     ends_at: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     buy_path: Option<String>,
+    /// The sale's waiting room, if it has one (then `buy_path` never shows: each buyer's
+    /// comes from `line/me` once admitted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<LineBody>,
 }
 
 impl From<SaleStatus> for StatusBody {
@@ -68,6 +75,7 @@ impl From<SaleStatus> for StatusBody {
             starts_at: status.starts_at,
             ends_at: status.ends_at,
             buy_path,
+            line: status.line.map(LineBody::from),
         }
     }
 }
@@ -338,4 +346,147 @@ mod tests {
         assert_eq!(documented.len(), Layer::COUNT);
         assert_eq!(documented, served);
     }
+}
+
+/// A sale's line: when it opens, the draw's commitment and seed, and where it stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LineBody {
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    opens_at: Timestamp,
+    /// Lowercase hex SHA-256 of the seed's 32 bytes; from the moment the line opens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commitment: Option<String>,
+    /// The seed, 64 lowercase hex characters; once the sale has started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<String>,
+    /// Buyers let through per second now (the admins' rate, the sale's, or what "auto"
+    /// measured).
+    admit_per_sec: u32,
+    paused: bool,
+    /// The line's state was lost with its backend: joins, `line/me` and buys answer 503.
+    lost: bool,
+    /// Members (pre-queue included), as this node last saw the line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    length: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pre_queue: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admitted_up_to: Option<u64>,
+    /// Admitted, still in their admission, not bought.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holders: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bought: Option<u64>,
+    /// Admitted and did not buy in time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    passed: Option<u64>,
+}
+
+impl From<LineStatus> for LineBody {
+    fn from(status: LineStatus) -> Self {
+        let summary = status.summary;
+        Self {
+            opens_at: status.opens_at,
+            commitment: status.commitment,
+            seed: status.seed,
+            admit_per_sec: status.admit_per_sec,
+            paused: summary.is_some_and(|s| s.control.paused),
+            lost: status.lost,
+            length: summary.map(|s| s.length),
+            pre_queue: summary.map(|s| s.pre_queue),
+            admitted_up_to: summary.map(|s| s.admitted_up_to),
+            holders: summary.map(|s| s.holders),
+            bought: summary.map(|s| s.bought),
+            passed: summary.map(|s| s.passed()),
+        }
+    }
+}
+
+/// Where a buyer stands in line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LineState {
+    /// Joined before the start, not drawn yet.
+    PreQueue,
+    Waiting,
+    /// May buy now, with `buy_path`, until `admitted_until`.
+    Admitted,
+    /// Was admitted and did not buy in time.
+    Passed,
+    /// Nothing left for this position, even counting units that may come back (may turn
+    /// back into `waiting` if units come back).
+    SoldOut,
+    /// Bought under an admission that has ended.
+    Bought,
+}
+
+/// `line/me` (and the join's answer).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LineMeBody {
+    state: LineState,
+    /// 1-based; `null` before the draw.
+    position: Option<u64>,
+    /// Positions before this one not admitted yet; `null` unless waiting or sold out.
+    ahead: Option<u64>,
+    /// Positions up to this one may buy (or have had their turn).
+    admitted_up_to: u64,
+    /// Seconds until this position is likely admitted (waiting), or until the draw
+    /// (pre-queue); `null` otherwise.
+    eta_secs: Option<u64>,
+    /// Where to buy, while admitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    buy_path: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    admitted_until: Option<Timestamp>,
+    /// How long to wait before asking again (also sent as `Retry-After`).
+    poll_after_secs: u64,
+}
+
+impl LineMeBody {
+    pub fn new(sale: SaleId, me: LineMe) -> Self {
+        let (state, position, ahead) = match me.standing {
+            Standing::PreQueue => (LineState::PreQueue, None, None),
+            Standing::Waiting { position, ahead } => {
+                (LineState::Waiting, Some(position), Some(ahead))
+            }
+            Standing::Admitted { position, .. } => (LineState::Admitted, Some(position), None),
+            Standing::Passed { position } => (LineState::Passed, Some(position), None),
+            Standing::SoldOut { position, ahead } => {
+                (LineState::SoldOut, Some(position), Some(ahead))
+            }
+            Standing::Bought { position } => (LineState::Bought, Some(position), None),
+        };
+        Self {
+            state,
+            position,
+            ahead,
+            admitted_up_to: me.admitted_up_to,
+            eta_secs: me.eta_secs,
+            buy_path: me
+                .buy_token
+                .map(|token| format!("/api/sales/{sale}/buy/{token}")),
+            admitted_until: me.admitted_until,
+            poll_after_secs: me.poll_after_secs,
+        }
+    }
+
+    pub fn poll_after_secs(&self) -> u64 {
+        self.poll_after_secs
+    }
+}
+
+/// The admins' change to a running line; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineControlRequest {
+    /// Holds the admission counter (`true`) or lets it move again.
+    pub paused: Option<bool>,
+    /// Replaces the sale's `admit_per_sec` from now on.
+    #[schema(value_type = Option<flashsale_core::line::AdmitRateSchema>)]
+    pub admit_per_sec: Option<AdmitRate>,
 }

@@ -18,7 +18,9 @@ use flashsale_core::{
     BuyerId, Order, OrderId, OrderStatus, PaymentId, Reservation, Sale, SaleId, Timestamp,
 };
 use flashsale_service::ports::redact_password;
-use flashsale_service::stored::{OrderColumns, SaleColumns, Stored, pay_by_compare_and_set, to_ms};
+use flashsale_service::stored::{
+    OrderColumns, SaleColumns, Stored, pay_by_compare_and_set, to_ms, waiting_room_json,
+};
 use flashsale_service::{
     BackendError, BackendResult, Holding, OrderCounts, OrderStore, PayOutcome,
 };
@@ -43,7 +45,7 @@ macro_rules! order_columns {
 macro_rules! sale_columns {
     () => {
         "id::text AS id, name, price_cents, stock, starts_at_ms, ends_at_ms, per_buyer_limit, \
-         payment_window_secs, version"
+         payment_window_secs, version, waiting_room"
     };
 }
 
@@ -187,8 +189,7 @@ impl OrderStore for PgStore {
         let s = &sale.spec;
         sqlx::query(
             "INSERT INTO sales (id, name, price_cents, stock, starts_at_ms, ends_at_ms, per_buyer_limit, \
-             payment_window_secs, version) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
+             payment_window_secs, version, waiting_room) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10)",)
         .bind(sale.id.to_string())
         .bind(&s.name)
         .bind(STORED.fit::<_, i64>(s.price_cents, "price_cents")?)
@@ -198,6 +199,7 @@ impl OrderStore for PgStore {
         .bind(STORED.fit::<_, i32>(s.per_buyer_limit, "per_buyer_limit")?)
         .bind(STORED.fit::<_, i32>(s.payment_window_secs, "payment_window_secs")?)
         .bind(STORED.fit::<_, i32>(sale.version, "version")?)
+        .bind(waiting_room_json(s))
         .execute(&self.pool)
         .await
         .map_err(|e| write_error("creating a sale", e))?;
@@ -211,9 +213,8 @@ impl OrderStore for PgStore {
         let s = &sale.spec;
         let result = sqlx::query(
             "UPDATE sales SET name = $1, price_cents = $2, stock = $3, starts_at_ms = $4, ends_at_ms = $5, \
-             per_buyer_limit = $6, payment_window_secs = $7, version = $8 \
-             WHERE id = $9::uuid AND version = $10",
-        )
+             per_buyer_limit = $6, payment_window_secs = $7, version = $8, waiting_room = $9 \
+             WHERE id = $10::uuid AND version = $11",)
         .bind(&s.name)
         .bind(STORED.fit::<_, i64>(s.price_cents, "price_cents")?)
         .bind(STORED.fit::<_, i32>(s.stock, "stock")?)
@@ -222,6 +223,7 @@ impl OrderStore for PgStore {
         .bind(STORED.fit::<_, i32>(s.per_buyer_limit, "per_buyer_limit")?)
         .bind(STORED.fit::<_, i32>(s.payment_window_secs, "payment_window_secs")?)
         .bind(STORED.fit::<_, i32>(sale.version, "version")?)
+        .bind(waiting_room_json(s))
         .bind(sale.id.to_string())
         .bind(STORED.fit::<_, i32>(previous_version, "version")?)
         .execute(&self.pool)
@@ -427,6 +429,9 @@ fn sale_from_row(row: &PgRow) -> BackendResult<Sale> {
         per_buyer_limit: number("per_buyer_limit")?,
         payment_window_secs: number("payment_window_secs")?,
         version: number("version")?,
+        waiting_room: row
+            .try_get("waiting_room")
+            .map_err(|e| read_error("reading a sale", e))?,
     }
     .decode(&STORED)
 }

@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// per node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Layer {
+    /// A buy in a sale with a line, without a valid admission for its buyer.
+    NotYourTurn,
     /// The per-client limiter refused.
     ClientRateLimited,
     /// A repeat inside the buyer's window got the answer kept there.
@@ -50,7 +52,8 @@ pub enum Layer {
 
 impl Layer {
     /// Every layer, in the order the admin view, the schema and the dashboard list them.
-    pub const ALL: [Layer; 14] = [
+    pub const ALL: [Layer; 15] = [
+        Layer::NotYourTurn,
         Layer::ClientRateLimited,
         Layer::WindowHit,
         Layer::SoldOutShortCircuit,
@@ -75,6 +78,7 @@ impl Layer {
     /// The key in the admin view's `layers` object (a contract: clients read these).
     pub const fn key(self) -> &'static str {
         match self {
+            Layer::NotYourTurn => "not_your_turn",
             Layer::ClientRateLimited => "client_rate_limited",
             Layer::WindowHit => "window_hits",
             Layer::SoldOutShortCircuit => "sold_out_short_circuit",
@@ -95,6 +99,7 @@ impl Layer {
     /// What the dashboard calls it.
     pub const fn label(self) -> &'static str {
         match self {
+            Layer::NotYourTurn => "line (not your turn)",
             Layer::ClientRateLimited => "client limiter",
             Layer::WindowHit => "buyer window (repeats)",
             Layer::SoldOutShortCircuit => "sold-out flag",
@@ -116,6 +121,7 @@ impl Layer {
     /// ledger traffic rather than answers (`flashsale_batch_buys` shows those per node).
     pub const fn metric(self) -> Option<(&'static str, &'static str)> {
         Some(match self {
+            Layer::NotYourTurn => ("line", "not_your_turn"),
             Layer::ClientRateLimited => ("client_limiter", "rate_limited"),
             Layer::WindowHit => ("buyer_window", "hit"),
             Layer::SoldOutShortCircuit => ("sold_out_flag", "sold_out"),
@@ -313,6 +319,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "not_your_turn",
                 "client_rate_limited",
                 "window_hits",
                 "sold_out_short_circuit",

@@ -372,8 +372,10 @@ pub type LineAnswer<T> = Result<T, LineRefused>;
 /// Every `now` is the caller's clock; a line never moves its own time backwards.
 #[async_trait]
 pub trait WaitingLine: Send + Sync {
-    /// Sets a sale's line up, or moves its times while nobody has joined. Idempotent: a line
-    /// already set up keeps its members, admissions and control.
+    /// Sets a sale's line up, or moves the times of one set up already, as
+    /// `Line::set_times` does (every time before the draw; after it only the end and the
+    /// admission time). Idempotent: a line set up already keeps its members, admissions and
+    /// control.
     async fn set_up(&self, sale: SaleId, times: LineTimes) -> BackendResult<()>;
 
     /// Joins the line, or finds the place already held. `key` is the joiner's draw key.

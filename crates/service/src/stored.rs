@@ -162,6 +162,15 @@ pub struct SaleColumns {
     pub per_buyer_limit: i64,
     pub payment_window_secs: i64,
     pub version: i64,
+    /// The waiting room as JSON (`waiting_room_json`), NULL for a sale without one.
+    pub waiting_room: Option<String>,
+}
+
+/// The waiting room of a sale as the stores keep it: its JSON, as the API writes it.
+pub fn waiting_room_json(spec: &SaleSpec) -> Option<String> {
+    spec.waiting_room
+        .as_ref()
+        .map(|room| serde_json::to_string(room).expect("a waiting room serializes"))
 }
 
 impl SaleColumns {
@@ -177,6 +186,13 @@ impl SaleColumns {
                 per_buyer_limit: stored.number("per_buyer_limit", self.per_buyer_limit)?,
                 payment_window_secs: stored
                     .number("payment_window_secs", self.payment_window_secs)?,
+                waiting_room: self
+                    .waiting_room
+                    .map(|json| {
+                        serde_json::from_str(&json)
+                            .map_err(|e| stored.corrupt(format!("waiting room {json:?}: {e}")))
+                    })
+                    .transpose()?,
             },
             version: stored.number("version", self.version)?,
         })
@@ -216,6 +232,7 @@ mod tests {
             per_buyer_limit: 1,
             payment_window_secs: 1,
             version: 1,
+            waiting_room: None,
         };
         let error = sale.decode(&STORED).unwrap_err();
         assert!(

@@ -107,6 +107,11 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         Some(value)
     }
 
+    /// Keeps `value` for `key`, replacing what was there.
+    pub fn insert(&self, key: K, value: V) {
+        self.cache.insert(key, (value, Instant::now()));
+    }
+
     pub fn invalidate(&self, key: &K) {
         self.cache.remove(key);
     }

@@ -290,6 +290,7 @@ impl World {
             ends_at: starts_at + time::Duration::seconds(rng.between(10, 60) as i64),
             per_buyer_limit: rng.between(1, 3) as u32,
             payment_window_secs: rng.between(5, 20) as u32,
+            waiting_room: None,
         };
         let sale_id = SaleId(uuid::Uuid::from_u64_pair(0x51a1_0000, seed));
         let sale = Sale::new(sale_id, spec).map_err(|e| format!("bad simulated sale: {e}"))?;
@@ -445,6 +446,8 @@ impl World {
                 }),
                 queue: queue.clone(),
                 store: store.clone(),
+                // The simulated sales have no line.
+                line: Arc::new(flashsale_embedded::InProcessLine::new()),
                 clock: self.clock.clone(),
             };
             match Shop::open(backends, self.config.clone()).await {

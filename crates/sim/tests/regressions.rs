@@ -55,6 +55,7 @@ async fn an_expired_order_still_in_the_queue_does_not_hold_its_unit_after_a_rest
         ends_at: start + time::Duration::hours(1),
         per_buyer_limit: 1,
         payment_window_secs: 10,
+        waiting_room: None,
     };
     let sale = Sale::new(SaleId(uuid::Uuid::from_u128(90)), spec).expect("a valid sale");
     store.create_sale(&sale).await.expect("sale stored");
@@ -62,6 +63,7 @@ async fn an_expired_order_still_in_the_queue_does_not_hold_its_unit_after_a_rest
         stock,
         queue: queue.clone(),
         store: store.clone(),
+        line: Arc::new(flashsale_embedded::InProcessLine::new()),
         clock: clock.clone(),
     };
     let token = BuyPathSigner::new(b"regression").token(sale.id, start);

@@ -15,6 +15,7 @@ mod config;
 mod crash;
 mod layers;
 mod lifecycle;
+mod line;
 mod openapi;
 mod pages;
 mod scaled;

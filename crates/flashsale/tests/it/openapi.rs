@@ -637,6 +637,24 @@ async fn the_document_states_what_the_server_enforces() {
     let (_, writers) = app.admin(Method::GET, "/api/admin/writers", None).await;
     let starts_at = app.clock_now() + time::Duration::hours(1);
     let nobody = "01900000-0000-7000-8000-000000000000";
+    let (status, lined) = app
+        .admin(
+            Method::POST,
+            "/api/admin/sales",
+            Some(json!({
+                "name": "Lined", "price_cents": 100, "stock": 3,
+                "starts_at": crate::support::rfc3339(starts_at),
+                "ends_at": crate::support::rfc3339(starts_at + time::Duration::hours(1)),
+                "per_buyer_limit": 1, "payment_window_secs": 60,
+                "waiting_room": {
+                    "opens_at": crate::support::rfc3339(starts_at - time::Duration::minutes(10)),
+                    "admit_per_sec": 10, "admission_secs": 60,
+                },
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{lined}");
+    let lined = lined["id"].as_str().unwrap().to_owned();
 
     // Every operation with a JSON body: where to send it, as whom, and a valid body.
     let bodies: Vec<(&str, &str, String, Option<&str>, Value)> = vec![
@@ -679,6 +697,13 @@ async fn the_document_states_what_the_server_enforces() {
             "/api/admin/writers".into(),
             Some(ADMIN_TOKEN),
             writers.clone(),
+        ),
+        (
+            "post",
+            "/api/admin/sales/{id}/line",
+            format!("/api/admin/sales/{lined}/line"),
+            Some(ADMIN_TOKEN),
+            json!({ "paused": false, "admit_per_sec": 10 }),
         ),
     ];
     for (path, item) in doc["paths"].as_object().unwrap() {

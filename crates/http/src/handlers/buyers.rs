@@ -87,16 +87,15 @@ pub async fn sale_status(
     security(("buyer_jwt" = [])),
     params(
         ("id" = String, Path, format = Uuid, description = "The sale id."),
-        ("token" = String, Path, description = "The buy-path token, from the status endpoint's `buy_path` while live."),
-        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$",
+        ("token" = String, Path, description = "The buy-path token, from the status endpoint's `buy_path` while live; for a sale with a line, the buyer's own, from `line/me`'s `buy_path` while admitted."),("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$",
             description = "1 to 128 printable ASCII characters, no spaces. The same key from the same buyer always means the same order."),
     ),
     responses(
         (status = 202, description = "Reserved, and durable in the queue; poll `GET /api/orders/{order_id}`. A retry with the same Idempotency-Key answers the same `order_id`.", body = AcceptedBody,
             headers(("Cache-Control" = String, description = "`no-store`"))),
         (status = 400, description = "`invalid_request`: the Idempotency-Key header is missing or malformed.", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such sale, or not its current buy path.", body = ErrorBody),
-        (status = 409, description = "`not_live` (not started or over), `limit_reached` (the buyer already holds the per-buyer limit) or `request_in_progress` (this Idempotency-Key is still being handled).", body = ErrorBody,
+        (status = 403, description = "`not_your_turn`: the sale has a line, and this is not a valid admission of this buyer (none, ended, or another buyer's).", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such sale, or not its current buy path.", body = ErrorBody),(status = 409, description = "`not_live` (not started or over), `limit_reached` (the buyer already holds the per-buyer limit) or `request_in_progress` (this Idempotency-Key is still being handled).", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Only with `request_in_progress`."))),
         (status = 410, description = "`sold_out`", body = ErrorBody),
         (status = 429, description = "`rate_limited`: over a per-client, per-buyer or per-sale admission limit.", body = ErrorBody,
@@ -136,6 +135,7 @@ pub async fn buy(
         BuyOutcome::RateLimited { retry_after_secs } => {
             Err(ApiError::RateLimited { retry_after_secs })
         }
+        BuyOutcome::NotYourTurn => Err(ApiError::NotYourTurn),
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod buyers;
 pub mod events;
+pub mod line;
 pub mod operations;
 
 use crate::error::ApiError;

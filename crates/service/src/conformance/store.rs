@@ -15,6 +15,7 @@ fn spec(name: &str, stock: u32) -> SaleSpec {
         ends_at: t0() + time::Duration::hours(1),
         per_buyer_limit: 2,
         payment_window_secs: 600,
+        waiting_room: None,
     }
 }
 

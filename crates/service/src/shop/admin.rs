@@ -67,6 +67,7 @@ impl Shop {
         self.backends.store.create_sale(&sale).await?;
         self.open_ledger(&sale, Vec::new(), OpenMode::IfAbsent)
             .await?;
+        self.set_up_line(&sale, true).await?;
         self.view_of(&sale).await
     }
 
@@ -105,6 +106,7 @@ impl Shop {
         } else {
             self.table.install(changed.clone(), slot.is_sold_out());
         }
+        self.set_up_line(&changed, true).await?;
         self.view_of(&changed).await
     }
 

@@ -7,6 +7,7 @@ use super::{BuyOutcome, ServiceError, Shop};
 use crate::filters::{WindowKey, should_shed};
 use crate::layers::{Layer, LayerStats, NodeOutcome};
 use crate::ttl_cache::TtlCache;
+use flashsale_core::tokens::TicketRefused;
 use flashsale_core::{BatchId, BuyerId, IdempotencyKey, OrderId, Reservation, SaleId, Timestamp};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -32,16 +33,57 @@ impl Shop {
             self.counters.node(NodeOutcome::UnknownPath, 1);
             return Ok(BuyOutcome::UnknownBuyPath);
         };
-        if !bool::from(slot.buy_token.as_bytes().ct_eq(buy_token.as_bytes())) {
-            self.counters.node(NodeOutcome::UnknownPath, 1);
-            return Ok(BuyOutcome::UnknownBuyPath);
+        let now = self.now();
+        if slot.sale.spec.waiting_room.is_none() {
+            if !bool::from(slot.buy_token.as_bytes().ct_eq(buy_token.as_bytes())) {
+                self.counters.node(NodeOutcome::UnknownPath, 1);
+                return Ok(BuyOutcome::UnknownBuyPath);
+            }
+            return self.pass_layers(&slot, buyer, key, client, now).await;
         }
+        // A sale with a line: the token is this buyer's admission ticket, checked before any
+        // filter or unit is touched.
+        let admission = match self.check_ticket(&slot, buyer, buy_token, now) {
+            Ok(admission) => admission,
+            Err(refused) => {
+                // A retry of a buy accepted under an admission that has since ended still
+                // gets its 202.
+                if refused == TicketRefused::Ended
+                    && let Some(order_id) = slot.shared.accepted_order(sale_id, buyer, key)
+                {
+                    return Ok(BuyOutcome::Accepted {
+                        order_id,
+                        replay: true,
+                    });
+                }
+                self.counters
+                    .record(&slot.shared.stats, Layer::NotYourTurn, 1);
+                return Ok(BuyOutcome::NotYourTurn);
+            }
+        };
+        let answer = self.pass_layers(&slot, buyer, key, client, now).await?;
+        if let BuyOutcome::Accepted { replay: false, .. } = answer {
+            self.line_bought(sale_id, admission.position).await;
+        }
+        Ok(answer)
+    }
+
+    /// The filtering layers and the attempt, once the buy path (or the admission) is valid.
+    async fn pass_layers(
+        self: &Arc<Self>,
+        slot: &Arc<SaleSlot>,
+        buyer: &BuyerId,
+        key: &IdempotencyKey,
+        client: Option<IpAddr>,
+        now: Timestamp,
+    ) -> Result<BuyOutcome, ServiceError> {
+        let sale_id = slot.sale.id;
+        let slot = slot.clone();
         let stats = &slot.shared.stats;
         if let Err(retry_after_secs) = self.limiters.check_client(client) {
             self.counters.record(stats, Layer::ClientRateLimited, 1);
             return Ok(BuyOutcome::RateLimited { retry_after_secs });
         }
-        let now = self.now();
         if !slot.sale.is_open(now) {
             self.counters.node(NodeOutcome::NotLive, 1);
             return Ok(BuyOutcome::NotLive);

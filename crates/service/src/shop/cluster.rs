@@ -112,6 +112,10 @@ impl Shop {
             if let Err(error) = self.reconcile_pending(&sale, cluster).await {
                 tracing::warn!(sale_id = %sale.id, %error, "could not reconcile pending reservations; will retry");
             }
+            // A line lost with its backend is said so here, before anyone asks.
+            if let Err(error) = self.set_up_line(&sale, false).await {
+                tracing::warn!(sale_id = %sale.id, %error, "could not check the sale's line; will retry");
+            }
             let sold_out = self.table.is_sold_out(sale.id);
             match self.backends.stock.available(sale.id).await {
                 Ok(available) => {
@@ -301,6 +305,7 @@ mod tests {
             ends_at: datetime!(2030-01-01 13:00 UTC),
             per_buyer_limit: 1,
             payment_window_secs: 600,
+            waiting_room: None,
         };
         Sale::new(SaleId(uuid::Uuid::from_u128(n)), spec).expect("a valid spec")
     }

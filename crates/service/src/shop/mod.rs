@@ -12,6 +12,7 @@ mod admin;
 mod batch;
 mod buy;
 mod cluster;
+mod line;
 mod orders;
 mod reaper;
 mod recovery;
@@ -20,15 +21,18 @@ mod table;
 pub use crate::config::{ClusterConfig, Design, ReaperConfig, ReservationConfig, ShopConfig};
 use crate::filters::Limiters;
 use crate::layers::Counters;
-use crate::ports::{BackendError, Clock, OrderStore, ReservationQueue, StockLedger};
+use crate::ports::{
+    BackendError, Clock, LineId, OrderStore, ReservationQueue, StockLedger, WaitingLine,
+};
 use crate::ttl_cache::TtlCache;
 use crate::writers::WriterPool;
 pub use admin::{AdminError, SaleCounters, SaleView};
 use batch::{BuyRequest, batcher_waiting_max, run_batcher};
 use buy::WindowCache;
 use cluster::{ClusterState, run_sync};
-use flashsale_core::tokens::BuyPathSigner;
+use flashsale_core::tokens::{BuyPathSigner, LineSigner};
 use flashsale_core::{OrderId, Phase, Sale, SaleId, Timestamp};
+pub use line::{LineMe, LineOutcome, LineStatus};
 pub use orders::{OrderView, OrderViewStatus, PayAnswer};
 use reaper::run_reaper;
 use std::sync::Arc;
@@ -44,6 +48,8 @@ pub struct Backends {
     pub stock: Arc<dyn StockLedger>,
     pub queue: Arc<dyn ReservationQueue>,
     pub store: Arc<dyn OrderStore>,
+    /// The waiting lines of the sales that have one.
+    pub line: Arc<dyn WaitingLine>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -81,6 +87,9 @@ pub enum BuyOutcome {
     RateLimited {
         retry_after_secs: u32,
     },
+    /// The sale has a line and this buy carries no valid admission for this buyer (none, or
+    /// ended, or another buyer's).
+    NotYourTurn,
 }
 
 /// What the status endpoint shows.
@@ -91,8 +100,11 @@ pub struct SaleStatus {
     pub server_time: Timestamp,
     pub starts_at: Timestamp,
     pub ends_at: Timestamp,
-    /// The buy-path token; only while live.
+    /// The buy-path token; only while live, and never for a sale with a line (its buyers get
+    /// their own, the admission ticket, from `line/me`).
     pub buy_token: Option<String>,
+    /// The sale's line, if it has one.
+    pub line: Option<LineStatus>,
 }
 
 /// The sale service of one node.
@@ -118,6 +130,10 @@ pub struct Shop {
     batcher: Option<mpsc::Sender<BuyRequest>>,
     /// What only a scaled-out node keeps; `None` on an embedded, single-node shop.
     cluster: Option<ClusterState>,
+    /// The lines' seeds and admission tickets.
+    line_signer: LineSigner,
+    /// Buyers' positions in lines (fixed once drawn), so a poll does not ask the line.
+    positions: TtlCache<(SaleId, LineId), u64>,
 }
 
 impl Shop {
@@ -126,6 +142,7 @@ impl Shop {
     /// the reaper. Must be called inside a tokio runtime.
     pub async fn open(backends: Backends, config: ShopConfig) -> Result<Arc<Self>, ServiceError> {
         let signer = BuyPathSigner::new(&config.buy_path_secret);
+        let line_signer = LineSigner::new(&config.buy_path_secret);
         let writers = WriterPool::new(
             backends.queue.clone(),
             backends.store.clone(),
@@ -160,6 +177,8 @@ impl Shop {
             shutdown: CancellationToken::new(),
             ready: AtomicBool::new(false),
             rescan_returns: AtomicBool::new(true),
+            line_signer,
+            positions: TtlCache::new(None, line::LINE_POSITIONS_CACHED_MAX as u64),
         });
         shop.recover().await?;
         if let Some(gathered) = gathered {
@@ -198,7 +217,9 @@ impl Shop {
             server_time: now,
             starts_at: slot.sale.spec.starts_at,
             ends_at: slot.sale.spec.ends_at,
-            buy_token: (phase == Phase::Live).then(|| slot.buy_token.clone()),
+            buy_token: (phase == Phase::Live && slot.sale.spec.waiting_room.is_none())
+                .then(|| slot.buy_token.clone()),
+            line: self.line_status(&slot, now),
         })
     }
 

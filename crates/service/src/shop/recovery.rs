@@ -29,6 +29,7 @@ impl Shop {
                 slot.shared
                     .remember_accepted(known.iter().map(|(order, buyer)| (*order, buyer)));
             }
+            self.set_up_line(&sale, false).await?;
         }
         if !holdings.is_empty() {
             return Err(ServiceError::Corrupt(format!(

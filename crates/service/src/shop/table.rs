@@ -1,6 +1,7 @@
 //! The sale table: this node's sales as the hot path sees them, their sold-out flags and the
 //! orders accepted here, behind one lock whose poison handling lives in one place.
 
+use super::line::LineCache;
 use crate::filters::{FilterConfig, SaleGate};
 use crate::layers::LayerStats;
 use flashsale_core::tokens::BuyPathSigner;
@@ -121,6 +122,10 @@ impl SaleSlot {
 #[derive(Default)]
 pub(super) struct SaleShared {
     pub(super) stats: LayerStats,
+    /// This node's copy of the sale's line (see `line.rs`).
+    pub(super) line: LineCache,
+    /// Set once the sale's line was found gone from its backend.
+    pub(super) line_lost: AtomicBool,
     /// Orders accepted here (or restored at start), so a retry of an accepted request is
     /// answered 202 even after the sold-out flag stops calls to the ledger. Bounded by the
     /// units sold. Read by every refusal after the sell-out, written once per accept: a
