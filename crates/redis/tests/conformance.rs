@@ -7,47 +7,24 @@
 
 use flashsale_core::{BatchId, BuyerId, OrderId, ReserveOutcome, SaleId};
 use flashsale_redis::{LeaseConfig, RedisStock, RedisStockConfig};
-use flashsale_service::conformance::env::{REDIS, unique_name};
+use flashsale_service::conformance::env::REDIS;
 use flashsale_service::{Buy, OpenMode, StockLedger};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// A key prefix of the test's own. Dropping it deletes every key under it.
-struct TestPrefix {
-    prefix: String,
-}
+mod support;
 
-impl Drop for TestPrefix {
-    fn drop(&mut self) {
-        // The blocking client: Drop cannot await, and this is a handful of commands.
-        use redis::Commands as _;
-        let pattern = format!("{{fs:{}:*", self.prefix);
-        let cleanup = || -> redis::RedisResult<()> {
-            let client = redis::Client::open(REDIS.url())?;
-            let mut connection = client.get_connection()?;
-            let keys: Vec<String> = connection
-                .scan_match::<_, String>(&pattern)?
-                .collect::<redis::RedisResult<_>>()?;
-            for chunk in keys.chunks(500) {
-                redis::cmd("DEL").arg(chunk).query::<()>(&mut connection)?;
-            }
-            Ok(())
-        };
-        if let Err(e) = cleanup() {
-            eprintln!("could not delete test keys {pattern}: {e}");
-        }
-    }
-}
+use support::TestPrefix;
 
 async fn fresh_stock() -> (RedisStock, TestPrefix) {
     fresh_stock_with(None).await
 }
 
 async fn fresh_stock_with(lease: Option<LeaseConfig>) -> (RedisStock, TestPrefix) {
-    let prefix = unique_name("test-");
-    let stock = node(&prefix, lease).await;
-    (stock, TestPrefix { prefix })
+    let prefix = TestPrefix::new();
+    let stock = node(&prefix.prefix, lease).await;
+    (stock, prefix)
 }
 
 /// Another node on the same ledgers.
