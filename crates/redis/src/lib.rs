@@ -39,6 +39,11 @@
 //!
 //! A Redis that lost its data answers "unknown sale" (a determinate error, so buys fail with
 //! 503 and nothing is oversold) until the service rebuilds the sale (`Shop::sync_once`).
+//!
+//! **`RedisLine`** (`line/`) keeps each sale's waiting line beside its stock, under the same
+//! hash tag (`{fs:<prefix>:<sale>}:line:*`, documented in `layout.rs`): the rules of
+//! `flashsale_core::line::Line`, one script call per operation (`lua/line_*.lua`). It opens
+//! its connection the same way (`connect.rs`, the same `RedisStockConfig`).
 
 use async_trait::async_trait;
 use flashsale_core::{BatchId, OrderId, ReserveOutcome, ReturnOutcome, SaleId};
@@ -54,14 +59,17 @@ use scripts::Scripts;
 mod config;
 mod connect;
 mod layout;
+mod line;
 mod open;
 mod scripts;
 
 pub use config::{LeaseConfig, RedisStockConfig};
+pub use line::RedisLine;
 
 const BACKEND: &str = "redis stock";
 
-/// Redis could not be reached or prepared. Names the server (without its password).
+/// Redis could not be reached or prepared (the stock ledger or the line). Names the server
+/// (without its password).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to Redis at {url}: {message}")]
 pub struct RedisStockOpenError {

@@ -1,14 +1,15 @@
 //! Runs the `StockLedger` conformance suite against the real Redis server, with and without
-//! leases, each test under a key prefix of its own whose keys are deleted at the end; and the
-//! tests of what only leases promise.
+//! leases, and the `WaitingLine` suite against `RedisLine`, each test under a key prefix of its
+//! own whose keys are deleted at the end; and the tests of what only leases promise (the
+//! line's own tests are in `line.rs`).
 //!
 //! The server is `env::REDIS`: `FLASHSALE_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). A
 //! server that cannot be reached fails the tests: a skipped backend test would read as a pass.
 
 use flashsale_core::{BatchId, BuyerId, OrderId, ReserveOutcome, SaleId};
-use flashsale_redis::{LeaseConfig, RedisStock, RedisStockConfig};
+use flashsale_redis::{LeaseConfig, RedisLine, RedisStock, RedisStockConfig};
 use flashsale_service::conformance::env::REDIS;
-use flashsale_service::{Buy, OpenMode, StockLedger};
+use flashsale_service::{Buy, OpenMode, StockLedger, WaitingLine};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -56,6 +57,23 @@ mod redis_leased_stock {
     flashsale_service::stock_ledger_conformance!(|| async {
         let (stock, prefix) = fresh_stock_with(Some(LeaseConfig::default())).await;
         (Arc::new(stock) as Arc<dyn StockLedger>, prefix)
+    });
+}
+
+/// The waiting line, beside the stock under the same prefix.
+mod redis_line {
+    use super::*;
+
+    flashsale_service::waiting_line_conformance!(|| async {
+        let prefix = TestPrefix::new();
+        let config = RedisStockConfig {
+            key_prefix: prefix.prefix.clone(),
+            ..RedisStockConfig::default()
+        };
+        let line = RedisLine::connect(&REDIS.url(), config)
+            .await
+            .unwrap_or_else(|e| panic!("{e} {}", REDIS.hint()));
+        (Arc::new(line) as Arc<dyn WaitingLine>, prefix)
     });
 }
 
