@@ -5,7 +5,8 @@
 local META, PRE, KEY, POS, LATE, ADM, BOUGHT =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 
--- Numbers go into Redis as integers: Redis writes other Lua numbers in float notation.
+-- Numbers go into Redis and into answers as integer text. Lua's own conversion (`tostring`,
+-- and Redis before 7.0 for arguments) gives 14 digits in float notation: 9.007199254741e+15.
 local function int(n) return string.format('%d', n) end
 
 -- An integer argument, refused (before anything is written) if Lua cannot hold it exactly.
