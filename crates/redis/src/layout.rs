@@ -1,5 +1,6 @@
 //! Where a sale lives in Redis and how its entries are written: the key names under one hash
-//! tag, the `res` entry (state letter, batch, buyer) and the `leases` value (`units:expires`).
+//! tag, the `res` entry (state letter, batch, buyer) and the `leases` value (`units:expires`);
+//! and where the sale's waiting line lives beside its stock ([`LineKeys`]).
 //!
 //! The Rust constants here are the one source of truth for both formats. The Lua scripts never
 //! spell an offset or a letter: each script starts with [`lua_prelude`], generated from these
@@ -8,7 +9,38 @@
 //! beats passing the offsets as `ARGV` (every call would carry them, and `reserve`'s argument
 //! list is already positional) and beats a test that greps literal offsets out of the Lua
 //! (two sources kept equal by a check, instead of one).
+//!
+//! **The waiting line** of a sale (`RedisLine`, the rules of `flashsale_core::line::Line`)
+//! lives under the same hash tag as its stock, `{fs:<prefix>:<sale>}:line:*`, so the line and
+//! the ledger share one Redis Cluster slot. Every line script takes all seven keys:
+//! - `line:meta` (hash): `opens_ms`, `starts_ms`, `ends_ms` (Unix ms), `admission_ms`,
+//!   `drawn` (`0`/`1`), `admitted_up_to`, `credit_milli` (the bucket, in thousandths of a
+//!   buyer; [`CREDIT_FULL_MILLI`] at the draw), `last_advance_ms` (absent until the first
+//!   advance after the draw), `ended_up_to`, `paused` (`0`/`1`) and `rate` ([`encode_rate`]).
+//!   Its absence is the answer "not set up": a Redis that restarted empty has no line, never
+//!   an empty one;
+//! - `line:pre` (sorted set, every score 0): one member per pre-queue joiner,
+//!   `<draw key hex><line id hex>` (64 + 64 lowercase hex characters). Equal scores order
+//!   members bytewise, which is the draw order `(draw key, line id)`; so the draw sorts
+//!   nothing, and after it a pre-queue member's position is its `ZRANK` + 1. Never changes
+//!   after the draw;
+//! - `line:key` (hash): line id hex → draw key hex, for the pre-queue members (how a line id
+//!   finds its member of `line:pre`);
+//! - `line:pos` (hash): line id hex → position, for the members who joined after the draw;
+//! - `line:late` (list): the line ids of those members in arrival order (position =
+//!   `ZCARD line:pre` + index + 1), for paging through the members;
+//! - `line:adm` (sorted set): the admissions not yet ended, score = the last position admitted
+//!   (`up_to`), member = when (Unix ms). Both grow together, so "which admission holds position
+//!   p" is one `ZRANGEBYSCORE`, and the ended ones are a prefix of the set. Admissions within
+//!   [`ADMISSION_SHARED_MS`] of the last share its time, so the set holds at most one entry per
+//!   second of `admission_ms`;
+//! - `line:bought` (sorted set): positions that bought, score = member = position.
+//!
+//! Numbers in the scripts are Lua numbers (doubles), exact up to [`LUA_EXACT_MAX`]; the Rust
+//! side clamps or refuses what could go beyond it, and the scripts refuse arguments beyond it
+//! before they write.
 
+use flashsale_core::line::{AdmitRate, DrawKey};
 use flashsale_core::{BatchId, BuyerId, ReservationState, SaleId};
 use flashsale_service::{BackendResult, LedgerEntry};
 use std::ops::Range;
@@ -51,9 +83,14 @@ pub(crate) struct SaleKeys {
     pub(crate) leases: String,
 }
 
+/// The hash tag every key of a sale starts with: its stock ledger and its line share one slot.
+fn hash_tag(prefix: &str, sale: SaleId) -> String {
+    format!("{{fs:{prefix}:{sale}}}")
+}
+
 impl SaleKeys {
     pub(crate) fn new(prefix: &str, sale: SaleId) -> Self {
-        let tag = format!("{{fs:{prefix}:{sale}}}");
+        let tag = hash_tag(prefix, sale);
         Self {
             meta: format!("{tag}:meta"),
             res: format!("{tag}:res"),
@@ -142,6 +179,107 @@ pub(crate) fn decode_entry(text: &str) -> BackendResult<LedgerEntry> {
     })
 }
 
+/// The largest integer a Lua number (a double) holds exactly: every count, position, time and
+/// credit a line script computes stays at or below it.
+pub(crate) const LUA_EXACT_MAX: u64 = (1 << 53) - 1;
+/// A full admission bucket at any rate a caller can pass (`u32` buyers per second, a second's
+/// worth): the credit the draw sets, as `Line::draw_if_due`'s "as much as there is" does.
+pub(crate) const CREDIT_FULL_MILLI: u64 = u32::MAX as u64 * 1000;
+const _: () = assert!(CREDIT_FULL_MILLI <= LUA_EXACT_MAX);
+/// Admissions closer than this to the last one share its time (`Line::apply_admission`).
+pub(crate) const ADMISSION_SHARED_MS: u64 = 1000;
+/// Length of a line id or a draw key as lowercase hex.
+const LINE_HEX_CHARS: usize = 64;
+/// The `rate` of a line's control when none replaces the sale's, and when it is "auto".
+const RATE_NONE: &str = "";
+const RATE_AUTO: &str = "auto";
+
+/// The keys of one sale's waiting line, under the sale's hash tag (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LineKeys {
+    pub(crate) meta: String,
+    pub(crate) pre: String,
+    pub(crate) key: String,
+    pub(crate) pos: String,
+    pub(crate) late: String,
+    pub(crate) adm: String,
+    pub(crate) bought: String,
+}
+
+impl LineKeys {
+    pub(crate) fn new(prefix: &str, sale: SaleId) -> Self {
+        let tag = hash_tag(prefix, sale);
+        Self {
+            meta: format!("{tag}:line:meta"),
+            pre: format!("{tag}:line:pre"),
+            key: format!("{tag}:line:key"),
+            pos: format!("{tag}:line:pos"),
+            late: format!("{tag}:line:late"),
+            adm: format!("{tag}:line:adm"),
+            bought: format!("{tag}:line:bought"),
+        }
+    }
+
+    /// Every key, in the order the line scripts take them (`line_head.lua`).
+    pub(crate) fn all(&self) -> [&str; 7] {
+        [
+            &self.meta,
+            &self.pre,
+            &self.key,
+            &self.pos,
+            &self.late,
+            &self.adm,
+            &self.bought,
+        ]
+    }
+}
+
+/// A draw key as the scripts take it: 64 lowercase hex characters.
+pub(crate) fn draw_key_hex(key: &DrawKey) -> String {
+    use std::fmt::Write as _;
+    key.iter()
+        .fold(String::with_capacity(LINE_HEX_CHARS), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// The control's rate as the `rate` field of `line:meta` holds it.
+pub(crate) fn encode_rate(rate: Option<AdmitRate>) -> String {
+    match rate {
+        None => RATE_NONE.to_owned(),
+        Some(AdmitRate::Auto) => RATE_AUTO.to_owned(),
+        Some(AdmitRate::Fixed(per_sec)) => per_sec.to_string(),
+    }
+}
+
+/// Reads the `rate` field back (`None` for text this code never writes).
+pub(crate) fn decode_rate(text: &str) -> Option<Option<AdmitRate>> {
+    match text {
+        RATE_NONE => Some(None),
+        RATE_AUTO => Some(Some(AdmitRate::Auto)),
+        digits => digits
+            .parse()
+            .ok()
+            .map(|per_sec| Some(AdmitRate::Fixed(per_sec))),
+    }
+}
+
+/// The Lua side of the line's layout: its constants and the `line:pre` member format, as
+/// locals and functions every line script starts with.
+pub(crate) fn line_lua_prelude() -> String {
+    let line_first = LINE_HEX_CHARS + 1;
+    format!(
+        "-- Generated from flashsale_redis::layout: the line's constants and member format.
+local LUA_EXACT_MAX = {LUA_EXACT_MAX}
+local CREDIT_FULL_MILLI = {CREDIT_FULL_MILLI}
+local ADMISSION_SHARED_MS = {ADMISSION_SHARED_MS}
+local function pre_member(key, line) return key .. line end
+local function line_of_pre_member(member) return string.sub(member, {line_first}) end
+"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +307,70 @@ mod tests {
             assert_eq!(key.matches('{').count(), 1, "{key}");
         }
         assert_ne!(staging.meta, keys.meta);
+    }
+
+    #[test]
+    fn a_sales_line_shares_its_stocks_hash_tag() {
+        let sale = SaleId(Uuid::from_u128(7));
+        let tag = format!("{{fs:shop:{sale}}}");
+        let line = LineKeys::new("shop", sale);
+        let stock = SaleKeys::new("shop", sale);
+        let keys = line.all();
+        for key in keys {
+            assert!(key.starts_with(&tag), "{key}");
+            assert_eq!(key.matches('{').count(), 1, "{key}");
+        }
+        let distinct: std::collections::HashSet<&str> = keys.into_iter().collect();
+        assert_eq!(distinct.len(), keys.len());
+        assert!(!distinct.contains(stock.meta.as_str()));
+    }
+
+    #[test]
+    fn rates_round_trip() {
+        for rate in [None, Some(AdmitRate::Auto), Some(AdmitRate::Fixed(250))] {
+            assert_eq!(decode_rate(&encode_rate(rate)), Some(rate));
+        }
+        assert_eq!(decode_rate("fast"), None);
+        assert_eq!(decode_rate("-1"), None);
+    }
+
+    /// The line's prelude on the real server: its `line:pre` member is the draw key's hex then
+    /// the line id's, and reading the line id back gives what Rust wrote; its constants are
+    /// Rust's, exact in Lua.
+    #[test]
+    fn the_line_prelude_reads_and_writes_what_rust_does() {
+        use flashsale_core::line::{LineId, Seed};
+        let client = redis::Client::open(REDIS.url()).expect("client");
+        let mut connection = client
+            .get_connection()
+            .unwrap_or_else(|e| panic!("{e} {}", REDIS.hint()));
+        let script = redis::Script::new(&format!(
+            "{}local member = pre_member(ARGV[1], ARGV[2])
+            return {{member, line_of_pre_member(member), string.format('%d', LUA_EXACT_MAX),
+              string.format('%d', CREDIT_FULL_MILLI), string.format('%d', ADMISSION_SHARED_MS)}}",
+            line_lua_prelude()
+        ));
+        let line = LineId::of(
+            SaleId(Uuid::from_u128(7)),
+            &BuyerId::parse("a").expect("id"),
+        );
+        let key = Seed([5; 32]).draw_key(&line);
+        let (member, read_back, exact, full, shared): (String, String, u64, u64, u64) = script
+            .arg(draw_key_hex(&key))
+            .arg(line.to_hex())
+            .invoke(&mut connection)
+            .expect("the prelude runs");
+        assert_eq!(member, format!("{}{}", draw_key_hex(&key), line.to_hex()));
+        assert_eq!(LineId::parse(&read_back), Some(line));
+        assert_eq!(
+            (exact, full, shared),
+            (LUA_EXACT_MAX, CREDIT_FULL_MILLI, ADMISSION_SHARED_MS)
+        );
+        // Lowercase hex keeps the bytes' order: the members' order is the draw order.
+        assert_eq!(
+            draw_key_hex(&[0x0f; 32]) < draw_key_hex(&[0xa0; 32]),
+            [0x0f] < [0xa0]
+        );
     }
 
     #[test]

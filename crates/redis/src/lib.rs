@@ -39,30 +39,37 @@
 //!
 //! A Redis that lost its data answers "unknown sale" (a determinate error, so buys fail with
 //! 503 and nothing is oversold) until the service rebuilds the sale (`Shop::sync_once`).
+//!
+//! **`RedisLine`** (`line/`) keeps each sale's waiting line beside its stock, under the same
+//! hash tag (`{fs:<prefix>:<sale>}:line:*`, documented in `layout.rs`): the rules of
+//! `flashsale_core::line::Line`, one script call per operation (`lua/line_*.lua`). It opens
+//! its connection the same way (`connect.rs`, the same `RedisStockConfig`).
 
 use async_trait::async_trait;
 use flashsale_core::{BatchId, OrderId, ReserveOutcome, ReturnOutcome, SaleId};
-use flashsale_service::ports::redact_password;
 use flashsale_service::{
     BackendError, BackendResult, Buy, Holding, LedgerEntry, OpenMode, Opened, PendingReservation,
     StockLedger,
 };
 use layout::{SaleKeys, decode_entry, state_of};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 use scripts::Scripts;
-use std::time::Duration;
 
 mod config;
+mod connect;
 mod layout;
+mod line;
 mod open;
 mod scripts;
 
 pub use config::{LeaseConfig, RedisStockConfig};
+pub use line::RedisLine;
 
 const BACKEND: &str = "redis stock";
 
-/// Redis could not be reached or prepared. Names the server (without its password).
+/// Redis could not be reached or prepared (the stock ledger or the line). Names the server
+/// (without its password).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to Redis at {url}: {message}")]
 pub struct RedisStockOpenError {
@@ -104,43 +111,16 @@ impl RedisStock {
     /// cannot run them is found at start, not at the first buy. With leases, this node gets a
     /// fresh id: a restarted node never renews the lease of its earlier life, which expires.
     pub async fn connect(url: &str, config: RedisStockConfig) -> Result<Self, RedisStockOpenError> {
-        let fail = |message: String| RedisStockOpenError {
-            url: redact_password(url),
-            message,
-        };
-        if config.key_prefix.is_empty() || config.key_prefix.contains(['{', '}']) {
-            return Err(fail(format!(
-                "key prefix {:?} must be non-empty and without braces",
-                config.key_prefix
-            )));
-        }
         if let Some(lease) = &config.lease
             && (lease.units_max == 0 || lease.ttl_ms == 0)
         {
-            return Err(fail(
+            return Err(connect::open_error(
+                url,
                 "lease units_max and ttl_ms must be greater than 0".to_owned(),
             ));
         }
-        let client = redis::Client::open(url).map_err(|e| fail(format!("bad URL: {e}")))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(config.connect_timeout_ms.get())))
-            .set_response_timeout(Some(Duration::from_millis(
-                config.response_timeout_ms.get(),
-            )))
-            // Fail fast: a node that cannot reach Redis at start should say so, not retry for
-            // half a minute. Later reconnects happen on the next command anyway.
-            .set_number_of_retries(1);
-        let mut connection = ConnectionManager::new_with_config(client, manager_config)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
         let scripts = Scripts::new();
-        for script in scripts.all() {
-            script
-                .prepare_invoke()
-                .load_async(&mut connection)
-                .await
-                .map_err(|e| fail(format!("loading a script: {e}")))?;
-        }
+        let connection = connect::open(url, &config, &scripts.all()).await?;
         let leasing = config.lease.map(|lease| Leasing {
             node: uuid::Uuid::new_v4().simple().to_string(),
             units_max: lease.units_max.to_string(),
@@ -183,7 +163,7 @@ impl RedisStock {
         invocation
             .invoke_async(&mut connection)
             .await
-            .map_err(|e| redis_error(what, &e, writes))
+            .map_err(|e| redis_error(BACKEND, what, &e, writes))
     }
 
     /// Runs a writing script that answers `ok`, or `unknown_sale` having written nothing.
@@ -425,20 +405,20 @@ fn unexpected(what: &str, answer: &str) -> BackendError {
 /// server answered with an error (our scripts check everything before their first write, so a
 /// refused script wrote nothing) or the connection was refused before anything was sent; a
 /// timeout or a dropped connection after sending may have run the script.
-fn redis_error(what: &str, e: &RedisError, writes: bool) -> BackendError {
+fn redis_error(backend: &'static str, what: &str, e: &RedisError, writes: bool) -> BackendError {
     let message = format!("{what}: {e}");
     let known =
         !writes || matches!(e.kind(), redis::ErrorKind::Server(_)) || e.is_connection_refusal();
     if known {
-        BackendError::determinate(BACKEND, message)
+        BackendError::determinate(backend, message)
     } else {
-        BackendError::indeterminate(BACKEND, message)
+        BackendError::indeterminate(backend, message)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use flashsale_service::ports::redact_password;
 
     #[test]
     fn passwords_never_reach_messages() {

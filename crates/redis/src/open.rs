@@ -128,7 +128,7 @@ impl RedisStock {
             .ignore();
         pipe.query_async::<()>(&mut connection)
             .await
-            .map_err(|e| redis_error("staging a sale", &e, true))?;
+            .map_err(|e| redis_error(BACKEND, "staging a sale", &e, true))?;
         for (key, fields) in [(&staging.res, reservations), (&staging.buyers, buyers)] {
             for chunk in fields.chunks(STAGING_FIELDS_PER_COMMAND_MAX) {
                 let mut pipe = redis::pipe();
@@ -138,7 +138,7 @@ impl RedisStock {
                     .ignore();
                 pipe.query_async::<()>(&mut connection)
                     .await
-                    .map_err(|e| redis_error("staging a sale", &e, true))?;
+                    .map_err(|e| redis_error(BACKEND, "staging a sale", &e, true))?;
             }
         }
         Ok(())

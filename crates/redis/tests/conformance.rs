@@ -1,53 +1,31 @@
 //! Runs the `StockLedger` conformance suite against the real Redis server, with and without
-//! leases, each test under a key prefix of its own whose keys are deleted at the end; and the
-//! tests of what only leases promise.
+//! leases, and the `WaitingLine` suite against `RedisLine`, each test under a key prefix of its
+//! own whose keys are deleted at the end; and the tests of what only leases promise (the
+//! line's own tests are in `line.rs`).
 //!
 //! The server is `env::REDIS`: `FLASHSALE_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). A
 //! server that cannot be reached fails the tests: a skipped backend test would read as a pass.
 
 use flashsale_core::{BatchId, BuyerId, OrderId, ReserveOutcome, SaleId};
-use flashsale_redis::{LeaseConfig, RedisStock, RedisStockConfig};
-use flashsale_service::conformance::env::{REDIS, unique_name};
-use flashsale_service::{Buy, OpenMode, StockLedger};
+use flashsale_redis::{LeaseConfig, RedisLine, RedisStock, RedisStockConfig};
+use flashsale_service::conformance::env::REDIS;
+use flashsale_service::{Buy, OpenMode, StockLedger, WaitingLine};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// A key prefix of the test's own. Dropping it deletes every key under it.
-struct TestPrefix {
-    prefix: String,
-}
+mod support;
 
-impl Drop for TestPrefix {
-    fn drop(&mut self) {
-        // The blocking client: Drop cannot await, and this is a handful of commands.
-        use redis::Commands as _;
-        let pattern = format!("{{fs:{}:*", self.prefix);
-        let cleanup = || -> redis::RedisResult<()> {
-            let client = redis::Client::open(REDIS.url())?;
-            let mut connection = client.get_connection()?;
-            let keys: Vec<String> = connection
-                .scan_match::<_, String>(&pattern)?
-                .collect::<redis::RedisResult<_>>()?;
-            for chunk in keys.chunks(500) {
-                redis::cmd("DEL").arg(chunk).query::<()>(&mut connection)?;
-            }
-            Ok(())
-        };
-        if let Err(e) = cleanup() {
-            eprintln!("could not delete test keys {pattern}: {e}");
-        }
-    }
-}
+use support::TestPrefix;
 
 async fn fresh_stock() -> (RedisStock, TestPrefix) {
     fresh_stock_with(None).await
 }
 
 async fn fresh_stock_with(lease: Option<LeaseConfig>) -> (RedisStock, TestPrefix) {
-    let prefix = unique_name("test-");
-    let stock = node(&prefix, lease).await;
-    (stock, TestPrefix { prefix })
+    let prefix = TestPrefix::new();
+    let stock = node(&prefix.prefix, lease).await;
+    (stock, prefix)
 }
 
 /// Another node on the same ledgers.
@@ -79,6 +57,23 @@ mod redis_leased_stock {
     flashsale_service::stock_ledger_conformance!(|| async {
         let (stock, prefix) = fresh_stock_with(Some(LeaseConfig::default())).await;
         (Arc::new(stock) as Arc<dyn StockLedger>, prefix)
+    });
+}
+
+/// The waiting line, beside the stock under the same prefix.
+mod redis_line {
+    use super::*;
+
+    flashsale_service::waiting_line_conformance!(|| async {
+        let prefix = TestPrefix::new();
+        let config = RedisStockConfig {
+            key_prefix: prefix.prefix.clone(),
+            ..RedisStockConfig::default()
+        };
+        let line = RedisLine::connect(&REDIS.url(), config)
+            .await
+            .unwrap_or_else(|e| panic!("{e} {}", REDIS.hint()));
+        (Arc::new(line) as Arc<dyn WaitingLine>, prefix)
     });
 }
 
