@@ -303,6 +303,41 @@ pub async fn line_set_up_is_idempotent(line: Arc<dyn WaitingLine>) {
             .expect("join"),
         Err(LineRefused::NotOpen)
     );
+    // After the draw the start stays where the draw happened; the end still follows (a sale
+    // stopped early).
+    let stopped = LineTimes {
+        starts_at: at(5),
+        ends_at: at(10),
+        ..times()
+    };
+    assert_eq!(
+        join(&line, sale, member(sale, 1), at(1)).await,
+        Place::Position(2)
+    );
+    line.set_up(sale, stopped).await.expect("stop early");
+    assert_eq!(
+        line.join(
+            sale,
+            member(sale, 2),
+            SEED.draw_key(&member(sale, 2)),
+            at(3)
+        )
+        .await
+        .expect("join"),
+        Ok(Place::Position(3)),
+        "the start did not move back behind the draw"
+    );
+    assert_eq!(
+        line.join(
+            sale,
+            member(sale, 3),
+            SEED.draw_key(&member(sale, 3)),
+            at(10)
+        )
+        .await
+        .expect("join"),
+        Err(LineRefused::Ended)
+    );
 }
 
 /// Many concurrent joins after the start give a gap-free set of positions, one per member.
