@@ -15,3 +15,12 @@ pub use queue::{QueueOpenError, RedbQueue, RedbQueueConfig};
 pub use stock::InProcessStock;
 #[cfg(feature = "sqlite")]
 pub use store::{SqliteStore, StoreOpenError};
+
+/// What a caught panic said, for the error that replaces it.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
