@@ -18,9 +18,11 @@
 //! at the start, and the first advance may let one second's worth through at once. A disk that
 //! acknowledges a sync it did not do is out of reach, as for the queue.
 //!
-//! Growth: about 101 bytes per member (the join record), plus a few dozen bytes per draw,
-//! admission (at most one a second that admits), buy and control change: a million joins are
-//! about 101 MB of log. The log is never compacted; a line lives as long as its sale.
+//! Growth: 101 bytes per member (the join record); 45 per advance that admits someone (so at
+//! most one per admitted member, in practice one per advance tick while the line moves); 33
+//! per buy noted; 37 for the draw, 65 per set-up, 31 per control change. A million joins are
+//! about 101 MB of log, at most about 180 MB if every member is also admitted alone and buys.
+//! The log is never compacted.
 //!
 //! `InProcessLine::new()` is the in-memory form (no log) for tests and the simulation.
 

@@ -332,11 +332,18 @@ mod tests {
     }
 
     #[test]
-    fn a_join_takes_101_bytes() {
-        let mut framed = Vec::new();
-        every_kind()[2].encode_framed(&mut framed);
-        assert_eq!(framed.len(), 101);
-        assert_eq!(framed.len(), FRAME_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX);
+    fn records_take_the_sizes_the_module_docs_state() {
+        let sizes: Vec<usize> = every_kind()
+            .iter()
+            .map(|record| {
+                let mut framed = Vec::new();
+                record.encode_framed(&mut framed);
+                framed.len()
+            })
+            .collect();
+        // Set-up, draw, join, admission, buy, and the three controls.
+        assert_eq!(sizes, [65, 37, 101, 45, 33, 31, 31, 31]);
+        assert_eq!(FRAME_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX, 101);
     }
 
     #[test]
