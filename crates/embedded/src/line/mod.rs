@@ -1,5 +1,5 @@
 //! The embedded waiting lines: `flashsale_core::line::Line` per sale, in process, made durable
-//! by an append-only log (`InProcessLine::open`; the server uses that form).
+//! by an append-only log (`InProcessLine::open`, the form for the server; nothing wires it in yet).
 //!
 //! How it works: every call changes its sale's `Line` under one lock and, in the same critical
 //! section, appends a record of each change to the log (`record.rs`), so the file's order is
