@@ -205,7 +205,7 @@ fn run_committer(mut file: File, shared: &Shared) {
         match written {
             Ok(()) => shared.durable.send_modify(|d| d.up_to = last),
             Err(why) => {
-                tracing::error!(%why, "the line log failed; every line call is refused until a restart");
+                tracing::error!(%why, "the line log failed; line calls are refused until a restart");
                 let why: Arc<str> = why.into();
                 // Refuse new changes first, then tell the waiters.
                 shared.pending().failed = Some(why.clone());
