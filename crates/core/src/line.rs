@@ -665,6 +665,14 @@ impl Line {
         Some(self.apply_admission(self.admitted_up_to + admit, now))
     }
 
+    /// Empties the rate bucket as of `at`: a backend replaying its log calls it after each
+    /// admission it replays, since the credit left then is not logged. From there the credit
+    /// builds up again at the rate, so a restart never lets through more than the rate allows.
+    pub fn empty_bucket_at(&mut self, at: OffsetDateTime) {
+        self.credit_milli = 0;
+        self.last_advance = Some(self.last_advance.map_or(at, |last| last.max(at)));
+    }
+
     /// Admits every position up to `up_to` at `at` (what `advance` does once it has decided;
     /// a backend replaying its log calls it directly). Returns the admission as recorded.
     pub fn apply_admission(&mut self, up_to: u64, at: OffsetDateTime) -> (u64, OffsetDateTime) {

@@ -49,3 +49,13 @@ mod in_process_line {
         (Arc::new(InProcessLine::new()) as Arc<dyn WaitingLine>, ())
     });
 }
+
+mod durable_line {
+    use super::*;
+
+    flashsale_service::waiting_line_conformance!(|| async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let line = InProcessLine::open(dir.path().join("line.log")).expect("open line log");
+        (Arc::new(line) as Arc<dyn WaitingLine>, dir)
+    });
+}

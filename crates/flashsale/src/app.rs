@@ -8,7 +8,7 @@ use flashsale_embedded::{InProcessLine, InProcessStock, RedbQueue, SqliteStore};
 use flashsale_http::AppState;
 use flashsale_nats::{JetStreamQueue, JetStreamQueueConfig};
 use flashsale_postgres::PgStore;
-use flashsale_redis::{LeaseConfig, RedisStock, RedisStockConfig};
+use flashsale_redis::{LeaseConfig, RedisLine, RedisStock, RedisStockConfig};
 use flashsale_service::ports::redact_password;
 use flashsale_service::{Backends, Clock, Design, Shop, ShopConfig, SystemClock};
 use secrecy::{ExposeSecret, SecretString};
@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 /// File names inside the data directory.
 pub const QUEUE_FILE: &str = "queue.redb";
+/// The waiting lines' log, in the data directory.
+pub const LINE_FILE: &str = "line.log";
 pub const BUY_PATH_SECRET_FILE: &str = "buy_path.secret";
 
 /// A server that is up and serving.
@@ -78,13 +80,15 @@ async fn open_backends(config: &Config, clock: Arc<dyn Clock>) -> Result<Backend
             let queue = RedbQueue::open(&queue_path, config.queue.clone()).with_context(|| {
                 format!("cannot open the durable queue {}", queue_path.display())
             })?;
+            let line_path = config.data_dir.join(LINE_FILE);
+            let line = InProcessLine::open(&line_path).with_context(|| {
+                format!("cannot open the waiting lines' log {}", line_path.display())
+            })?;
             Ok(Backends {
                 stock: Arc::new(InProcessStock::new()),
                 queue: Arc::new(queue),
                 store: Arc::new(store),
-                // In memory until the durable line log lands: after a restart an open line
-                // is reported lost (503 line_lost), never re-created empty.
-                line: Arc::new(InProcessLine::new()),
+                line: Arc::new(line),
                 clock,
             })
         }
@@ -122,13 +126,15 @@ async fn open_backends(config: &Config, clock: Arc<dyn Clock>) -> Result<Backend
             let store = PgStore::connect_with(&postgres_url, config.postgres.clone())
                 .await
                 .context("order store (backends.orders)")?;
+            // The lines live beside the stock, under the same key prefix.
+            let line = RedisLine::connect(&redis_url, config.redis.clone())
+                .await
+                .context("waiting lines (backends.stock's Redis)")?;
             Ok(Backends {
                 stock: Arc::new(stock),
                 queue: Arc::new(queue),
                 store: Arc::new(store),
-                // TODO(issue 14): the Redis line; one in-process line per node does not give
-                // one place per buyer across nodes.
-                line: Arc::new(InProcessLine::new()),
+                line: Arc::new(line),
                 clock,
             })
         }

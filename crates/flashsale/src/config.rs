@@ -546,6 +546,73 @@ mod tests {
             "INSERT_ROWS_PER_STATEMENT_MAX",
             "SQLite's bound-parameter limit",
         ),
+        // The waiting line (issue 14): the sale spec's bounds are the API's contract, the
+        // ticket and the log records are formats, the rest paces a node's copy of a line.
+        (
+            "ADMIT_PER_SEC_MAX",
+            "input validation of the API (waiting_room)",
+        ),
+        (
+            "ADMISSION_SECS_MIN",
+            "input validation of the API (waiting_room)",
+        ),
+        (
+            "ADMISSION_SECS_MAX",
+            "input validation of the API (waiting_room)",
+        ),
+        (
+            "LINE_OPENS_BEFORE_START_SECS_MAX",
+            "input validation of the API (waiting_room)",
+        ),
+        (
+            "POLL_AFTER_SECS_MIN",
+            "line/me's poll hint, part of its contract",
+        ),
+        (
+            "POLL_AFTER_SECS_MAX",
+            "line/me's poll hint, part of its contract",
+        ),
+        ("TICKET_MAC_BYTES", "admission ticket format"),
+        ("TICKET_BYTES", "admission ticket format"),
+        ("FRAME_HEADER_BYTES", "line log record format"),
+        ("RECORD_PAYLOAD_BYTES_MAX", "line log record format bound"),
+        ("LINE_HEX_CHARS", "Redis line member encoding"),
+        (
+            "LUA_EXACT_MAX",
+            "largest integer Lua's doubles hold exactly",
+        ),
+        (
+            "ADMISSION_SHARED_MS",
+            "admissions within a second share their time (core::line's rule)",
+        ),
+        (
+            "MEMBERS_PER_CALL_MAX",
+            "members read per Redis call, so one call never blocks Redis long",
+        ),
+        (
+            "LOG_PENDING_BYTES_MAX",
+            "line log backlog before callers wait (1 MiB: thousands of joins)",
+        ),
+        (
+            "LINE_SUMMARY_CACHE_MS",
+            "how stale a node's copy of a line may be; the admission rate's bucket bounds the effect",
+        ),
+        (
+            "LINE_POSITIONS_CACHED_MAX",
+            "positions a node keeps (about 100 MB at the cap); the rest are asked of the line",
+        ),
+        (
+            "AUTO_ADMIT_PER_SEC_MIN",
+            "\"auto\"'s floor (README: the fair line)",
+        ),
+        (
+            "AUTO_ADMIT_PER_SEC_MAX",
+            "\"auto\"'s ceiling: the API's own maximum",
+        ),
+        (
+            "AUTO_SAMPLE_MS",
+            "how often \"auto\" measures the durable path",
+        ),
     ];
 
     /// The unit suffixes that make a constant's name a limit's name.

@@ -319,6 +319,23 @@ mod tests {
                 "{schema}"
             );
         }
+        {
+            use flashsale_core::line::{ADMISSION_SECS_MAX, ADMISSION_SECS_MIN, ADMIT_PER_SEC_MAX};
+            let room = &schemas["WaitingRoomSpec"]["properties"];
+            assert_eq!(
+                (
+                    room["admission_secs"]["minimum"].as_u64(),
+                    room["admission_secs"]["maximum"].as_u64()
+                ),
+                (
+                    Some(u64::from(ADMISSION_SECS_MIN)),
+                    Some(u64::from(ADMISSION_SECS_MAX))
+                )
+            );
+            let rate = &schemas["AdmitRate"]["oneOf"][0];
+            assert_eq!(rate["maximum"].as_u64(), Some(u64::from(ADMIT_PER_SEC_MAX)));
+            assert_eq!(rate["minimum"].as_u64(), Some(1));
+        }
         for schema in ["BuyerId", "PaymentId"] {
             assert_eq!(
                 schemas[schema]["pattern"],

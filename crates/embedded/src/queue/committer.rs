@@ -4,6 +4,7 @@
 
 use super::record::RESERVATIONS;
 use super::{BACKEND, Shared, Slots, voided};
+use crate::panic_message;
 use flashsale_core::{BatchId, OrderId, Reservation};
 use flashsale_service::{BackendError, VoidOutcome, faults};
 use redb::{Database, Durability};
@@ -61,14 +62,6 @@ pub(crate) enum Command {
         batch: BatchId,
         reply: oneshot::Sender<VoidOutcome>,
     },
-}
-
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".into())
 }
 
 /// The committer thread: one write transaction per batch of waiting requests. A plain thread,

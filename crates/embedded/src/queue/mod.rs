@@ -35,7 +35,8 @@ mod record;
 pub use crate::config::RedbQueueConfig;
 pub use record::{decode_record, encode_record};
 
-use committer::{Command, panic_message, run_committer};
+use crate::panic_message;
+use committer::{Command, run_committer};
 use index::Index;
 use record::load;
 

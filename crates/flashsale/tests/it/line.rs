@@ -385,3 +385,103 @@ async fn line_input_is_checked_and_a_sale_without_one_has_none() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(error_code(&body), "not_in_line");
 }
+
+#[tokio::test]
+async fn a_restart_keeps_every_place_and_admission() {
+    let mut app = TestApp::spawn().await;
+    let sale = sale_with_line(&app, 5, json!(2)).await;
+    app.advance(Duration::minutes(2));
+    let tokens: Vec<String> = (0..4).map(|n| app.buyer(&format!("restart-{n}"))).collect();
+    for token in &tokens {
+        assert_eq!(join(&app, &sale, token).await.0, StatusCode::OK);
+    }
+    app.advance(Duration::minutes(8));
+    let mut before = Vec::new();
+    for token in &tokens {
+        let (_, body) = me(&app, &sale, token).await;
+        before.push((body["position"].clone(), body["state"].clone()));
+    }
+    app.stop().await;
+    app.start().await;
+    for (token, (position, state)) in tokens.iter().zip(&before) {
+        let (status, body) = me(&app, &sale, token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(&body["position"], position, "{body}");
+        assert_eq!(&body["state"], state, "{body}");
+    }
+    // A join after the restart takes the next place, not one of the kept ones.
+    let (_, late) = join(&app, &sale, &app.buyer("restart-late")).await;
+    assert_eq!(late["position"], 5, "{late}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_share_one_line() {
+    use crate::support::backends::SharedBackends;
+    use std::sync::Arc;
+
+    let shared = SharedBackends::create().await;
+    let clock = Arc::new(flashsale_service::ManualClock::new(
+        time::OffsetDateTime::now_utc(),
+    ));
+    let mut nodes: Vec<TestApp> = Vec::new();
+    for _ in 0..3 {
+        nodes.push(shared.node(&clock).await);
+    }
+    let sale = sale_with_line(&nodes[0], 2, json!(100)).await;
+    clock.advance(Duration::minutes(2));
+    // The other nodes learn of the sale from PostgreSQL.
+    for node in &nodes[1..] {
+        for _ in 0..200 {
+            if node.status(&sale).await["line"].is_object() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+    // Every buyer joins on every node, at once: one place each.
+    let names: Vec<String> = (0..30).map(|n| format!("node-liner-{n}")).collect();
+    let tokens: Vec<(usize, String)> = names
+        .iter()
+        .flat_map(|name| (0..3).map(move |n| (n, name.clone())))
+        .map(|(n, name)| (n, nodes[n].buyer(&name)))
+        .collect();
+    let joins: Vec<_> = tokens
+        .iter()
+        .map(|(n, token)| join(&nodes[*n], &sale, token))
+        .collect();
+    for (status, body) in futures_util::future::join_all(joins).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    clock.advance(Duration::minutes(8));
+    let mut positions = Vec::new();
+    for (n, name) in names.iter().enumerate() {
+        let node = &nodes[n % 3];
+        let (_, body) = me(node, &sale, &node.buyer(name)).await;
+        let position = body["position"].as_u64().unwrap();
+        // The same place on every node.
+        for other in &nodes {
+            let (_, there) = me(other, &sale, &other.buyer(name)).await;
+            assert_eq!(there["position"], position, "{there}");
+        }
+        positions.push((position, name.clone()));
+    }
+    positions.sort();
+    let drawn: Vec<u64> = positions.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        drawn,
+        (1..=30).collect::<Vec<u64>>(),
+        "gap-free, one per buyer"
+    );
+    // The first in line buys on node 2 with the ticket node 0 gave.
+    let first = &positions[0].1;
+    let (_, first_me) = me(&nodes[0], &sale, &nodes[0].buyer(first)).await;
+    assert_eq!(first_me["state"], "admitted", "{first_me}");
+    let (status, body) = nodes[2]
+        .buy(
+            first_me["buy_path"].as_str().unwrap(),
+            &nodes[2].buyer(first),
+            "n",
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}

@@ -1,0 +1,377 @@
+//! The line log's records and their framing: what one change of a line looks like on disk.
+//!
+//! A record is framed as `[length: u32 LE][CRC-32C of the length bytes and the payload: u32
+//! LE][payload]`. The payload is a tag byte and fixed-size fields (ids as raw bytes, numbers
+//! little-endian, a time as unix seconds `i64` and nanoseconds `u32`), so each kind of record
+//! has one size and no record is longer than `RECORD_PAYLOAD_BYTES_MAX`. A join, the record
+//! that dominates a log, takes `FRAME_HEADER_BYTES + 93` = 101 bytes: a million joins are
+//! about 101 MB.
+
+use flashsale_core::line::{AdmitRate, DrawKey, LineControl, LineId, LineTimes};
+use flashsale_core::{SaleId, Timestamp};
+use time::OffsetDateTime;
+
+/// The length and the checksum in front of every payload.
+pub(crate) const FRAME_HEADER_BYTES: usize = 8;
+/// The longest payload (a join). A frame claiming more is damage, not a record: a format
+/// bound, so a damaged length can never make the reader allocate or skip far.
+pub(crate) const RECORD_PAYLOAD_BYTES_MAX: usize = 1 + 16 + 32 + 32 + TIME_LEN;
+
+const TIME_LEN: usize = 12;
+const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// One change of one sale's line, in the order it was applied in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// The line was set up, or its times moved while nobody had joined.
+    SetUp { sale: SaleId, times: LineTimes },
+    /// The pre-queue was drawn (the first call at or after the start). Logged because the
+    /// draw is what splits the pre-queue from the joiners in arrival order: a join stamped
+    /// before the start by a caller whose clock lags still comes after the draw.
+    Draw { sale: SaleId, at: Timestamp },
+    /// A member's first join (later joins of the same member change nothing).
+    Join {
+        sale: SaleId,
+        line: LineId,
+        key: DrawKey,
+        at: Timestamp,
+    },
+    /// What `Line::advance` returned: positions up to `up_to` admitted at `at`.
+    Admission {
+        sale: SaleId,
+        up_to: u64,
+        at: Timestamp,
+    },
+    /// A buy under the admission of `position` (first time only).
+    Bought { sale: SaleId, position: u64 },
+    /// The admins' control, replaced whole.
+    Control { sale: SaleId, control: LineControl },
+}
+
+const SET_UP: u8 = 1;
+const DRAW: u8 = 2;
+const JOIN: u8 = 3;
+const ADMISSION: u8 = 4;
+const BOUGHT: u8 = 5;
+const CONTROL: u8 = 6;
+
+const RATE_NONE: u8 = 0;
+const RATE_FIXED: u8 = 1;
+const RATE_AUTO: u8 = 2;
+
+impl Record {
+    /// Appends the framed record to `out`.
+    pub(crate) fn encode_framed(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+        self.encode_payload(out);
+        let length = out.len() - start - FRAME_HEADER_BYTES;
+        assert!(
+            length <= RECORD_PAYLOAD_BYTES_MAX,
+            "a record is at most RECORD_PAYLOAD_BYTES_MAX"
+        );
+        let length = (length as u32).to_le_bytes();
+        out[start..start + 4].copy_from_slice(&length);
+        let crc = checksum(length, &out[start + FRAME_HEADER_BYTES..]);
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn encode_payload(&self, out: &mut Vec<u8>) {
+        match self {
+            Record::SetUp { sale, times } => {
+                put_head(out, SET_UP, *sale);
+                put_time(out, times.opens_at);
+                put_time(out, times.starts_at);
+                put_time(out, times.ends_at);
+                out.extend_from_slice(&times.admission_secs.to_le_bytes());
+            }
+            Record::Draw { sale, at } => {
+                put_head(out, DRAW, *sale);
+                put_time(out, *at);
+            }
+            Record::Join {
+                sale,
+                line,
+                key,
+                at,
+            } => {
+                put_head(out, JOIN, *sale);
+                out.extend_from_slice(&line.0);
+                out.extend_from_slice(key);
+                put_time(out, *at);
+            }
+            Record::Admission { sale, up_to, at } => {
+                put_head(out, ADMISSION, *sale);
+                out.extend_from_slice(&up_to.to_le_bytes());
+                put_time(out, *at);
+            }
+            Record::Bought { sale, position } => {
+                put_head(out, BOUGHT, *sale);
+                out.extend_from_slice(&position.to_le_bytes());
+            }
+            Record::Control { sale, control } => {
+                put_head(out, CONTROL, *sale);
+                out.push(u8::from(control.paused));
+                let (tag, rate) = match control.rate {
+                    None => (RATE_NONE, 0),
+                    Some(AdmitRate::Fixed(rate)) => (RATE_FIXED, rate),
+                    Some(AdmitRate::Auto) => (RATE_AUTO, 0),
+                };
+                out.push(tag);
+                out.extend_from_slice(&rate.to_le_bytes());
+            }
+        }
+    }
+
+    /// Reads a payload whose checksum matched. A payload this code cannot have written (an
+    /// unknown tag, a size that is not its tag's, a time out of range) is an error.
+    pub(crate) fn decode(payload: &[u8]) -> Result<Record, String> {
+        let mut reader = Reader(payload);
+        let tag = reader.byte()?;
+        let sale = SaleId(uuid::Uuid::from_bytes(reader.array()?));
+        let record = match tag {
+            SET_UP => Record::SetUp {
+                sale,
+                times: LineTimes {
+                    opens_at: reader.time()?,
+                    starts_at: reader.time()?,
+                    ends_at: reader.time()?,
+                    admission_secs: u32::from_le_bytes(reader.array()?),
+                },
+            },
+            DRAW => Record::Draw {
+                sale,
+                at: reader.time()?,
+            },
+            JOIN => Record::Join {
+                sale,
+                line: LineId(reader.array()?),
+                key: reader.array()?,
+                at: reader.time()?,
+            },
+            ADMISSION => Record::Admission {
+                sale,
+                up_to: u64::from_le_bytes(reader.array()?),
+                at: reader.time()?,
+            },
+            BOUGHT => Record::Bought {
+                sale,
+                position: u64::from_le_bytes(reader.array()?),
+            },
+            CONTROL => {
+                let paused = match reader.byte()? {
+                    0 => false,
+                    1 => true,
+                    other => return Err(format!("a control record's paused flag is {other}")),
+                };
+                let tag = reader.byte()?;
+                let value = u32::from_le_bytes(reader.array()?);
+                let rate = match tag {
+                    RATE_NONE => None,
+                    RATE_FIXED => Some(AdmitRate::Fixed(value)),
+                    RATE_AUTO => Some(AdmitRate::Auto),
+                    other => return Err(format!("a control record's rate kind is {other}")),
+                };
+                Record::Control {
+                    sale,
+                    control: LineControl { paused, rate },
+                }
+            }
+            other => return Err(format!("unknown record kind {other}")),
+        };
+        if !reader.0.is_empty() {
+            return Err(format!(
+                "{} bytes after a record of kind {tag}",
+                reader.0.len()
+            ));
+        }
+        Ok(record)
+    }
+}
+
+/// The checksum of a frame: its length bytes, then its payload.
+pub(crate) fn checksum(length: [u8; 4], payload: &[u8]) -> u32 {
+    let mut digest = CASTAGNOLI.digest();
+    digest.update(&length);
+    digest.update(payload);
+    digest.finalize()
+}
+
+/// The payload length a frame header claims, if it is one a record can have.
+pub(crate) fn claimed_length(header: &[u8; FRAME_HEADER_BYTES]) -> Option<usize> {
+    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    (1..=RECORD_PAYLOAD_BYTES_MAX)
+        .contains(&length)
+        .then_some(length)
+}
+
+/// Whether `payload` is what the frame header promises.
+pub(crate) fn frame_matches(header: &[u8; FRAME_HEADER_BYTES], payload: &[u8]) -> bool {
+    let length = [header[0], header[1], header[2], header[3]];
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    checksum(length, payload) == crc
+}
+
+/// Whether a whole valid frame starts at the beginning of `bytes`.
+pub(crate) fn valid_frame_at(bytes: &[u8]) -> bool {
+    let Some(header) = bytes.first_chunk::<FRAME_HEADER_BYTES>() else {
+        return false;
+    };
+    let Some(length) = claimed_length(header) else {
+        return false;
+    };
+    bytes
+        .get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + length)
+        .is_some_and(|payload| frame_matches(header, payload))
+}
+
+fn put_head(out: &mut Vec<u8>, tag: u8, sale: SaleId) {
+    out.push(tag);
+    out.extend_from_slice(sale.0.as_bytes());
+}
+
+fn put_time(out: &mut Vec<u8>, at: Timestamp) {
+    out.extend_from_slice(&at.unix_timestamp().to_le_bytes());
+    out.extend_from_slice(&at.nanosecond().to_le_bytes());
+}
+
+/// Reads fixed-size fields off the front of a payload.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let (head, rest) = self
+            .0
+            .split_first_chunk::<N>()
+            .ok_or_else(|| format!("the record ends early ({} bytes left)", self.0.len()))?;
+        self.0 = rest;
+        Ok(*head)
+    }
+
+    fn byte(&mut self) -> Result<u8, String> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn time(&mut self) -> Result<Timestamp, String> {
+        let secs = i64::from_le_bytes(self.array()?);
+        let nanos = u32::from_le_bytes(self.array()?);
+        OffsetDateTime::from_unix_timestamp(secs)
+            .and_then(|at| at.replace_nanosecond(nanos))
+            .map_err(|e| format!("a time out of range ({secs} s, {nanos} ns): {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn sale() -> SaleId {
+        SaleId(uuid::Uuid::from_u128(0xfeed))
+    }
+
+    fn every_kind() -> Vec<Record> {
+        let at = datetime!(2026-12-03 12:00:00.123456789 UTC);
+        vec![
+            Record::SetUp {
+                sale: sale(),
+                times: LineTimes {
+                    opens_at: at - time::Duration::minutes(10),
+                    starts_at: at,
+                    ends_at: at + time::Duration::hours(1),
+                    admission_secs: 60,
+                },
+            },
+            Record::Draw { sale: sale(), at },
+            Record::Join {
+                sale: sale(),
+                line: LineId([7; 32]),
+                key: [9; 32],
+                at,
+            },
+            Record::Admission {
+                sale: sale(),
+                up_to: 42,
+                at,
+            },
+            Record::Bought {
+                sale: sale(),
+                position: 3,
+            },
+            Record::Control {
+                sale: sale(),
+                control: LineControl {
+                    paused: true,
+                    rate: Some(AdmitRate::Fixed(7)),
+                },
+            },
+            Record::Control {
+                sale: sale(),
+                control: LineControl {
+                    paused: false,
+                    rate: Some(AdmitRate::Auto),
+                },
+            },
+            Record::Control {
+                sale: sale(),
+                control: LineControl::default(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_kind_of_record_reads_back_as_written() {
+        for record in every_kind() {
+            let mut framed = Vec::new();
+            record.encode_framed(&mut framed);
+            assert!(valid_frame_at(&framed), "{record:?}");
+            let payload = &framed[FRAME_HEADER_BYTES..];
+            assert_eq!(Record::decode(payload), Ok(record.clone()));
+            assert!(payload.len() <= RECORD_PAYLOAD_BYTES_MAX);
+        }
+    }
+
+    #[test]
+    fn records_take_the_sizes_the_module_docs_state() {
+        let sizes: Vec<usize> = every_kind()
+            .iter()
+            .map(|record| {
+                let mut framed = Vec::new();
+                record.encode_framed(&mut framed);
+                framed.len()
+            })
+            .collect();
+        // Set-up, draw, join, admission, buy, and the three controls.
+        assert_eq!(sizes, [65, 37, 101, 45, 33, 31, 31, 31]);
+        assert_eq!(FRAME_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX, 101);
+    }
+
+    #[test]
+    fn any_flipped_bit_fails_the_frame() {
+        let mut framed = Vec::new();
+        every_kind()[3].encode_framed(&mut framed);
+        for byte in 0..framed.len() {
+            for bit in 0..8 {
+                let mut damaged = framed.clone();
+                damaged[byte] ^= 1 << bit;
+                assert!(!valid_frame_at(&damaged), "byte {byte} bit {bit}");
+            }
+        }
+        assert!(!valid_frame_at(&framed[..framed.len() - 1]), "a torn frame");
+    }
+
+    #[test]
+    fn payloads_this_code_cannot_have_written_are_errors() {
+        let mut framed = Vec::new();
+        every_kind()[4].encode_framed(&mut framed);
+        let payload = framed[FRAME_HEADER_BYTES..].to_vec();
+        let mut unknown = payload.clone();
+        unknown[0] = 99;
+        assert!(Record::decode(&unknown).is_err());
+        assert!(Record::decode(&payload[..payload.len() - 1]).is_err());
+        let mut longer = payload;
+        longer.push(0);
+        assert!(Record::decode(&longer).is_err());
+        assert!(Record::decode(&[]).is_err());
+    }
+}
