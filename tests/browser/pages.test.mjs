@@ -57,11 +57,12 @@ async function admin(method, path, body) {
   return data;
 }
 
-async function createSale({ name = "Test phone", stock, limit = 1, startsInMs, payWindowSecs = 120 }) {
+async function createSale({ name = "Test phone", stock, limit = 1, startsInMs, payWindowSecs = 120, waitingRoom }) {
   const starts = new Date(Date.now() + startsInMs);
   return admin("POST", "/api/admin/sales", {
     name, price_cents: 19_900, stock, per_buyer_limit: limit, payment_window_secs: payWindowSecs,
     starts_at: starts.toISOString(), ends_at: new Date(starts.getTime() + 3_600_000).toISOString(),
+    ...(waitingRoom ? { waiting_room: waitingRoom } : {}),
   });
 }
 
@@ -163,6 +164,48 @@ test("a buyer watches the countdown reach zero, buys, pays; a second buyer finds
   await waitText(alice, "order", /^Paid — thank you!/);
   await alice.context().close();
   await bob.context().close();
+});
+
+test("buyers join the line before the start, one is admitted and buys, the other gets the unit back by back-fill", { timeout: 90_000 }, async () => {
+  const sale = await createSale({
+    name: "Lined-up phone", stock: 1, startsInMs: 8_000, payWindowSecs: 5,
+    waitingRoom: { opens_at: new Date(Date.now() - 1_000).toISOString(), admit_per_sec: 10, admission_secs: 30 },
+  });
+  const [alice, bob] = await Promise.all([newPage(), newPage()]);
+  await Promise.all([alice.goto(`${BASE}/sales/${sale.id}`), bob.goto(`${BASE}/sales/${sale.id}`)]);
+  await signIn(alice, "line-alice");
+  await signIn(bob, "line-bob");
+  // Before the start: no buy button, a join button; joining puts each in the pre-queue.
+  for (const page of [alice, bob]) {
+    await waitText(page, "line", /^The line is open\./);
+    assert.equal(await page.locator("#buy").isVisible(), false, "no buy button for a sale with a line");
+    await page.click("#join");
+    await waitText(page, "line", /^You are in the line\. At the start/);
+  }
+  await shot(alice, "line-pre-queue.png");
+  // The start draws the line: one of the two is admitted (one unit), the other waits.
+  const admitted = /^It's your turn: buy within \d\d:\d\d\.$/;
+  let first, second;
+  for (let i = 0; i < 200 && !first; i++) {
+    for (const [page, other] of [[alice, bob], [bob, alice]]) {
+      if (admitted.test((await page.locator("#line").textContent()) ?? "")) { first = page; second = other; }
+    }
+    if (!first) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.ok(first, "someone was admitted at the start");
+  await shot(first, "line-admitted.png");
+  await waitText(second, "line", /^You are in line: 0 ahead of you/);
+  await shot(second, "line-waiting.png");
+  await first.click("#buy");
+  await waitText(first, "order", /Pay within/);
+  // The first does not pay: the order expires, the unit comes back, and it goes to the next in line.
+  await waitText(second, "line", admitted, 30_000);
+  await second.click("#buy");
+  await waitText(second, "order", /Pay within/);
+  await second.click("#pay");
+  await waitText(second, "order", /paid/i);
+  await shot(second, "line-backfilled-and-paid.png");
+  await Promise.all([alice.context().close(), bob.context().close()]);
 });
 
 test("a visitor whose clock is two minutes off sees the true countdown", { timeout: 60_000 }, async () => {
