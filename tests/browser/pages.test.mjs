@@ -194,10 +194,13 @@ test("buyers join the line before the start, one is admitted and buys, the other
   }
   assert.ok(first, "someone was admitted at the start");
   await shot(first, "line-admitted.png");
-  await waitText(second, "line", /^You are in line: 0 ahead of you/);
-  await shot(second, "line-waiting.png");
+  // One unit, and the first may take it: the second is out of reach for now.
+  await waitText(second, "line", /^Sold out for your place in line/);
   await first.click("#buy");
   await waitText(first, "order", /Pay within/);
+  // Bought but not paid: the unit may come back, so the second is within reach again.
+  await waitText(second, "line", /^You are in line: 0 ahead of you/);
+  await shot(second, "line-waiting.png");
   // The first does not pay: the order expires, the unit comes back, and it goes to the next in line.
   await waitText(second, "line", admitted, 30_000);
   await second.click("#buy");
@@ -206,6 +209,22 @@ test("buyers join the line before the start, one is admitted and buys, the other
   await waitText(second, "order", /paid/i);
   await shot(second, "line-backfilled-and-paid.png");
   await Promise.all([alice.context().close(), bob.context().close()]);
+
+  // The dashboard shows the line and pauses it.
+  const page = await newPage({ viewport: { width: 1280, height: 900 } });
+  await page.goto(`${BASE}/admin`);
+  await page.fill("#token", ADMIN_TOKEN);
+  await page.click("#login");
+  await page.locator("#app").waitFor({ state: "visible" });
+  await page.click(`#sales tr[data-id="${sale.id}"]`);
+  await page.locator("#line-panel").waitFor({ state: "visible" });
+  await waitText(page, "l-length", /^2$/);
+  await waitText(page, "l-admitted", /^2$/);
+  await page.click("#line-pause");
+  await waitText(page, "l-rate", /^paused$/);
+  await waitText(page, "line-pause", /^Resume the line$/);
+  await shot(page, "admin-line.png");
+  await page.context().close();
 });
 
 test("a visitor whose clock is two minutes off sees the true countdown", { timeout: 60_000 }, async () => {

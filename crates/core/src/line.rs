@@ -751,17 +751,28 @@ pub fn eta_secs(ahead: u64, rate_per_sec: u32) -> u64 {
 }
 
 /// How long a poller should wait before asking again: soon when its turn is near, rarely when
-/// far, and within `POLL_AFTER_SECS_MIN..=POLL_AFTER_SECS_MAX`.
-pub fn poll_after_secs(standing: &Standing, eta_secs: u64, until_start_secs: u64) -> u64 {
+/// far, within `POLL_AFTER_SECS_MIN..=POLL_AFTER_SECS_MAX`, and never more than a third of
+/// `admission_secs`, so a buyer hears of their turn with most of it left (an admission comes
+/// suddenly to a place out of reach when units come back, and sooner than the estimate when
+/// people ahead pass). A place just out of reach asks often; one far out of reach rarely.
+pub fn poll_after_secs(
+    standing: &Standing,
+    eta_secs: u64,
+    until_start_secs: u64,
+    admission_secs: u32,
+) -> u64 {
     let wanted = match standing {
         Standing::PreQueue => until_start_secs / 2,
         Standing::Waiting { .. } => eta_secs / 4,
-        Standing::SoldOut { .. } => POLL_AFTER_SECS_MAX,
+        Standing::SoldOut { ahead, .. } => 1 + ahead / 8,
         Standing::Admitted { .. } | Standing::Bought { .. } | Standing::Passed { .. } => {
             POLL_AFTER_SECS_MAX
         }
     };
-    wanted.clamp(POLL_AFTER_SECS_MIN, POLL_AFTER_SECS_MAX)
+    let third_of_admission = (u64::from(admission_secs) / 3).max(POLL_AFTER_SECS_MIN);
+    wanted
+        .clamp(POLL_AFTER_SECS_MIN, POLL_AFTER_SECS_MAX)
+        .min(third_of_admission)
 }
 
 #[cfg(test)]
@@ -1065,10 +1076,28 @@ mod tests {
             position: 10,
             ahead: 9,
         };
-        assert_eq!(poll_after_secs(&waiting, 0, 0), POLL_AFTER_SECS_MIN);
-        assert_eq!(poll_after_secs(&waiting, 10_000, 0), POLL_AFTER_SECS_MAX);
+        assert_eq!(poll_after_secs(&waiting, 0, 0, 600), POLL_AFTER_SECS_MIN);
         assert_eq!(
-            poll_after_secs(&Standing::PreQueue, 0, 3600),
+            poll_after_secs(&waiting, 10_000, 0, 600),
+            POLL_AFTER_SECS_MAX
+        );
+        assert_eq!(
+            poll_after_secs(&waiting, 10_000, 0, 30),
+            10,
+            "a third of the admission"
+        );
+        let near = Standing::SoldOut {
+            position: 3,
+            ahead: 0,
+        };
+        let far = Standing::SoldOut {
+            position: 900,
+            ahead: 897,
+        };
+        assert_eq!(poll_after_secs(&near, 0, 0, 600), 1);
+        assert_eq!(poll_after_secs(&far, 0, 0, 600), POLL_AFTER_SECS_MAX);
+        assert_eq!(
+            poll_after_secs(&Standing::PreQueue, 0, 3600, 600),
             POLL_AFTER_SECS_MAX
         );
         assert_eq!(eta_secs(0, 10), 1);

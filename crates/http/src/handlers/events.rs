@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Admin, PathOf};
 use crate::server::ShutdownSignal;
-use crate::wire::{AdminOrderBody, ErrorBody};
+use crate::wire::{AdminOrderBody, ErrorBody, LineBody};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -61,6 +61,9 @@ struct SaleEvent {
     /// first): unchanged counters mean the list is the same.
     #[serde(skip_serializing_if = "Option::is_none")]
     recent_orders: Option<Vec<AdminOrderBody>>,
+    /// The sale's line, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<LineBody>,
 }
 
 #[utoipa::path(
@@ -70,7 +73,7 @@ struct SaleEvent {
     description = "Server-sent events (`text/event-stream`), one `sale` event a second with the sale's \
                    phase, counters, per-layer counts and rates (the first event also names \
                    the layers in `layer_labels`), writers, queue depth and (when the \
-                   counters changed) the newest orders. At most 4 streams at once; a stream ends \
+                   counters changed) the newest orders, and the line (a sale with one). At most 4 streams at once; a stream ends \
                    after an hour or when the server shuts down, and the client reconnects.",
     security(("admin_token" = [])),
     params(
@@ -199,6 +202,7 @@ async fn next_event(
         writers: state.shop.writer_count(),
         queue_depth: state.shop.queue_depth(),
         recent_orders,
+        line: state.shop.line_view(sale).await?.map(LineBody::from),
     };
     let json = serde_json::to_string(&event).map_err(|error| {
         tracing::error!(%error, "could not serialize a sale event");

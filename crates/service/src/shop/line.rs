@@ -246,8 +246,15 @@ impl Shop {
             ),
             _ => (None, None),
         };
-        let poll_after_secs =
-            line::poll_after_secs(&standing, eta_secs.unwrap_or(0), until_start_secs);
+        let poll_after_secs = line::poll_after_secs(
+            &standing,
+            eta_secs.unwrap_or(0),
+            until_start_secs,
+            sale.spec
+                .waiting_room
+                .as_ref()
+                .map_or(line::ADMISSION_SECS_MAX, |r| r.admission_secs),
+        );
         Ok(LineOutcome::Standing(LineMe {
             standing,
             admitted_up_to: summary.admitted_up_to,
