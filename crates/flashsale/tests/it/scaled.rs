@@ -627,3 +627,97 @@ async fn the_reconciler_settles_reservations_a_dead_node_left_pending() {
     assert_eq!(all_orders(&node, &sale).await.len(), 1);
     assert_eq!(node.sale(&sale).await["counters"]["available"], 9);
 }
+
+/// Issue 14: a Redis that comes back empty has lost the sale's line. Nothing re-creates it
+/// empty (that would hand out new places in a new order): joins and `line/me` answer 503
+/// `line_lost` on every node, also after the sync passes that rebuild the stock ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restarting_empty_loses_the_line_loudly_never_silently() {
+    let mut redis = OwnServer::start(ServerKind::Redis);
+    let shared = SharedBackends::create_on(&redis.url(), &nats_url()).await;
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let (a, b) = (shared.node(&clock).await, shared.node(&clock).await);
+    let now = clock_now(&clock);
+    let starts_at = now + time::Duration::minutes(10);
+    let (status, sale) = a
+        .admin(
+            reqwest::Method::POST,
+            "/api/admin/sales",
+            Some(serde_json::json!({
+                "name": "Lined", "price_cents": 100, "stock": 5,
+                "starts_at": crate::support::rfc3339(starts_at),
+                "ends_at": crate::support::rfc3339(starts_at + time::Duration::hours(1)),
+                "per_buyer_limit": 1, "payment_window_secs": 60,
+                "waiting_room": {
+                    "opens_at": crate::support::rfc3339(now + time::Duration::minutes(1)),
+                    "admit_per_sec": 10, "admission_secs": 60,
+                },
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{sale}");
+    let sale = sale["id"].as_str().unwrap().to_owned();
+    clock.advance(time::Duration::minutes(2));
+    let join = |node: &TestApp, who: &str| {
+        let request = node
+            .http
+            .post(node.url(&format!("/api/sales/{sale}/line")))
+            .bearer_auth(node.buyer(who));
+        async move { crate::support::read(request.send().await.unwrap()).await }
+    };
+    let me = |node: &TestApp, who: &str| {
+        let request = node
+            .http
+            .get(node.url(&format!("/api/sales/{sale}/line/me")))
+            .bearer_auth(node.buyer(who));
+        async move { crate::support::read(request.send().await.unwrap()).await }
+    };
+    // Node b learns of the sale from PostgreSQL, then both take joins.
+    for _ in 0..200 {
+        if b.status(&sale).await["line"].is_object() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for (i, who) in ["x", "y", "z"].iter().enumerate() {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (status, body) = join(node, who).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["state"], "pre_queue");
+    }
+
+    redis.kill();
+    redis.restart();
+    clock.advance(time::Duration::seconds(1));
+    for node in [&a, &b] {
+        // Every answer is a 503; the first ones may be `unavailable` while the client
+        // reconnects to the restarted server, then the loss is found and said.
+        let mut lost = false;
+        for _ in 0..100 {
+            let (status, body) = me(node, "x").await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            if error_code(&body) == "line_lost" {
+                lost = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(lost, "the line's loss was never said");
+        let (status, body) = join(node, "newcomer").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(error_code(&body), "line_lost");
+    }
+    // Sync passes come and go (they rebuild the stock ledger); the line stays lost, and the
+    // status says so.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    clock.advance(time::Duration::seconds(1));
+    let (status, body) = join(&b, "later").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(error_code(&body), "line_lost");
+    assert_eq!(a.status(&sale).await["line"]["lost"], true);
+}
+
+fn clock_now(clock: &ManualClock) -> OffsetDateTime {
+    use flashsale_service::Clock;
+    clock.now()
+}
