@@ -613,6 +613,10 @@ mod tests {
             "AUTO_SAMPLE_MS",
             "how often \"auto\" measures the durable path",
         ),
+        (
+            "AUTO_WRITER_LAG_MS_MAX",
+            "writer lag past which \"auto\" slows (README: the fair line)",
+        ),
     ];
 
     /// The unit suffixes that make a constant's name a limit's name.

@@ -6,6 +6,7 @@ use crate::ports::{Clock, OrderStore, ReservationQueue};
 use flashsale_core::OrderId;
 use serde::{Deserialize, Serialize};
 use std::num::{NonZeroU64, NonZeroUsize};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -140,9 +141,16 @@ pub struct WriterPool {
     config: WriterConfig,
     // A std mutex: held only to push or pop handles, never across an await.
     writers: Mutex<Vec<Writer>>,
+    /// The writers' lag as the last batch written or idle turn saw it, in ms (what the
+    /// `flashsale_writer_lag_seconds` gauge shows); the line's "auto" rate reads it.
+    lag_ms: Arc<AtomicU64>,
 }
 
 impl WriterPool {
+    /// How far the writers run behind the buyers' 202s, in ms, as last seen.
+    pub fn lag_ms(&self) -> u64 {
+        self.lag_ms.load(Ordering::Relaxed)
+    }
     pub fn new(
         queue: Arc<dyn ReservationQueue>,
         store: Arc<dyn OrderStore>,
@@ -154,6 +162,7 @@ impl WriterPool {
             store,
             clock,
             config,
+            lag_ms: Arc::default(),
             writers: Mutex::new(Vec::new()),
         }
     }
@@ -182,6 +191,7 @@ impl WriterPool {
                     self.store.clone(),
                     self.clock.clone(),
                     self.config.clone(),
+                    self.lag_ms.clone(),
                     cancel.clone(),
                 ));
                 writers.push(Writer { cancel, handle });
@@ -214,6 +224,7 @@ async fn run_writer(
     store: Arc<dyn OrderStore>,
     clock: Arc<dyn Clock>,
     config: WriterConfig,
+    lag_ms: Arc<AtomicU64>,
     cancel: CancellationToken,
 ) {
     let written = crate::layers::NodeOutcome::Written.counter();
@@ -240,7 +251,9 @@ async fn run_writer(
                 written.increment(new);
                 // How far the writers run behind the buyers' 202s: the age of the oldest
                 // reservation in the batch just written.
-                lag.set((clock.now() - oldest_reserved_at).as_seconds_f64().max(0.0));
+                let behind = (clock.now() - oldest_reserved_at).as_seconds_f64().max(0.0);
+                lag.set(behind);
+                lag_ms.store((behind * 1000.0) as u64, Ordering::Relaxed);
                 if taken < config.batch_max.get() && config.linger_ms > 0 {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
@@ -251,6 +264,7 @@ async fn run_writer(
             WriteOutcome::Idle => {
                 backoff_ms = 10;
                 lag.set(0.0);
+                lag_ms.store(0, Ordering::Relaxed);
             }
             WriteOutcome::Failed => {
                 tokio::select! {

@@ -29,6 +29,8 @@ pub(crate) const AUTO_ADMIT_PER_SEC_MIN: u32 = 50;
 pub(crate) const AUTO_ADMIT_PER_SEC_MAX: u32 = line::ADMIT_PER_SEC_MAX;
 /// How often "auto" measures the accepted buys per second.
 const AUTO_SAMPLE_MS: u64 = 1000;
+/// "auto" halves its rate while the writers run this far behind the buyers' 202s.
+const AUTO_WRITER_LAG_MS_MAX: u64 = 2000;
 
 /// Where a buyer stands, as `line/me` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,8 +329,9 @@ impl Shop {
     }
 
     /// "auto": twice the buys this node made durable per second over the last sample, at
-    /// least `AUTO_ADMIT_PER_SEC_MIN`, halved while the durable queue is over half full, so
-    /// the line never lets through faster than the durable path keeps up.
+    /// least `AUTO_ADMIT_PER_SEC_MIN`, halved while the durable queue is over half full and
+    /// halved again while the writers run more than `AUTO_WRITER_LAG_MS_MAX` behind, so the
+    /// line never lets through faster than the durable path keeps up.
     fn auto_rate(&self, slot: &SaleSlot) -> u32 {
         let queued = slot
             .shared
@@ -354,6 +357,9 @@ impl Shop {
                 ) as u32;
                 let queue = &self.backends.queue;
                 if queue.depth() * 2 > queue.capacity() {
+                    rate = (rate / 2).max(1);
+                }
+                if self.writers.lag_ms() > AUTO_WRITER_LAG_MS_MAX {
                     rate = (rate / 2).max(1);
                 }
                 auto.rate = rate;
