@@ -131,17 +131,15 @@ impl Shop {
         sale_id: SaleId,
         buyer: &BuyerId,
     ) -> Result<LineOutcome, ServiceError> {
-        let Some(slot) = self.table.get(sale_id) else {
-            return Ok(LineOutcome::UnknownSale);
+        let (slot, now) = match self.open_line(sale_id) {
+            Ok(open) => open,
+            Err(outcome) => return Ok(outcome),
         };
-        let Some(times) = slot.sale.line_times() else {
-            return Ok(LineOutcome::NoLine);
-        };
-        let now = self.now();
-        if now < times.opens_at {
-            return Ok(LineOutcome::NotOpen);
-        }
-        if now >= times.ends_at {
+        if slot
+            .sale
+            .line_times()
+            .is_some_and(|times| now >= times.ends_at)
+        {
             return Ok(LineOutcome::Ended);
         }
         let line = LineId::of(sale_id, buyer);
@@ -164,16 +162,10 @@ impl Shop {
         sale_id: SaleId,
         buyer: &BuyerId,
     ) -> Result<LineOutcome, ServiceError> {
-        let Some(slot) = self.table.get(sale_id) else {
-            return Ok(LineOutcome::UnknownSale);
+        let (slot, now) = match self.open_line(sale_id) {
+            Ok(open) => open,
+            Err(outcome) => return Ok(outcome),
         };
-        let Some(times) = slot.sale.line_times() else {
-            return Ok(LineOutcome::NoLine);
-        };
-        let now = self.now();
-        if now < times.opens_at {
-            return Ok(LineOutcome::NotOpen);
-        }
         let line = LineId::of(sale_id, buyer);
         let place = match self.positions.get(&(sale_id, line)) {
             Some(position) => Place::Position(position),
@@ -189,6 +181,17 @@ impl Shop {
             },
         };
         self.line_me_at(&slot, line, place, now).await
+    }
+
+    /// The sale's slot and the time, if the sale exists, has a line, and the line is open.
+    fn open_line(&self, sale_id: SaleId) -> Result<(Arc<SaleSlot>, Timestamp), LineOutcome> {
+        let slot = self.table.get(sale_id).ok_or(LineOutcome::UnknownSale)?;
+        let times = slot.sale.line_times().ok_or(LineOutcome::NoLine)?;
+        let now = self.now();
+        if now < times.opens_at {
+            return Err(LineOutcome::NotOpen);
+        }
+        Ok((slot, now))
     }
 
     async fn line_me_at(
