@@ -4,7 +4,7 @@
 use crate::NOW;
 use flashsale_core::sale::*;
 use flashsale_core::{Sale, SaleId, Timestamp};
-use flashsale_service::stored::{SaleColumns, Stored, to_ms};
+use flashsale_service::stored::{SaleColumns, Stored, to_ms, waiting_room_json};
 use time::Duration;
 use uuid::Uuid;
 
@@ -30,6 +30,7 @@ fn assert_survives_the_store(sale: &Sale) {
         per_buyer_limit: i64::from(spec.per_buyer_limit),
         payment_window_secs: i64::from(spec.payment_window_secs),
         version: i64::from(sale.version),
+        waiting_room: waiting_room_json(spec),
     };
     let back = columns
         .decode(&STORED)
