@@ -1,6 +1,8 @@
 //! `flashsale bench` is itself tested: the same short run passes its verdict against a real
 //! server and fails it against small servers written here that break one invariant each
-//! (oversell, one request written as two orders, no per-buyer limit).
+//! (oversell, one request written as two orders, no per-buyer limit). The `--waiting-room`
+//! run passes against the real server; its line checks are shown to fail on forged
+//! observations by the unit tests of `flashsale_bench::waiting_room::verdict`.
 
 use crate::support::backends::SharedBackends;
 use crate::support::{ADMIN_TOKEN, BUYER_SECRET, test_env};
@@ -13,6 +15,7 @@ use flashsale::app;
 use flashsale::config::{Config, FlagOverrides};
 use flashsale_bench::BenchArgs;
 use flashsale_bench::report::Report;
+use flashsale_core::line::AdmitRate;
 use flashsale_core::tokens::BuyerTokens;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -44,6 +47,14 @@ fn short_run(target: String) -> BenchArgs {
         repeat_share: 0.2,
         cheater_share: 0.1,
         pay_share: 0.5,
+        waiting_room: false,
+        line_lead_secs: 10,
+        admit_per_sec: AdmitRate::Fixed(200),
+        admission_secs: 10,
+        line_stay_secs: 30,
+        last_second_share: 0.2,
+        late_share: 0.1,
+        never_buy_share: 0.2,
         peer: None,
         rounds: 1,
         json: None,
@@ -116,6 +127,83 @@ async fn the_verdict_passes_on_the_real_server() {
     flashsale_bench::report::write_html(&out, &report).unwrap();
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("verdict: PASS"));
+    running.stop().await;
+}
+
+/// A small `--waiting-room` run against a real server: 300 members for 40 units, joining over
+/// 3 s before the start (60 bots in its last second, 30 after it), polling as told, buying when
+/// admitted; a fifth never buy and half the winners leave their orders unpaid (5 s window), so
+/// units come back within the 15 s the crowd stays. Every check passes, the line's four among
+/// them, and the bots take the units only in the round without the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiting_room_run_passes_and_only_the_rush_favours_the_bots() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = FlagOverrides {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().join("data")),
+        dev_login: None,
+        ..Default::default()
+    };
+    let config = Config::load(None, test_env(&[]), &flags).unwrap();
+    let running = app::start(&config).await.unwrap();
+    let mut args = short_run(format!("http://{}", running.addr));
+    args.waiting_room = true;
+    args.buyers = 300;
+    args.stock = 40;
+    args.line_lead_secs = 3;
+    args.line_stay_secs = 15;
+    args.admit_per_sec = AdmitRate::Fixed(100);
+    // Many cheaters, so that some of them are admitted and hand on or reuse their tickets.
+    args.cheater_share = 0.3;
+
+    let report = flashsale_bench::run(&args).await.unwrap();
+
+    let text = flashsale_bench::report::text(&report);
+    assert!(report.passed(), "{text}");
+    let kinds: Vec<&str> = report.rounds.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, ["waiting room", "no line"], "{text}");
+    let (with, without) = (&report.rounds[0], &report.rounds[1]);
+    let verdict = with.verdict.as_ref().unwrap();
+    for name in [
+        "nobody_bought_without_admission",
+        "admissions_followed_the_line",
+        "draw_matches_seed",
+        "returned_units_went_to_the_next",
+        "orders_within_stock",
+        "stock_conserved",
+    ] {
+        let check = verdict
+            .check(name)
+            .unwrap_or_else(|| panic!("{name}: {text}"));
+        assert_eq!(check.passed, Some(true), "{name}: {text}");
+    }
+    let line = with.line.as_ref().unwrap();
+    assert!(
+        line.pre_queue > 200 && line.joined_after_start > 0,
+        "{text}"
+    );
+    assert_eq!(line.join_failures, 0, "{text}");
+    let tries = |kind: &str| line.cheats.iter().find(|c| c.kind == kind).unwrap().tries;
+    assert!(tries("guessed ticket") > 0, "{text}");
+    assert!(
+        tries("someone else's ticket") + tries("ticket after its admission") > 0,
+        "{text}"
+    );
+    assert!(
+        with.statuses.contains_key(&403),
+        "cheats were refused: {text}"
+    );
+    let server = line.server.unwrap();
+    assert!(server.bought > 0 && server.passed > 0, "{text}");
+    // Without the line the 48 or so bots who buy take the 40 units; with it the draw decides.
+    let (fair, rush) = (
+        with.fairness.as_ref().unwrap(),
+        without.fairness.as_ref().unwrap(),
+    );
+    assert!(rush.p_value < 1e-6, "{text}");
+    assert!(fair.p_value > 1e-6, "{text}");
+    let bots = without.winners.unwrap();
+    assert!(bots.last_second_wins * 4 >= bots.wins * 3, "{text}");
     running.stop().await;
 }
 
