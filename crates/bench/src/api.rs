@@ -56,6 +56,7 @@ pub struct OrderRow {
     pub buyer: String,
     pub status: String,
     pub reserved_at: Option<OffsetDateTime>,
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 pub fn rfc3339(at: OffsetDateTime) -> String {
@@ -80,6 +81,7 @@ impl Api {
         Conn::new(self.target.clone())
     }
 
+    /// Creates a sale; `waiting_room` is its `waiting_room` field, if it has a line.
     #[allow(clippy::too_many_arguments)]
     pub async fn create_sale(
         &self,
@@ -88,21 +90,26 @@ impl Api {
         starts_at: OffsetDateTime,
         ends_at: OffsetDateTime,
         payment_window_secs: u32,
+        waiting_room: Option<Value>,
     ) -> Result<String> {
+        let mut spec = json!({
+            "name": "flashsale bench",
+            "price_cents": 100,
+            "stock": stock,
+            "starts_at": rfc3339(starts_at),
+            "ends_at": rfc3339(ends_at),
+            "per_buyer_limit": per_buyer_limit,
+            "payment_window_secs": payment_window_secs,
+        });
+        if let Some(room) = waiting_room {
+            spec["waiting_room"] = room;
+        }
         let answer = self
             .conn()
             .post_json(
                 "/api/admin/sales",
                 &[("authorization", self.admin_auth.as_str())],
-                &json!({
-                    "name": "flashsale bench",
-                    "price_cents": 100,
-                    "stock": stock,
-                    "starts_at": rfc3339(starts_at),
-                    "ends_at": rfc3339(ends_at),
-                    "per_buyer_limit": per_buyer_limit,
-                    "payment_window_secs": payment_window_secs,
-                }),
+                &spec,
             )
             .await?;
         if answer.status.as_u16() != 201 {
@@ -194,10 +201,33 @@ impl Api {
                         buyer: row["buyer"].as_str().unwrap_or_default().to_owned(),
                         status: row["status"].as_str().unwrap_or_default().to_owned(),
                         reserved_at: parse_time(&row["reserved_at"]),
+                        expires_at: parse_time(&row["expires_at"]),
                     })
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// The sale's line advanced to now, as the admins' line call answers it. The admin API has
+    /// no read-only call that advances the line (the status shows the node's cached copy), so
+    /// this sends the control call with no change: every field left out stays as it is.
+    pub async fn line(&self, id: &str) -> Result<Value> {
+        let answer = self
+            .conn()
+            .post_json(
+                &format!("/api/admin/sales/{id}/line"),
+                &[("authorization", self.admin_auth.as_str())],
+                &json!({}),
+            )
+            .await?;
+        if !answer.status.is_success() {
+            bail!(
+                "POST /api/admin/sales/{id}/line answered {}: {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
+        }
+        answer.json()
     }
 
     /// `/metrics` as text (empty when the server has none).

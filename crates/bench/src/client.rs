@@ -162,3 +162,47 @@ impl Conn {
         self.send(Method::POST, path, headers, Some(body)).await
     }
 }
+
+/// Keep-alive connections to one node shared by many tasks (the waiting-room crowd, where
+/// each buyer is a task of its own that sleeps between polls): at most `size` requests in
+/// flight, each on a connection of its own, which is kept for the next request.
+pub struct Pool {
+    target: Target,
+    permits: tokio::sync::Semaphore,
+    /// Connections not in use. A std mutex: held only to push or pop, never across `.await`.
+    idle: std::sync::Mutex<Vec<Conn>>,
+}
+
+impl Pool {
+    pub fn new(target: Target, size: usize) -> Self {
+        assert!(size > 0, "a pool needs at least one connection");
+        Self {
+            target,
+            permits: tokio::sync::Semaphore::new(size),
+            idle: std::sync::Mutex::new(Vec::with_capacity(size)),
+        }
+    }
+
+    /// Sends one request on a free connection, waiting for one if all are busy.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Bytes>,
+    ) -> Result<Answer> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| anyhow!("the connection pool is closed"))?;
+        let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = taken.unwrap_or_else(|| Conn::new(self.target.clone()));
+        let answer = conn.send(method, path, headers, body).await;
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        answer
+    }
+}

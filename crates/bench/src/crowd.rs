@@ -54,7 +54,7 @@ pub fn mix(mut x: u64) -> u64 {
 }
 
 /// A uniform number in [0, 1) from (buyer, purpose).
-fn unit(buyer: u64, purpose: u64) -> f64 {
+pub(crate) fn unit(buyer: u64, purpose: u64) -> f64 {
     (mix(buyer.wrapping_mul(31).wrapping_add(purpose)) >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -80,6 +80,17 @@ impl CrowdShape {
 
     pub fn buyer_id(&self, buyer: u64) -> String {
         format!("b{}-{buyer}", self.run_id)
+    }
+
+    /// The buyer number of a buyer id this crowd made (`None` for anyone else's).
+    pub fn member_of(&self, buyer_id: &str) -> Option<u64> {
+        let number = buyer_id
+            .strip_prefix('b')?
+            .strip_prefix(self.run_id.as_str())?;
+        let number = number.strip_prefix('-')?;
+        // Only the canonical form: "b<run>-007" is not buyer 7's id.
+        let buyer = number.parse::<u64>().ok()?;
+        (buyer.to_string() == number).then_some(buyer)
     }
 
     pub fn key(&self, buyer: u64, click: usize) -> String {
@@ -432,6 +443,23 @@ mod tests {
             let mut seen: Vec<u64> = (0..n).map(|i| permute(i, n)).collect();
             seen.sort_unstable();
             assert_eq!(seen, (0..n).collect::<Vec<_>>(), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn buyer_ids_read_back_to_their_numbers() {
+        let shape = CrowdShape {
+            buyers: 10,
+            double_click_share: 0.0,
+            repeat_share: 0.0,
+            cheater_share: 0.0,
+            pay_share: 0.0,
+            run_id: "r1".into(),
+        };
+        assert_eq!(shape.member_of(&shape.buyer_id(7)), Some(7));
+        assert_eq!(shape.member_of(&shape.buyer_id(u64::MAX)), Some(u64::MAX));
+        for other in ["br1-007", "br2-7", "br1-7-friend", "b", "r1-7"] {
+            assert_eq!(shape.member_of(other), None, "{other}");
         }
     }
 

@@ -12,6 +12,7 @@ pub mod crowd;
 pub mod report;
 pub mod stats;
 pub mod verdict;
+pub mod waiting_room;
 
 use crate::api::{Api, layer_metrics, parse_time};
 use crate::client::{Conn, Target};
@@ -21,6 +22,7 @@ use crate::stats::{Outcome, Percentiles, Recorder};
 use crate::verdict::{Evidence, Verdict};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use flashsale_core::line::AdmitRate;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,11 +35,11 @@ use tokio_util::sync::CancellationToken;
 /// How often the live line and the counter monitor refresh, in milliseconds.
 const PROGRESS_INTERVAL_MS: u64 = 250;
 /// How often clients poll the status endpoint before go-live, in milliseconds.
-const STATUS_POLL_INTERVAL_MS: u64 = 100;
+pub(crate) const STATUS_POLL_INTERVAL_MS: u64 = 100;
 /// Longest wait for a sale to go live, in seconds.
 const GO_LIVE_WAIT_SECS_MAX: u64 = 3600;
 /// Winners waiting to pay; past it a winner gives up paying (the reaper covers it).
-const PAYMENTS_QUEUED_MAX: usize = 100_000;
+pub(crate) const PAYMENTS_QUEUED_MAX: usize = 100_000;
 /// Tasks paying for winners' orders.
 const PAYERS: usize = 4;
 /// Longest a payer waits for an order to be written before giving up, in milliseconds.
@@ -121,6 +123,37 @@ pub struct BenchArgs {
     /// Share of winners who pay; the rest never pay, so the reaper returns their units.
     #[arg(long, default_value_t = 0.5)]
     pub pay_share: f64,
+    /// Give the sale a waiting room (a fair line): the crowd joins before the start, polls its
+    /// place as told and buys when admitted; the verdict adds the line's checks and the
+    /// fairness figure, and each round is followed by the same crowd at a sale without a line,
+    /// for contrast. Not with --sale, --versus, --peer, --drain-writers or --rate.
+    #[arg(long)]
+    pub waiting_room: bool,
+    /// With --waiting-room: the line opens this long before the start, and the crowd joins
+    /// over it, in seconds. The sale starts at --start-in-secs or a second after the lead,
+    /// whichever is later.
+    #[arg(long, default_value_t = 10)]
+    pub line_lead_secs: u64,
+    /// With --waiting-room: buyers let through per second, a whole number or "auto".
+    #[arg(long, default_value = "200", value_parser = parse_admit_rate)]
+    pub admit_per_sec: AdmitRate,
+    /// With --waiting-room: how long an admitted buyer has to buy, in seconds (10 to 3600).
+    #[arg(long, default_value_t = 10)]
+    pub admission_secs: u32,
+    /// With --waiting-room: how long the crowd keeps polling after the start before it
+    /// leaves, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub line_stay_secs: u64,
+    /// With --waiting-room: share of the crowd that joins in the last second before the start
+    /// and clicks at once when let through (the bots).
+    #[arg(long, default_value_t = 0.2)]
+    pub last_second_share: f64,
+    /// With --waiting-room: share of the crowd that arrives only after the start.
+    #[arg(long, default_value_t = 0.1)]
+    pub late_share: f64,
+    /// With --waiting-room: share of admitted buyers who never buy (their admissions pass).
+    #[arg(long, default_value_t = 0.2)]
+    pub never_buy_share: f64,
     /// Also load this peer the same way, in alternating rounds, and print ratios.
     #[arg(long, value_enum)]
     pub peer: Option<Peer>,
@@ -162,6 +195,38 @@ impl BenchArgs {
         if self.rate.is_some_and(|r| r <= 0.0) || self.spike_factor <= 0.0 {
             bail!("--rate and --spike-factor must be positive");
         }
+        if self.waiting_room {
+            self.validate_waiting_room()?;
+        }
+        Ok(())
+    }
+
+    fn validate_waiting_room(&self) -> Result<()> {
+        if self.sale.is_some()
+            || !self.versus.is_empty()
+            || self.peer.is_some()
+            || self.drain_writers.is_some()
+            || self.rate.is_some()
+        {
+            bail!(
+                "--waiting-room creates its own sales and paces its own crowd: not with --sale, --versus, --peer, --drain-writers or --rate"
+            );
+        }
+        for (name, share) in [
+            ("--last-second-share", self.last_second_share),
+            ("--late-share", self.late_share),
+            ("--never-buy-share", self.never_buy_share),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                bail!("{name} must be between 0 and 1");
+            }
+        }
+        if self.last_second_share + self.late_share > 1.0 {
+            bail!("--last-second-share and --late-share add up to more than the crowd");
+        }
+        if self.line_lead_secs < LINE_LEAD_SECS_MIN {
+            bail!("--line-lead-secs must be at least {LINE_LEAD_SECS_MIN}");
+        }
         Ok(())
     }
 
@@ -175,6 +240,18 @@ impl BenchArgs {
             },
         }
     }
+}
+
+/// Shortest line lead: the early members join before its last second, the bots within it.
+const LINE_LEAD_SECS_MIN: u64 = 2;
+
+/// `--admit-per-sec`: a whole number or "auto", as the sale spec takes it.
+fn parse_admit_rate(text: &str) -> Result<AdmitRate, String> {
+    let json = match text {
+        "auto" => "\"auto\"".to_owned(),
+        number => number.to_owned(),
+    };
+    serde_json::from_str(&json).map_err(|_| format!("{text}: not a whole number or \"auto\""))
 }
 
 /// Runs the bench, prints the report, writes the files asked for; an error if any
@@ -196,9 +273,9 @@ pub async fn main(args: BenchArgs) -> Result<()> {
 }
 
 /// The nodes of one deployment: the crowd spreads over them, the admin calls go to the first.
-struct Deployment {
-    nodes: Vec<Target>,
-    api: Api,
+pub(crate) struct Deployment {
+    pub(crate) nodes: Vec<Target>,
+    pub(crate) api: Api,
     /// One admin client per node, for settings each node has its own of (the writers).
     node_apis: Vec<Api>,
 }
@@ -244,6 +321,13 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
     };
     let mut report = Report::new(args);
     for round in 0..args.rounds {
+        if args.waiting_room {
+            let with = waiting_room::line_round(args, round, &ours, &signer).await?;
+            report.rounds.push(with);
+            let without = waiting_room::rush::rush_round(args, round, &ours, &signer).await?;
+            report.rounds.push(without);
+            continue;
+        }
         let mine = flashsale_round(args, round, &ours, &signer, "flashsale").await?;
         report.rounds.push(mine);
         if let Some(versus) = &versus {
@@ -300,7 +384,7 @@ impl Drop for HelloPeer {
     }
 }
 
-fn shape(args: &BenchArgs, round: usize) -> CrowdShape {
+pub(crate) fn shape(args: &BenchArgs, round: usize) -> CrowdShape {
     CrowdShape {
         buyers: args.buyers,
         double_click_share: args.double_click_share,
@@ -312,20 +396,20 @@ fn shape(args: &BenchArgs, round: usize) -> CrowdShape {
     }
 }
 
-struct Live {
-    sale_id: String,
-    buy_path: String,
-    starts_at: OffsetDateTime,
-    ends_at: OffsetDateTime,
-    per_buyer_limit: u64,
-    payment_window_secs: u64,
-    status_polls: u64,
-    early_wins: u64,
+pub(crate) struct Live {
+    pub(crate) sale_id: String,
+    pub(crate) buy_path: String,
+    pub(crate) starts_at: OffsetDateTime,
+    pub(crate) ends_at: OffsetDateTime,
+    pub(crate) per_buyer_limit: u64,
+    pub(crate) payment_window_secs: u64,
+    pub(crate) status_polls: u64,
+    pub(crate) early_wins: u64,
 }
 
 /// Creates (or takes) the sale and polls its status like real clients until it is live;
 /// meanwhile a cheater keeps trying guessed buy paths.
-async fn go_live(
+pub(crate) async fn go_live(
     args: &BenchArgs,
     api: &Api,
     target: &Target,
@@ -343,6 +427,7 @@ async fn go_live(
                 starts_at,
                 starts_at + time::Duration::hours(1),
                 args.payment_window_secs,
+                None,
             )
             .await?
         }
@@ -413,7 +498,7 @@ async fn go_live(
 }
 
 /// A made-up buy-path token of the real length (22 characters of base64url).
-fn guessed_token(n: u64) -> String {
+pub(crate) fn guessed_token(n: u64) -> String {
     format!("{:022x}", crowd::mix(n) as u128 * 0x1_0000 + 0xbeef)
         .chars()
         .take(22)
@@ -622,7 +707,7 @@ async fn peer_round(
 }
 
 /// Payer tasks: wait for the winner's order to be written, then pay it once.
-fn spawn_payers(
+pub(crate) fn spawn_payers(
     target: &Target,
     signer: &Signer,
     shape: &CrowdShape,
@@ -679,7 +764,7 @@ fn spawn_payers(
 }
 
 /// Samples the sale's counters while the crowd runs (time to sell out, orders written/s).
-async fn monitor(
+pub(crate) async fn monitor(
     api: Api,
     sale_id: String,
     released: Instant,

@@ -6,6 +6,8 @@ use crate::BenchArgs;
 use crate::api::Counters;
 use crate::stats::{LATENCY_BUCKET_MS, Outcome, Percentiles, TIMELINE_BUCKET_MS, Tally};
 use crate::verdict::Verdict;
+use crate::waiting_room::fairness::{Fairness, Winners};
+use crate::waiting_room::{LineReport, fairness_text, p_text};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -80,6 +82,12 @@ pub struct RoundReport {
     pub samples: Vec<Sample>,
     /// The drain after the crowd, with `--drain-writers`.
     pub drain: Option<Drain>,
+    /// The line, in a round with a waiting room.
+    pub line: Option<LineReport>,
+    /// Wins by join time among the members who arrived before the start (with
+    /// `--waiting-room`, in the round with the line and in the one without).
+    pub fairness: Option<Fairness>,
+    pub winners: Option<Winners>,
 }
 
 impl RoundReport {
@@ -159,6 +167,9 @@ impl RoundReport {
             latency_over_time,
             samples,
             drain: None,
+            line: None,
+            fairness: None,
+            winners: None,
         }
     }
 }
@@ -229,6 +240,14 @@ impl Report {
         Self {
             target: args.target.join(","),
             mode: match args.rate {
+                None if args.waiting_room => format!(
+                    "waiting room: the line opens {} s before the start, {} admitted/s, {} s to buy, the crowd stays {} s; then the same crowd without a line; up to {} connections",
+                    args.line_lead_secs,
+                    serde_json::to_string(&args.admit_per_sec).unwrap_or_default(),
+                    args.admission_secs,
+                    args.line_stay_secs,
+                    args.connections
+                ),
                 None => format!("closed loop, {} connections", args.connections),
                 Some(rate) => format!(
                     "open loop, {rate} buyers/s ({}x for the first {} s), up to {} connections",
@@ -316,9 +335,16 @@ pub fn text(report: &Report) -> String {
                 .map(|s| format!(" · sale {s}"))
                 .unwrap_or_default()
         );
+        // In a round with a line the table is of the buys; the joins and polls are in its
+        // line block.
+        let what = if r.kind == "waiting room" {
+            "buy requests"
+        } else {
+            "requests"
+        };
         let _ = writeln!(
             out,
-            "{} requests in {:.2} s = {:.0} req/s",
+            "{} {what} in {:.2} s = {:.0} req/s",
             r.requests, r.duration_s, r.requests_per_sec
         );
         let _ = writeln!(
@@ -361,6 +387,21 @@ pub fn text(report: &Report) -> String {
                 r.orders_written_per_sec_mean
             );
         }
+        if let Some(line) = &r.line {
+            line_text(&mut out, line);
+        }
+        if let Some(w) = &r.winners {
+            let _ = writeln!(
+                out,
+                "winners: {} of the {} members who arrived before the start; the {} who came in its last second (bots) won {}",
+                w.wins, w.members, w.last_second_members, w.last_second_wins
+            );
+        }
+        if let Some(f) = &r.fairness {
+            for line in fairness_text(f) {
+                let _ = writeln!(out, "{line}");
+            }
+        }
         if let Some(layers) = r.layers.as_ref().and_then(|l| l.as_object()) {
             let _ = writeln!(out, "layers (this sale, from the admin view):");
             for (name, n) in layers {
@@ -400,6 +441,7 @@ pub fn text(report: &Report) -> String {
             );
         }
     }
+    contrast_text(&mut out, report);
     if let Some(ours) = report.drain_orders_per_sec {
         let _ = write!(out, "\ndrain (median over rounds): {ours:.0} orders/s");
         if let Some(theirs) = report.versus_drain_orders_per_sec {
@@ -408,6 +450,76 @@ pub fn text(report: &Report) -> String {
         let _ = writeln!(out);
     }
     out
+}
+
+/// What the line round saw of the line.
+fn line_text(out: &mut String, line: &LineReport) {
+    let _ = writeln!(
+        out,
+        "line: {} of {} members joined ({} in the pre-queue, {} after the start; {} joins failed); joins p50 {:.2} ms p99 {:.2} ms; {} polls p50 {:.2} ms p99 {:.2} ms ({} failed); {} asked again at the end",
+        line.joined,
+        line.members,
+        line.pre_queue,
+        line.joined_after_start,
+        line.join_failures,
+        line.joins.p50_ms,
+        line.joins.p99_ms,
+        line.polls.count,
+        line.polls.p50_ms,
+        line.polls.p99_ms,
+        line.poll_failures,
+        line.roll_call
+    );
+    if let Some(server) = &line.server {
+        let _ = writeln!(
+            out,
+            "line at the end: length {}, pre-queue {}, admitted up to {}, bought {}, passed {}, holding {}; {} members seen let through; admitted buys answered 410: {}; admitted without a buy path: {}",
+            server.length,
+            server.pre_queue,
+            server.admitted_up_to,
+            server.bought,
+            server.passed,
+            server.holders,
+            line.let_through,
+            line.admitted_sold_out,
+            line.admitted_without_path
+        );
+    }
+    let cheats: Vec<String> = line
+        .cheats
+        .iter()
+        .map(|c| format!("{} {} ({} accepted)", c.kind, c.tries, c.wins))
+        .collect();
+    let _ = writeln!(out, "buys without an admission: {}", cheats.join(", "));
+}
+
+/// Each round with a line beside the round without one that followed it.
+fn contrast_text(out: &mut String, report: &Report) {
+    for pair in report.rounds.windows(2) {
+        let [with, without] = pair else { continue };
+        if with.kind != "waiting room" || without.kind != "no line" {
+            continue;
+        }
+        let figure = |r: &RoundReport| match (&r.fairness, &r.winners) {
+            (Some(f), Some(w)) => format!(
+                "chi² {:.2} (p {}), bots won {} of {} wins being {} of {} members",
+                f.chi_square,
+                p_text(f.p_value),
+                w.last_second_wins,
+                w.wins,
+                w.last_second_members,
+                w.members
+            ),
+            _ => "no figure (nobody won)".into(),
+        };
+        let _ = writeln!(
+            out,
+            "\nfairness, round {}: with the line {}; without it {}",
+            with.round + 1,
+            figure(with),
+            figure(without)
+        );
+    }
 }
 
 /// Writes `index.html` (with inline SVG plots) and `report.json` into `dir`.

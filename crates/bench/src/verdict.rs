@@ -89,8 +89,12 @@ pub async fn judge(api: &Api, target: &Target, ev: &Evidence<'_>) -> Result<Verd
     if reaper_checked {
         let window_end = ev.last_accept + Duration::from_secs(ev.payment_window_secs);
         tokio::time::sleep_until(window_end.into()).await;
+        // Quiet means the units are back too: the reaper marks an order expired in the store
+        // first and returns its unit to the ledger after, and in between the unit counts as
+        // queued (the counter is derived), which would read as stock not conserved.
         wait_until(REAPER_SLACK_MS, || async {
-            Ok(api.counters(ev.sale_id).await?.pending_payment == 0)
+            let c = api.counters(ev.sale_id).await?;
+            Ok(c.pending_payment == 0 && c.queued == 0)
         })
         .await?;
     }

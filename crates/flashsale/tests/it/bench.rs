@@ -1,6 +1,10 @@
 //! `flashsale bench` is itself tested: the same short run passes its verdict against a real
 //! server and fails it against small servers written here that break one invariant each
-//! (oversell, one request written as two orders, no per-buyer limit).
+//! (oversell, one request written as two orders, no per-buyer limit). The `--waiting-room`
+//! run passes against the real server and against a small server whose line is
+//! `core::line::Line`, and fails against that server made to cheat (a draw by arrival, buys
+//! without a turn); the unit tests of `flashsale_bench::waiting_room::verdict` feed each line
+//! check a forged observation of its own.
 
 use crate::support::backends::SharedBackends;
 use crate::support::{ADMIN_TOKEN, BUYER_SECRET, test_env};
@@ -13,7 +17,11 @@ use flashsale::app;
 use flashsale::config::{Config, FlagOverrides};
 use flashsale_bench::BenchArgs;
 use flashsale_bench::report::Report;
+use flashsale_core::line::{
+    AdmitInputs, AdmitRate, Line, LineId, LineTimes, Seed, Standing, eta_secs, poll_after_secs,
+};
 use flashsale_core::tokens::BuyerTokens;
+use flashsale_core::{BuyerId, SaleId};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +52,14 @@ fn short_run(target: String) -> BenchArgs {
         repeat_share: 0.2,
         cheater_share: 0.1,
         pay_share: 0.5,
+        waiting_room: false,
+        line_lead_secs: 10,
+        admit_per_sec: AdmitRate::Fixed(200),
+        admission_secs: 10,
+        line_stay_secs: 30,
+        last_second_share: 0.2,
+        late_share: 0.1,
+        never_buy_share: 0.2,
         peer: None,
         rounds: 1,
         json: None,
@@ -116,6 +132,83 @@ async fn the_verdict_passes_on_the_real_server() {
     flashsale_bench::report::write_html(&out, &report).unwrap();
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("verdict: PASS"));
+    running.stop().await;
+}
+
+/// A small `--waiting-room` run against a real server: 300 members for 40 units, joining over
+/// 3 s before the start (60 bots in its last second, 30 after it), polling as told, buying when
+/// admitted; a fifth never buy and half the winners leave their orders unpaid (5 s window), so
+/// units come back within the 15 s the crowd stays. Every check passes, the line's four among
+/// them, and the bots take the units only in the round without the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiting_room_run_passes_and_only_the_rush_favours_the_bots() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = FlagOverrides {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().join("data")),
+        dev_login: None,
+        ..Default::default()
+    };
+    let config = Config::load(None, test_env(&[]), &flags).unwrap();
+    let running = app::start(&config).await.unwrap();
+    let mut args = short_run(format!("http://{}", running.addr));
+    args.waiting_room = true;
+    args.buyers = 300;
+    args.stock = 40;
+    args.line_lead_secs = 3;
+    args.line_stay_secs = 15;
+    args.admit_per_sec = AdmitRate::Fixed(100);
+    // Many cheaters, so that some of them are admitted and hand on or reuse their tickets.
+    args.cheater_share = 0.3;
+
+    let report = flashsale_bench::run(&args).await.unwrap();
+
+    let text = flashsale_bench::report::text(&report);
+    assert!(report.passed(), "{text}");
+    let kinds: Vec<&str> = report.rounds.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, ["waiting room", "no line"], "{text}");
+    let (with, without) = (&report.rounds[0], &report.rounds[1]);
+    let verdict = with.verdict.as_ref().unwrap();
+    for name in [
+        "nobody_bought_without_admission",
+        "admissions_followed_the_line",
+        "draw_matches_seed",
+        "returned_units_went_to_the_next",
+        "orders_within_stock",
+        "stock_conserved",
+    ] {
+        let check = verdict
+            .check(name)
+            .unwrap_or_else(|| panic!("{name}: {text}"));
+        assert_eq!(check.passed, Some(true), "{name}: {text}");
+    }
+    let line = with.line.as_ref().unwrap();
+    assert!(
+        line.pre_queue > 200 && line.joined_after_start > 0,
+        "{text}"
+    );
+    assert_eq!(line.join_failures, 0, "{text}");
+    let tries = |kind: &str| line.cheats.iter().find(|c| c.kind == kind).unwrap().tries;
+    assert!(tries("guessed ticket") > 0, "{text}");
+    assert!(
+        tries("someone else's ticket") + tries("ticket after its admission") > 0,
+        "{text}"
+    );
+    assert!(
+        with.statuses.contains_key(&403),
+        "cheats were refused: {text}"
+    );
+    let server = line.server.unwrap();
+    assert!(server.bought > 0 && server.passed > 0, "{text}");
+    // Without the line the 48 or so bots who buy take the 40 units; with it the draw decides.
+    let (fair, rush) = (
+        with.fairness.as_ref().unwrap(),
+        without.fairness.as_ref().unwrap(),
+    );
+    assert!(rush.p_value < 1e-6, "{text}");
+    assert!(fair.p_value > 1e-6, "{text}");
+    let bots = without.winners.unwrap();
+    assert!(bots.last_second_wins * 4 >= bots.wins * 3, "{text}");
     running.stop().await;
 }
 
@@ -222,6 +315,46 @@ async fn the_verdict_passes_on_the_small_server_without_a_flaw() {
     );
 }
 
+/// The small server's line is `core::line::Line`, the model every line backend follows: the
+/// waiting-room run passes on it, so the two failures below are their flaws'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_line_checks_pass_on_the_small_server_with_an_honest_line() {
+    let report = run_line_against(Flaw::None).await;
+    let text = flashsale_bench::report::text(&report);
+    assert!(report.passed(), "{text}");
+    let verdict = report.rounds[0].verdict.as_ref().unwrap();
+    for name in [
+        "nobody_bought_without_admission",
+        "admissions_followed_the_line",
+        "draw_matches_seed",
+        "returned_units_went_to_the_next",
+    ] {
+        assert_eq!(
+            verdict.check(name).unwrap().passed,
+            Some(true),
+            "{name}: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_line_checks_fail_on_a_server_whose_draw_is_by_arrival() {
+    let report = run_line_against(Flaw::LineByArrival).await;
+    assert!(!report.passed());
+    assert_eq!(failed(&report), ["draw_matches_seed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_line_checks_fail_on_a_server_that_sells_without_a_turn() {
+    let report = run_line_against(Flaw::LineWithoutTurn).await;
+    assert!(!report.passed());
+    let failed = failed(&report);
+    assert!(
+        failed.contains(&"nobody_bought_without_admission"),
+        "{failed:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_order_listing_takes_a_limit() {
     let app = crate::support::TestApp::spawn().await;
@@ -268,6 +401,27 @@ enum Flaw {
     NewIdPerRetry,
     /// Lets a buyer hold any number of orders.
     NoBuyerLimit,
+    /// Orders the line's pre-queue by arrival instead of by the seed's draw.
+    LineByArrival,
+    /// Sells on any ticket of a sale with a line, whoever's turn it is.
+    LineWithoutTurn,
+}
+
+/// The small server's line: `core::line::Line` with a fixed seed and rate.
+struct MiniLine {
+    line: Line,
+    sale: SaleId,
+    seed: Seed,
+    opens_at: OffsetDateTime,
+    /// Joins so far: the order a draw by arrival uses.
+    arrivals: u64,
+}
+
+/// The small server's admission rate, in buyers per second.
+const MINI_ADMIT_PER_SEC: u32 = 1000;
+
+fn ticket(position: u64) -> String {
+    format!("ticket-{position}")
 }
 
 const PATH_TOKEN: &str = "the-real-path-token-22";
@@ -291,6 +445,7 @@ struct FlawedSale {
     ends_at: Option<OffsetDateTime>,
     orders: Vec<FlawedOrder>,
     keys: HashMap<(String, String), String>,
+    line: Option<MiniLine>,
 }
 
 impl FlawedSale {
@@ -306,6 +461,28 @@ impl FlawedSale {
 
     fn count(&self, status: &str) -> u64 {
         self.orders.iter().filter(|o| o.status == status).count() as u64
+    }
+
+    /// Sweeps, then moves the line as far as the units allow; what it was moved with.
+    fn advance(&mut self, now: OffsetDateTime) -> AdmitInputs {
+        self.sweep(now);
+        let inputs = AdmitInputs {
+            rate_per_sec: MINI_ADMIT_PER_SEC,
+            units_left: self.available,
+            units_returnable: self.stock - self.available,
+        };
+        if let Some(mini) = self.line.as_mut() {
+            mini.line.advance(now, inputs);
+        }
+        inputs
+    }
+
+    /// Where a buyer stands, after advancing the line.
+    fn standing(&mut self, buyer: &str, now: OffsetDateTime) -> Option<Standing> {
+        let inputs = self.advance(now);
+        let mini = self.line.as_ref()?;
+        let line = LineId::of(mini.sale, &BuyerId::parse(buyer).ok()?);
+        mini.line.standing(&line, now, inputs)
     }
 }
 
@@ -334,8 +511,25 @@ fn buyer_of(state: &Flawed, headers: &HeaderMap) -> Option<String> {
 async fn create(State(s): Shared, Json(spec): Json<Value>) -> Response {
     let mut sale = s.sale.lock().unwrap();
     let parse = |k: &str| OffsetDateTime::parse(spec[k].as_str().unwrap(), &Rfc3339).unwrap();
+    let id = uuid::Uuid::new_v4();
+    let line = spec.get("waiting_room").map(|room| {
+        let opens_at = OffsetDateTime::parse(room["opens_at"].as_str().unwrap(), &Rfc3339).unwrap();
+        MiniLine {
+            line: Line::new(LineTimes {
+                opens_at,
+                starts_at: parse("starts_at"),
+                ends_at: parse("ends_at"),
+                admission_secs: room["admission_secs"].as_u64().unwrap() as u32,
+            }),
+            sale: SaleId(id),
+            seed: Seed([7; 32]),
+            opens_at,
+            arrivals: 0,
+        }
+    });
     *sale = FlawedSale {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: id.to_string(),
+        line,
         stock: spec["stock"].as_u64().unwrap(),
         available: spec["stock"].as_u64().unwrap(),
         limit: spec["per_buyer_limit"].as_u64().unwrap(),
@@ -374,10 +568,113 @@ async fn status(State(s): Shared) -> Json<Value> {
         "starts_at": ts(sale.starts_at.unwrap()),
         "ends_at": ts(sale.ends_at.unwrap()),
     });
-    if live {
+    if let Some(mini) = &sale.line {
+        body["line"] = json!({
+            "opens_at": ts(mini.opens_at),
+            "admit_per_sec": MINI_ADMIT_PER_SEC,
+            "paused": false,
+            "lost": false,
+        });
+        if now >= mini.opens_at {
+            body["line"]["commitment"] = json!(mini.seed.commitment());
+        }
+        if live {
+            body["line"]["seed"] = json!(mini.seed.to_hex());
+        }
+    } else if live {
         body["buy_path"] = json!(format!("/api/sales/{}/buy/{PATH_TOKEN}", sale.id));
     }
     Json(body)
+}
+
+async fn join(State(s): Shared, headers: HeaderMap) -> Response {
+    let now = OffsetDateTime::now_utc();
+    let Some(buyer) = buyer_of(&s, &headers) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let mut sale = s.sale.lock().unwrap();
+    let Some(mini) = sale.line.as_mut() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let line = LineId::of(mini.sale, &BuyerId::parse(&buyer).unwrap());
+    mini.arrivals += 1;
+    let key = if s.flaw == Flaw::LineByArrival {
+        // The flaw: the draw key is the arrival number, so the pre-queue keeps arrival order.
+        let mut key = [0; 32];
+        key[24..].copy_from_slice(&mini.arrivals.to_be_bytes());
+        key
+    } else {
+        mini.seed.draw_key(&line)
+    };
+    if mini.line.join(line, key, now).is_err() {
+        return StatusCode::CONFLICT.into_response();
+    }
+    where_they_stand(&mut sale, &buyer, now)
+}
+
+async fn line_me(State(s): Shared, headers: HeaderMap) -> Response {
+    let Some(buyer) = buyer_of(&s, &headers) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let mut sale = s.sale.lock().unwrap();
+    where_they_stand(&mut sale, &buyer, OffsetDateTime::now_utc())
+}
+
+/// `line/me`'s answer, from the line's standing.
+fn where_they_stand(sale: &mut FlawedSale, buyer: &str, now: OffsetDateTime) -> Response {
+    let Some(standing) = sale.standing(buyer, now) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mini = sale.line.as_ref().unwrap();
+    let until_start = (sale.starts_at.unwrap() - now).whole_seconds().max(0) as u64;
+    let (state, position, ahead, until) = match standing {
+        Standing::PreQueue => ("pre_queue", None, None, None),
+        Standing::Waiting { position, ahead } => ("waiting", Some(position), Some(ahead), None),
+        Standing::Admitted { position, until } => ("admitted", Some(position), None, Some(until)),
+        Standing::Passed { position } => ("passed", Some(position), None, None),
+        Standing::SoldOut { position, ahead } => ("sold_out", Some(position), Some(ahead), None),
+        Standing::Bought { position } => ("bought", Some(position), None, None),
+    };
+    let eta = match standing {
+        Standing::PreQueue => until_start,
+        _ => eta_secs(ahead.unwrap_or(0), MINI_ADMIT_PER_SEC),
+    };
+    let mut body = json!({
+        "state": state,
+        "position": position,
+        "ahead": ahead,
+        "admitted_up_to": mini.line.admitted_up_to(),
+        "eta_secs": eta,
+        "poll_after_secs": poll_after_secs(&standing, eta, until_start),
+    });
+    if let (Some(position), Some(until)) = (position, until) {
+        body["buy_path"] = json!(format!("/api/sales/{}/buy/{}", sale.id, ticket(position)));
+        body["admitted_until"] = json!(ts(until));
+    }
+    Json(body).into_response()
+}
+
+async fn line_admin(State(s): Shared) -> Response {
+    let mut sale = s.sale.lock().unwrap();
+    let now = OffsetDateTime::now_utc();
+    sale.advance(now);
+    let Some(mini) = &sale.line else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let summary = mini.line.summary(now);
+    Json(json!({
+        "opens_at": ts(mini.opens_at),
+        "admit_per_sec": MINI_ADMIT_PER_SEC,
+        "paused": false,
+        "lost": false,
+        "length": summary.length,
+        "pre_queue": summary.pre_queue,
+        "admitted_up_to": summary.admitted_up_to,
+        "holders": summary.holders,
+        "bought": summary.bought,
+        "passed": summary.passed(),
+    }))
+    .into_response()
 }
 
 async fn buy(
@@ -390,7 +687,21 @@ async fn buy(
         return StatusCode::UNAUTHORIZED.into_response();
     };
     let mut sale = s.sale.lock().unwrap();
-    if token != PATH_TOKEN || sale.starts_at.is_none_or(|at| now < at) {
+    if sale.starts_at.is_none_or(|at| now < at) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    // A sale with a line sells only on the buyer's own ticket while admitted.
+    let mut turn = None;
+    if sale.line.is_some() {
+        turn = match sale.standing(&buyer, now) {
+            Some(Standing::Admitted { position, .. }) if token == ticket(position) => {
+                Some(position)
+            }
+            // The flaw: any ticket will do.
+            _ if s.flaw == Flaw::LineWithoutTurn => None,
+            _ => return StatusCode::FORBIDDEN.into_response(),
+        };
+    } else if token != PATH_TOKEN {
         return StatusCode::NOT_FOUND.into_response();
     }
     let key = headers["idempotency-key"].to_str().unwrap().to_owned();
@@ -412,6 +723,9 @@ async fn buy(
     }
     if sale.available == 0 && s.flaw != Flaw::Oversell {
         return StatusCode::GONE.into_response();
+    }
+    if let (Some(position), Some(mini)) = (turn, sale.line.as_mut()) {
+        mini.line.record_bought(position);
     }
     write_order(&mut sale, s.flaw, buyer, key, now)
 }
@@ -500,6 +814,25 @@ async fn orders(State(s): Shared, Query(q): Query<HashMap<String, usize>>) -> Js
 }
 
 async fn run_against(flaw: Flaw) -> Report {
+    run_flawed(flaw, short_run).await
+}
+
+/// The short run through a line: 200 members for 30 units, joining over 3 s, staying 12 s.
+async fn run_line_against(flaw: Flaw) -> Report {
+    run_flawed(flaw, |target| {
+        let mut args = short_run(target);
+        args.waiting_room = true;
+        args.buyers = 200;
+        args.stock = 30;
+        args.line_lead_secs = 3;
+        args.line_stay_secs = 12;
+        args.cheater_share = 0.3;
+        args
+    })
+    .await
+}
+
+async fn run_flawed(flaw: Flaw, args: impl FnOnce(String) -> BenchArgs) -> Report {
     let state = Arc::new(Flawed {
         flaw,
         tokens: BuyerTokens::new(BUYER_SECRET.as_bytes()),
@@ -511,13 +844,16 @@ async fn run_against(flaw: Flaw) -> Report {
         .route("/api/admin/sales/{id}/orders", get(orders))
         .route("/api/sales/{id}/status", get(status))
         .route("/api/sales/{id}/buy/{token}", post(buy))
+        .route("/api/sales/{id}/line", post(join))
+        .route("/api/sales/{id}/line/me", get(line_me))
+        .route("/api/admin/sales/{id}/line", post(line_admin))
         .route("/api/orders/{id}", get(order))
         .route("/api/orders/{id}/pay", post(pay))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let report = flashsale_bench::run(&short_run(format!("http://{addr}")))
+    let report = flashsale_bench::run(&args(format!("http://{addr}")))
         .await
         .unwrap();
     server.abort();
