@@ -645,7 +645,7 @@ fn where_they_stand(sale: &mut FlawedSale, buyer: &str, now: OffsetDateTime) -> 
         "ahead": ahead,
         "admitted_up_to": mini.line.admitted_up_to(),
         "eta_secs": eta,
-        "poll_after_secs": poll_after_secs(&standing, eta, until_start),
+        "poll_after_secs": poll_after_secs(&standing, eta, until_start, mini.line.times().admission_secs),
     });
     if let (Some(position), Some(until)) = (position, until) {
         body["buy_path"] = json!(format!("/api/sales/{}/buy/{}", sale.id, ticket(position)));
