@@ -63,7 +63,10 @@ impl Shop {
         };
         let answer = self.pass_layers(&slot, buyer, key, client, now).await?;
         if let BuyOutcome::Accepted { replay: false, .. } = answer {
-            self.line_bought(sale_id, admission.position).await;
+            // Off the answer's path: the 202 does not wait for the line's round trip, and a
+            // buy the line never hears of only holds its position until the admission ends.
+            let shop = Arc::clone(self);
+            tokio::spawn(async move { shop.line_bought(sale_id, admission.position).await });
         }
         Ok(answer)
     }
@@ -78,7 +81,6 @@ impl Shop {
         now: Timestamp,
     ) -> Result<BuyOutcome, ServiceError> {
         let sale_id = slot.sale.id;
-        let slot = slot.clone();
         let stats = &slot.shared.stats;
         if let Err(retry_after_secs) = self.limiters.check_client(client) {
             self.counters.record(stats, Layer::ClientRateLimited, 1);
@@ -89,7 +91,7 @@ impl Shop {
             return Ok(BuyOutcome::NotLive);
         }
         let Some(window) = &self.window else {
-            return self.attempt(&slot, buyer, key, now).await;
+            return self.attempt(slot, buyer, key, now).await;
         };
         if slot.is_sold_out() {
             // After the sell-out nobody new can win. Most of a spike arrives now: answer it
@@ -99,14 +101,14 @@ impl Shop {
                 self.count_window_hit(stats);
                 return Ok(kept);
             }
-            return Ok(self.answer_sold_out(&slot, buyer, key));
+            return Ok(self.answer_sold_out(slot, buyer, key));
         }
         // Concurrent repeats by one buyer wait for the one attempt in flight and share its
         // answer; later repeats within the window get it from memory. Errors are not kept.
         let (answer, fresh) = window
             .get_or_try_insert_with(
                 &(sale_id, buyer.clone()),
-                self.attempt(&slot, buyer, key, now),
+                self.attempt(slot, buyer, key, now),
             )
             .await?;
         if !fresh {
