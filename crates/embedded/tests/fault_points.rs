@@ -398,8 +398,10 @@ async fn run(point: &str, action: &str, held: HeldUntilRestart) {
     // And it sells again.
     let available = node.stock.available(case.sale).await.expect("available");
     let fresh = burst(&case, &node, 300..301, 1).await;
+    // The burst sends the buy and a repeat of it; both may be answered with the one order.
+    let fresh_orders: HashSet<OrderId> = fresh.iter().map(|(order, _)| *order).collect();
     assert_eq!(
-        fresh.len(),
+        fresh_orders.len(),
         usize::from(available > 0),
         "{context}: with {available} units available a new buyer got {fresh:?}"
     );
