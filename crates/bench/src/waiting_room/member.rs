@@ -4,9 +4,10 @@
 
 use super::plan::{Cheat, LineShape, Plan};
 use super::verdict::{Asked, Cheats, Seen, State};
+use super::wins::Wins;
 use crate::api::parse_time;
 use crate::client::{Answer, Pool};
-use crate::crowd::{Accepted, CrowdShape, Signer, mix};
+use crate::crowd::{CrowdShape, Signer, mix};
 use crate::stats::Recorder;
 use futures_util::future::join_all;
 use hyper::Method;
@@ -14,7 +15,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 /// Join attempts per member (joining is idempotent, so a lost answer is simply asked again).
@@ -111,11 +111,9 @@ pub struct LineCrowd {
     pub buys: Recorder,
     /// Every join and `line/me` answer.
     pub seen: Mutex<Vec<Seen>>,
-    /// Every 202 to a member's own buy.
-    pub accepted: Mutex<Vec<Accepted>>,
+    /// Every 202 to a member's own buy, and the winners who will pay.
+    pub wins: Wins,
     pub cheats: CheatCounts,
-    /// Winners who will pay, for the payer tasks; taken (closed) once the crowd is done.
-    pub payments: Mutex<Option<mpsc::Sender<(u64, String)>>>,
     pub join_failures: AtomicU64,
     pub poll_failures: AtomicU64,
     /// Admitted answers without a buy path.
@@ -374,36 +372,18 @@ impl LineCrowd {
             self.record(&self.buys, member, sent, &answer);
             let Ok(answer) = answer else { continue };
             match answer.status.as_u16() {
-                202 => self.accepted(member, &answer),
+                202 => self.wins.accepted(
+                    &self.shape,
+                    member,
+                    &answer,
+                    self.since_open(Instant::now()),
+                ),
                 410 => {
                     self.admitted_sold_out.fetch_add(1, Ordering::Relaxed);
                 }
                 _ => {}
             }
         }
-    }
-
-    fn accepted(&self, member: u64, answer: &Answer) {
-        let order_id = answer
-            .json()
-            .ok()
-            .and_then(|v| v["order_id"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        if self.shape.pays(member)
-            && let Some(payments) = &*self.payments.lock().unwrap_or_else(|p| p.into_inner())
-        {
-            // A full payment queue means this winner gives up paying: the reaper covers it.
-            let _ = payments.try_send((member, order_id.clone()));
-        }
-        self.accepted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Accepted {
-                buyer: member,
-                click: 0,
-                order_id,
-                at: self.since_open(Instant::now()),
-            });
     }
 }
 

@@ -18,6 +18,7 @@ pub mod plan;
 pub mod rush;
 pub mod verdict;
 pub mod watch;
+pub mod wins;
 
 use crate::api::{Api, ORDERS_LISTED_MAX, layer_metrics, rfc3339};
 use crate::client::Pool;
@@ -143,9 +144,8 @@ pub(crate) async fn line_round(
         polls: Recorder::new(),
         buys: Recorder::new(),
         seen: Default::default(),
-        accepted: Default::default(),
+        wins: wins::Wins::new(pay_tx),
         cheats: Default::default(),
-        payments: std::sync::Mutex::new(Some(pay_tx)),
         join_failures: Default::default(),
         poll_failures: Default::default(),
         admitted_without_path: Default::default(),
@@ -170,13 +170,7 @@ pub(crate) async fn line_round(
     }
     while members.join_next().await.is_some() {}
     let crowd_secs = crowd.since_open(Instant::now()).as_secs_f64();
-    drop(
-        crowd
-            .payments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(),
-    );
+    crowd.wins.close_payments();
     for payer in payers {
         let _ = payer.await;
     }
@@ -184,7 +178,7 @@ pub(crate) async fn line_round(
     let samples = monitor.await.unwrap_or_default();
     let watched = watcher.await.context("the status watcher")??;
 
-    let accepted = std::mem::take(&mut *crowd.accepted.lock().unwrap_or_else(|p| p.into_inner()));
+    let accepted = crowd.wins.take();
     let cheats = crowd.cheats.snapshot();
     let early_wins = cheats[CheatKind::BeforeStart as usize].wins;
     let mut verdict = judge(

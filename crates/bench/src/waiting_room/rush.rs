@@ -6,9 +6,10 @@
 
 use super::fairness::{self, Joiner, Winners};
 use super::plan::{Arrival, LineShape};
+use super::wins::Wins;
 use crate::api::{Api, layer_metrics};
 use crate::client::Pool;
-use crate::crowd::{Accepted, CrowdShape, Signer};
+use crate::crowd::{CrowdShape, Signer};
 use crate::report::RoundReport;
 use crate::stats::Recorder;
 use crate::verdict::{Evidence, judge};
@@ -17,8 +18,8 @@ use anyhow::Result;
 use futures_util::future::join_all;
 use hyper::Method;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -33,8 +34,7 @@ struct Rush {
     /// When the status first said live.
     released: Instant,
     recorder: Recorder,
-    accepted: Mutex<Vec<Accepted>>,
-    payments: Mutex<Option<mpsc::Sender<(u64, String)>>>,
+    wins: Wins,
 }
 
 impl Rush {
@@ -69,25 +69,12 @@ impl Rush {
             if status != 202 {
                 continue;
             }
-            let order_id = answer
-                .json()
-                .ok()
-                .and_then(|v| v["order_id"].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            if self.shape.pays(member)
-                && let Some(payments) = &*self.payments.lock().unwrap_or_else(|p| p.into_inner())
-            {
-                let _ = payments.try_send((member, order_id.clone()));
-            }
-            self.accepted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(Accepted {
-                    buyer: member,
-                    click: 0,
-                    order_id,
-                    at: Instant::now().saturating_duration_since(self.released),
-                });
+            self.wins.accepted(
+                &self.shape,
+                member,
+                &answer,
+                Instant::now().saturating_duration_since(self.released),
+            );
         }
     }
 }
@@ -118,8 +105,7 @@ pub(crate) async fn rush_round(
         buy_path: live.buy_path.clone(),
         released,
         recorder: Recorder::new(),
-        accepted: Default::default(),
-        payments: Mutex::new(Some(pay_tx)),
+        wins: Wins::new(pay_tx),
     });
     let (payers, paid) = spawn_payers(target, signer, &shape, Some(pay_rx));
     let stop = CancellationToken::new();
@@ -144,18 +130,13 @@ pub(crate) async fn rush_round(
     }
     while clicks.join_next().await.is_some() {}
     let crowd_secs = released.elapsed().as_secs_f64();
-    drop(
-        rush.payments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(),
-    );
+    rush.wins.close_payments();
     for payer in payers {
         let _ = payer.await;
     }
     stop.cancel();
     let samples = monitor.await.unwrap_or_default();
-    let accepted = std::mem::take(&mut *rush.accepted.lock().unwrap_or_else(|p| p.into_inner()));
+    let accepted = rush.wins.take();
     let verdict = judge(
         api,
         target,
