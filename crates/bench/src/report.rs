@@ -473,7 +473,7 @@ fn line_text(out: &mut String, line: &LineReport) {
     if let Some(server) = &line.server {
         let _ = writeln!(
             out,
-            "line at the end: length {}, pre-queue {}, admitted up to {}, bought {}, passed {}, holding {}; {} members seen let through; admitted buys answered 410: {}; admitted without a buy path: {}",
+            "line at the end: length {}, pre-queue {}, admitted up to {}, bought {}, passed {}, holding {}; {} members seen let through ({} told passed without having seen admitted); admitted buys answered 410: {}; admitted without a buy path: {}",
             server.length,
             server.pre_queue,
             server.admitted_up_to,
@@ -481,6 +481,7 @@ fn line_text(out: &mut String, line: &LineReport) {
             server.passed,
             server.holders,
             line.let_through,
+            line.passed_unseen,
             line.admitted_sold_out,
             line.admitted_without_path
         );

@@ -69,6 +69,8 @@ pub struct LineReport {
     pub roll_call: u64,
     /// Members seen admitted (or passed, or bought).
     pub let_through: u64,
+    /// Members told `passed` who never saw `admitted` (they polled too rarely for their turn).
+    pub passed_unseen: u64,
     pub admitted_without_path: u64,
     pub admitted_sold_out: u64,
     /// The line as the admins' call showed it at the end.
@@ -261,6 +263,7 @@ pub(crate) async fn line_round(
         poll_failures: crowd.poll_failures.load(Ordering::Relaxed),
         roll_call,
         let_through: places.let_through.len() as u64,
+        passed_unseen: places.passed_unseen() as u64,
         admitted_without_path: crowd.admitted_without_path.load(Ordering::Relaxed),
         admitted_sold_out: crowd.admitted_sold_out.load(Ordering::Relaxed),
         server: quiet.map(|q| q.after),

@@ -184,6 +184,10 @@ pub struct Places {
     pub readmitted: Vec<u64>,
     /// Members with an answer saying they were let through.
     pub let_through: HashSet<u64>,
+    /// Members with an answer saying `admitted`.
+    pub seen_admitted: HashSet<u64>,
+    /// Members with an answer saying `passed`.
+    pub seen_passed: HashSet<u64>,
     /// Members whose join put them in the pre-queue, with their first join's send time.
     pub pre_queue: BTreeMap<u64, u64>,
     /// Members whose join gave a position at once (after the draw): (first sent, first received).
@@ -194,6 +198,12 @@ pub struct Places {
 }
 
 impl Places {
+    /// Members told `passed` who never saw their `admitted`: they asked too rarely to catch
+    /// their turn (what the poll rule is there to keep at zero for members who poll as told).
+    pub fn passed_unseen(&self) -> usize {
+        self.seen_passed.difference(&self.seen_admitted).count()
+    }
+
     pub fn of(seen: &[Seen]) -> Self {
         let mut places = Places::default();
         let mut joins: HashMap<u64, Vec<&Seen>> = HashMap::new();
@@ -206,6 +216,15 @@ impl Places {
             }
             if s.state.let_through() {
                 places.let_through.insert(s.member);
+            }
+            match s.state {
+                State::Admitted => {
+                    places.seen_admitted.insert(s.member);
+                }
+                State::Passed => {
+                    places.seen_passed.insert(s.member);
+                }
+                _ => {}
             }
             if let (State::Admitted, Some(position), Some(until)) =
                 (s.state, s.position, s.admitted_until)
@@ -907,6 +926,20 @@ mod tests {
             checks[3].detail.contains("1 positions seen admitted after"),
             "{checks:?}"
         );
+    }
+
+    #[test]
+    fn places_count_who_was_told_passed_without_seeing_admitted() {
+        let seen = [
+            answer(1, Asked::Poll, 100, State::Admitted, Some(1), 1),
+            answer(1, Asked::Poll, 900, State::Passed, Some(1), 3),
+            answer(2, Asked::Poll, 900, State::Passed, Some(2), 3),
+            answer(3, Asked::Poll, 900, State::Waiting, Some(4), 3),
+        ];
+        let places = Places::of(&seen);
+        assert_eq!(places.passed_unseen(), 1);
+        assert_eq!(places.let_through.len(), 2);
+        assert_eq!(Places::of(&honest().seen).passed_unseen(), 0);
     }
 
     #[test]
