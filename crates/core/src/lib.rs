@@ -10,6 +10,7 @@ pub mod invariants;
 pub mod ledger;
 pub mod line;
 pub mod order;
+pub mod pow;
 pub mod sale;
 pub mod tokens;
 
