@@ -1,9 +1,13 @@
-//! Micro-benchmarks of the core's hot paths: a reservation in the stock ledger, and the two
-//! token checks every buy passes (buyer JWT, buy-path HMAC). `cargo bench -p flashsale-core`.
+//! Micro-benchmarks of the core's hot paths: a reservation in the stock ledger, the two
+//! token checks every buy passes (buyer JWT, buy-path HMAC), and proof of work for a place in
+//! line (the server's check, and a client's 4,096 tries: what each difficulty bit costs a
+//! core). `cargo bench -p flashsale-core`.
 
 #![allow(clippy::unwrap_used)]
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use flashsale_core::line::LineId;
+use flashsale_core::pow::{self, ChallengeSigner};
 use flashsale_core::tokens::{BuyPathSigner, BuyerTokens};
 use flashsale_core::{BatchId, BuyerId, IdempotencyKey, OrderId, SaleId, SaleLedger};
 use std::hint::black_box;
@@ -65,5 +69,21 @@ fn tokens(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, reservation, tokens);
+fn proof_of_work(c: &mut Criterion) {
+    let now = OffsetDateTime::now_utc();
+    let signer = ChallengeSigner::new(b"a-challenge-secret-of-32-bytes-or-more");
+    let sale = SaleId(Uuid::from_u128(7));
+    let line = LineId::of(sale, &BuyerId::parse("buyer-1").unwrap());
+    let challenge = signer.issue(sale, &line, 16, now + time::Duration::minutes(5), [1; 8]);
+    let (nonce, _) = pow::solve(&challenge, 16, 0, u64::MAX).unwrap();
+    c.bench_function("pow_check_solution", |b| {
+        b.iter(|| black_box(signer.check_solution(sale, &line, &challenge, black_box(&nonce), now)))
+    });
+    // Difficulty 64 is never met, so every call makes exactly 4,096 tries.
+    c.bench_function("pow_solve_4096_tries", |b| {
+        b.iter(|| black_box(pow::solve(black_box(&challenge), 64, 0, 4096)))
+    });
+}
+
+criterion_group!(benches, reservation, tokens, proof_of_work);
 criterion_main!(benches);
