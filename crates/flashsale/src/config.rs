@@ -574,6 +574,13 @@ mod tests {
         ),
         ("TICKET_MAC_BYTES", "admission ticket format"),
         ("TICKET_BYTES", "admission ticket format"),
+        // Proof of work for a place in line (issue 15): the contract's bounds, the same on
+        // every node (a challenge issued by one is checked by another).
+        ("DIFFICULTY_BITS_MAX", "proof-of-work contract"),
+        ("NONCE_BYTES_MAX", "input validation of the API"),
+        ("CHALLENGE_BYTES", "proof-of-work challenge format"),
+        ("CHALLENGE_CHARS", "proof-of-work challenge format"),
+        ("SIGNATURE_BYTES", "proof-of-work challenge format"),
         ("FRAME_HEADER_BYTES", "line log record format"),
         ("RECORD_PAYLOAD_BYTES_MAX", "line log record format bound"),
         ("LINE_HEX_CHARS", "Redis line member encoding"),
