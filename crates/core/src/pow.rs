@@ -14,8 +14,7 @@
 
 use crate::ids::SaleId;
 use crate::line::LineId;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use crate::tokens::{seal, unseal};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -32,6 +31,8 @@ pub const NONCE_BYTES_MAX: usize = 64;
 /// signature (16).
 const CHALLENGE_BYTES: usize = 33;
 const SIGNATURE_BYTES: usize = 16;
+/// What the signature covers: difficulty, expiry, salt.
+const BODY_BYTES: usize = CHALLENGE_BYTES - SIGNATURE_BYTES;
 /// 33 bytes in unpadded URL-safe base64.
 pub const CHALLENGE_CHARS: usize = 44;
 
@@ -145,12 +146,11 @@ impl ChallengeSigner {
         Self { mac }
     }
 
-    fn mac_for(&self, sale: SaleId, line: &LineId, body: &[u8]) -> HmacSha256 {
+    fn mac_for(&self, sale: SaleId, line: &LineId) -> HmacSha256 {
         let mut mac = self.mac.clone();
         mac.update(b"flashsale line challenge v1\0");
         mac.update(sale.0.as_bytes());
         mac.update(&line.0);
-        mac.update(body);
         mac
     }
 
@@ -165,17 +165,12 @@ impl ChallengeSigner {
         expires_at: OffsetDateTime,
         salt: [u8; 8],
     ) -> String {
-        let mut bytes = [0u8; CHALLENGE_BYTES];
-        bytes[0] = difficulty_bits.min(DIFFICULTY_BITS_MAX);
+        let mut body = [0u8; BODY_BYTES];
+        body[0] = difficulty_bits.min(DIFFICULTY_BITS_MAX);
         let expires_ms = (expires_at.unix_timestamp_nanos() / 1_000_000) as i64;
-        bytes[1..9].copy_from_slice(&expires_ms.to_be_bytes());
-        bytes[9..17].copy_from_slice(&salt);
-        let tag = self
-            .mac_for(sale, line, &bytes[..17])
-            .finalize()
-            .into_bytes();
-        bytes[17..].copy_from_slice(&tag[..SIGNATURE_BYTES]);
-        URL_SAFE_NO_PAD.encode(bytes)
+        body[1..9].copy_from_slice(&expires_ms.to_be_bytes());
+        body[9..].copy_from_slice(&salt);
+        seal::<CHALLENGE_BYTES>(self.mac_for(sale, line), &body)
     }
 
     /// Checks a challenge (constant time on the signature): issued here for this sale and this
@@ -187,18 +182,8 @@ impl ChallengeSigner {
         challenge: &str,
         now: OffsetDateTime,
     ) -> Result<ChallengeInfo, ChallengeRefused> {
-        if challenge.len() != CHALLENGE_CHARS {
-            return Err(ChallengeRefused::Invalid);
-        }
-        let bytes = URL_SAFE_NO_PAD
-            .decode(challenge)
-            .map_err(|_| ChallengeRefused::Invalid)?;
-        if bytes.len() != CHALLENGE_BYTES {
-            return Err(ChallengeRefused::Invalid);
-        }
-        self.mac_for(sale, line, &bytes[..17])
-            .verify_truncated_left(&bytes[17..])
-            .map_err(|_| ChallengeRefused::Invalid)?;
+        let bytes = unseal::<CHALLENGE_BYTES>(self.mac_for(sale, line), challenge, BODY_BYTES)
+            .ok_or(ChallengeRefused::Invalid)?;
         let difficulty_bits = bytes[0];
         if difficulty_bits > DIFFICULTY_BITS_MAX {
             return Err(ChallengeRefused::Invalid);
@@ -213,7 +198,7 @@ impl ChallengeSigner {
         Ok(ChallengeInfo {
             difficulty_bits,
             expires_at,
-            id: bytes[17..].try_into().expect("16 bytes"),
+            id: bytes[BODY_BYTES..].try_into().expect("16 bytes"),
         })
     }
 
@@ -237,6 +222,8 @@ impl ChallengeSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use crate::ids::BuyerId;
     use time::macros::datetime;
 

@@ -68,6 +68,45 @@ impl BuyPathSigner {
     }
 }
 
+/// A signed token's text: `body`, then the first `TOTAL - body.len()` bytes of the MAC over
+/// what `mac` was fed already (its domain and context) followed by `body`, in unpadded URL-safe
+/// base64. The admission ticket and the line's proof-of-work challenge are both made so.
+pub(crate) fn seal<const TOTAL: usize>(mut mac: HmacSha256, body: &[u8]) -> String {
+    assert!(body.len() < TOTAL, "a sealed token keeps some signature");
+    let mut bytes = [0u8; TOTAL];
+    bytes[..body.len()].copy_from_slice(body);
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    bytes[body.len()..].copy_from_slice(&tag[..TOTAL - body.len()]);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The bytes of a token that [`seal`] made with the same `mac` and a body of `body_bytes`, or
+/// `None` when its length, its encoding or its signature is wrong. The length is checked before
+/// decoding, the signature in constant time, and nothing is allocated.
+pub(crate) fn unseal<const TOTAL: usize>(
+    mut mac: HmacSha256,
+    text: &str,
+    body_bytes: usize,
+) -> Option<[u8; TOTAL]> {
+    assert!(body_bytes < TOTAL, "a sealed token keeps some signature");
+    if text.len() != (TOTAL * 4).div_ceil(3) {
+        return None;
+    }
+    // Room for the decoder's estimate, which may round up past the exact length.
+    let mut decoded = [0u8; 64];
+    let written = URL_SAFE_NO_PAD
+        .decode_slice(text, &mut decoded[..TOTAL + 3])
+        .ok()?;
+    if written != TOTAL {
+        return None;
+    }
+    let bytes: [u8; TOTAL] = decoded[..TOTAL].try_into().expect("TOTAL bytes");
+    mac.update(&bytes[..body_bytes]);
+    mac.verify_truncated_left(&bytes[body_bytes..]).ok()?;
+    Some(bytes)
+}
+
 /// Bytes of an admission ticket's signature (128 bits, as the buy-path token's).
 const TICKET_MAC_BYTES: usize = 16;
 /// Bytes of a ticket: position (8), admission end in Unix ms (8), signature.
@@ -121,27 +160,21 @@ impl LineSigner {
         Seed(mac.finalize().into_bytes().into())
     }
 
-    fn ticket_mac(&self, sale: SaleId, line: &LineId, body: &[u8]) -> HmacSha256 {
+    fn ticket_mac(&self, sale: SaleId, line: &LineId) -> HmacSha256 {
         let mut mac = self.mac.clone();
         mac.update(b"flashsale admission v1\0");
         mac.update(sale.0.as_bytes());
         mac.update(&line.0);
-        mac.update(body);
         mac
     }
 
     /// A ticket for `admission` of `line` in `sale`: URL-safe, 43 characters.
     pub fn ticket(&self, sale: SaleId, line: &LineId, admission: Admission) -> String {
-        let mut bytes = [0u8; TICKET_BYTES];
-        bytes[..8].copy_from_slice(&admission.position.to_be_bytes());
+        let mut body = [0u8; 16];
+        body[..8].copy_from_slice(&admission.position.to_be_bytes());
         let until_ms = (admission.until.unix_timestamp_nanos() / 1_000_000) as i64;
-        bytes[8..16].copy_from_slice(&until_ms.to_be_bytes());
-        let tag = self
-            .ticket_mac(sale, line, &bytes[..16])
-            .finalize()
-            .into_bytes();
-        bytes[16..].copy_from_slice(&tag[..TICKET_MAC_BYTES]);
-        URL_SAFE_NO_PAD.encode(bytes)
+        body[8..].copy_from_slice(&until_ms.to_be_bytes());
+        seal::<TICKET_BYTES>(self.ticket_mac(sale, line), &body)
     }
 
     /// Checks a ticket taken from a URL (constant time on the signature): for this sale and
@@ -153,19 +186,8 @@ impl LineSigner {
         ticket: &str,
         now: OffsetDateTime,
     ) -> Result<Admission, TicketRefused> {
-        // 32 bytes encode to 43 characters; refuse anything else before decoding.
-        if ticket.len() != 43 {
-            return Err(TicketRefused::Invalid);
-        }
-        let bytes = URL_SAFE_NO_PAD
-            .decode(ticket)
-            .map_err(|_| TicketRefused::Invalid)?;
-        if bytes.len() != TICKET_BYTES {
-            return Err(TicketRefused::Invalid);
-        }
-        self.ticket_mac(sale, line, &bytes[..16])
-            .verify_truncated_left(&bytes[16..])
-            .map_err(|_| TicketRefused::Invalid)?;
+        let bytes = unseal::<TICKET_BYTES>(self.ticket_mac(sale, line), ticket, 16)
+            .ok_or(TicketRefused::Invalid)?;
         let position = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
         let until_ms = i64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"));
         let until = OffsetDateTime::from_unix_timestamp_nanos(i128::from(until_ms) * 1_000_000)
