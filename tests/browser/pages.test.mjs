@@ -7,6 +7,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -107,6 +108,24 @@ function countdownSecs(text) {
 }
 
 const shot = (page, name) => page.screenshot({ path: join(SHOTS, name), fullPage: true });
+
+/** The proof-of-work rule, by node's crypto: leading zero bits of SHA-256(challenge ‖ nonce). */
+function workBits(challenge, nonce) {
+  const hash = createHash("sha256").update(challenge + nonce).digest();
+  let bits = 0;
+  for (const byte of hash) {
+    if (byte) return bits + Math.clz32(byte) - 24;
+    bits += 8;
+  }
+  return bits;
+}
+
+/** The first decimal nonce from `from` with at least `bits` zero bits, as the page should find it. */
+function firstSolution(challenge, bits, from = 0) {
+  let nonce = from;
+  while (workBits(challenge, String(nonce)) < bits) nonce++;
+  return String(nonce);
+}
 
 // ----- the scenarios -----
 
@@ -225,6 +244,151 @@ test("buyers join the line before the start, one is admitted and buys, the other
   await waitText(page, "line-pause", /^Resume the line$/);
   await shot(page, "admin-line.png");
   await page.context().close();
+});
+
+test("the sale page's proof-of-work solver agrees with node's SHA-256", { timeout: 60_000 }, async () => {
+  const sale = await createSale({ name: "Hashing phone", stock: 1, startsInMs: 3_600_000 });
+  const page = await newPage();
+  await page.goto(`${BASE}/sales/${sale.id}`);
+  // Lengths around the block edges (55, 56, 64 bytes), multi-byte UTF-8, several blocks.
+  const texts = ["", "abc", "x".repeat(55), "x".repeat(56), "x".repeat(63), "x".repeat(64), "é".repeat(40), "y".repeat(200)];
+  const challenge = randomBytes(33).toString("base64url"); // like the shop's: 44 characters
+  const got = await page.evaluate(([texts, challenge]) => {
+    // The worker's source, as the page hands it to the worker, run here on the page.
+    const { sha256hex, solve } = new Function(document.getElementById("pow-worker").textContent + "\nreturn { sha256hex, solve };")();
+    return {
+      hashes: texts.map(sha256hex),
+      twelve: solve(challenge, 12),
+      // Nonces growing from 11 to 12 digits: the tail grows from one block to two.
+      rollover: solve(challenge, 6, 99_999_999_990),
+      // A challenge of over two blocks: the midstate path.
+      long: solve(challenge.repeat(3), 8),
+      limited: solve(challenge, 32, 0, 1000),
+    };
+  }, [texts, challenge]);
+  assert.deepEqual(got.hashes, texts.map((t) => createHash("sha256").update(t).digest("hex")));
+  assert.ok(workBits(challenge, got.twelve.nonce) >= 12, `${got.twelve.nonce} solves at 12 bits`);
+  assert.deepEqual(got.twelve, { nonce: firstSolution(challenge, 12), tries: Number(got.twelve.nonce) + 1 }, "the first solution");
+  assert.equal(got.rollover.nonce, firstSolution(challenge, 6, 99_999_999_990));
+  assert.equal(got.long.nonce, firstSolution(challenge.repeat(3), 8));
+  assert.equal(got.limited, null, "gives up after the limit");
+  await page.context().close();
+});
+
+test("a sale asking proof of work: the page solves it in a worker, stays responsive, and joins the line", { timeout: 90_000 }, async () => {
+  const bits = 14;
+  const sale = await createSale({
+    name: "Worked-for phone", stock: 1, startsInMs: 20_000,
+    waitingRoom: { opens_at: new Date(Date.now() - 1_000).toISOString(), admit_per_sec: 10, admission_secs: 30, pow_difficulty_bits: bits },
+  });
+  const status = await (await fetch(`${BASE}/api/sales/${sale.id}/status`)).json();
+  assert.equal(status.line?.pow_difficulty_bits, bits, JSON.stringify(status));
+
+  // A slow solve: 14 bits take the page milliseconds, too quick to watch, so this page is told
+  // 28 (minutes of work; a solution at 28 bits also has the 14 the shop checks). Its join is
+  // held, so the indicator stays up even if the solve happens to end at once.
+  const slow = await newPage();
+  await slow.goto(`${BASE}/sales/${sale.id}`);
+  await signIn(slow, "pow-slow");
+  await waitText(slow, "line", /^The line is open\./);
+  await slow.route("**/line/challenge", async (route) => {
+    const response = await route.fetch();
+    await route.fulfill({ response, json: { ...(await response.json()), difficulty_bits: 28 } });
+  });
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  await slow.route("**/line", async (route) => { await held; await route.continue().catch(() => {}); });
+  await slow.evaluate(() => { window.frames_ = 0; const tick = () => { window.frames_++; requestAnimationFrame(tick); }; requestAnimationFrame(tick); });
+  await slow.click("#join");
+  await waitText(slow, "line", /^Getting your place in line: checking you are not a bot… \d+%$/);
+  assert.equal(await slow.locator("#line-progress").isVisible(), true, "a progress bar");
+  assert.equal(await slow.isDisabled("#join"), true, "one join at a time");
+  await shot(slow, "line-proof-of-work.png");
+  // The page answers and draws frames while the worker hashes, and the tries go up.
+  const before = await slow.evaluate(() => ({ frames: window.frames_, tries: S.work.tries, done: S.work.done }));
+  let slowest = 0;
+  for (let i = 0; i < 20; i++) {
+    const t0 = Date.now();
+    await slow.evaluate(() => 1);
+    slowest = Math.max(slowest, Date.now() - t0);
+    await slow.waitForTimeout(50);
+  }
+  const after = await slow.evaluate(() => ({ frames: window.frames_, tries: S.work.tries, done: S.work.done }));
+  assert.ok(slowest < 500, `the page answered within ${slowest} ms while solving`);
+  assert.ok(after.frames - before.frames >= 10, `frames drawn while solving: ${JSON.stringify([before, after])}`);
+  assert.ok(after.done || after.tries > before.tries, `the tries go up: ${JSON.stringify([before, after])}`);
+  release();
+  await slow.context().close();
+
+  // The real thing: the page gets a challenge, solves it, and joins with it.
+  const page = await newPage();
+  const joins = [];
+  page.on("request", (request) => { if (request.method() === "POST" && request.url().endsWith("/line")) joins.push(request.postDataJSON()); });
+  await page.goto(`${BASE}/sales/${sale.id}`);
+  await signIn(page, "pow-buyer");
+  await waitText(page, "line", /^The line is open\./);
+  await page.click("#join");
+  await waitText(page, "line", /^You are in the line\. At the start/);
+  assert.equal(joins.length, 1, `one join: ${JSON.stringify(joins)}`);
+  assert.ok(workBits(joins[0].challenge, joins[0].nonce) >= bits, `the join's nonce solves: ${JSON.stringify(joins[0])}`);
+  assert.equal(await page.locator("#line-progress").isVisible(), false);
+  await page.context().close();
+
+  // The difficulty rose after the page last looked (its status still says 0): the join's 403
+  // asks for proof; a challenge that expired on the way is replaced once.
+  const late = await newPage();
+  await late.route("**/api/sales/*/status", async (route) => {
+    const response = await route.fetch();
+    const body = await response.json();
+    await route.fulfill({ response, json: { ...body, line: body.line && { ...body.line, pow_difficulty_bits: 0 } } });
+  });
+  const lateJoins = [];
+  let challenges = 0, expireOnce = true;
+  late.on("request", (request) => { if (request.url().endsWith("/line/challenge")) challenges++; });
+  await late.route("**/line", async (route) => {
+    const proof = route.request().postDataJSON();
+    lateJoins.push(proof);
+    if (proof && expireOnce) {
+      expireOnce = false;
+      await route.fulfill({ status: 403, json: { error: { code: "challenge_expired", message: "the challenge has expired; GET line/challenge for a new one" } } });
+    } else await route.continue();
+  });
+  await late.goto(`${BASE}/sales/${sale.id}`);
+  await signIn(late, "pow-late");
+  await waitText(late, "line", /^The line is open\./);
+  await late.click("#join");
+  await waitText(late, "line", /^You are in the line\. At the start/);
+  assert.equal(lateJoins.length, 3, `joins: ${JSON.stringify(lateJoins)}`);
+  assert.equal(lateJoins[0], null, "first without proof");
+  assert.equal(challenges, 2, "a new challenge after the expired one");
+  assert.notEqual(lateJoins[1].challenge, lateJoins[2].challenge);
+  assert.ok(workBits(lateJoins[2].challenge, lateJoins[2].nonce) >= bits);
+  assert.equal(await late.locator("#msg").textContent(), "");
+  await late.context().close();
+
+  // The same rules by hand: no proof, a wrong nonce, and a solved challenge used twice.
+  const token = await buyerToken("pow-api");
+  const call = async (method, path, body) => {
+    const r = await fetch(`${BASE}/api/sales/${sale.id}${path}`, {
+      method, body: body && JSON.stringify(body),
+      headers: { Authorization: `Bearer ${token}`, ...(body ? { "Content-Type": "application/json" } : {}) },
+    });
+    const data = await r.json();
+    return [r.status, data.error?.code ?? data.state];
+  };
+  assert.deepEqual(await call("POST", "/line"), [403, "challenge_required"]);
+  const r = await fetch(`${BASE}/api/sales/${sale.id}/line/challenge`, { headers: { Authorization: `Bearer ${token}` } });
+  const challenge = await r.json();
+  assert.equal(r.status, 200, JSON.stringify(challenge));
+  assert.match(challenge.challenge, /^[A-Za-z0-9_-]{44}$/);
+  assert.equal(challenge.difficulty_bits, bits);
+  let wrong = 0;
+  while (workBits(challenge.challenge, String(wrong)) >= bits) wrong++;
+  assert.deepEqual(await call("POST", "/line", { challenge: challenge.challenge, nonce: String(wrong) }), [403, "challenge_unsolved"]);
+  const solved = { challenge: challenge.challenge, nonce: firstSolution(challenge.challenge, bits) };
+  assert.deepEqual(await call("POST", "/line", solved), [200, "pre_queue"]);
+  assert.deepEqual(await call("POST", "/line", solved), [409, "challenge_used"]);
+  assert.deepEqual(await call("POST", "/line"), [200, "pre_queue"], "a member joins again without proof");
 });
 
 test("a visitor whose clock is two minutes off sees the true countdown", { timeout: 60_000 }, async () => {

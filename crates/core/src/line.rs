@@ -28,7 +28,7 @@ use hmac::{Hmac, Mac};
 use serde::de::{Unexpected, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use time::{Duration, OffsetDateTime};
 
@@ -42,6 +42,9 @@ pub const LINE_OPENS_BEFORE_START_SECS_MAX: i64 = 7 * 24 * 3600;
 /// Bounds of the wait a poller is told before asking again, in seconds.
 pub const POLL_AFTER_SECS_MIN: u64 = 1;
 pub const POLL_AFTER_SECS_MAX: u64 = 30;
+/// Joins per second, across the whole line, from which a sale's proof of work starts to rise
+/// (when it may: `pow_difficulty_bits_max`).
+pub const POW_RISE_FROM_JOINS_PER_SEC: u64 = 1000;
 
 /// How fast the line lets buyers through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +118,18 @@ pub struct WaitingRoomSpec {
     #[serde(deserialize_with = "crate::sale::whole_number::deserialize")]
     #[cfg_attr(feature = "openapi", schema(minimum = 10, maximum = 3600))]
     pub admission_secs: u32,
+    /// Proof of work a new place in line costs (0 to 32; 0, the default, asks none): a join
+    /// must bring a challenge from `line/challenge` and a nonce whose SHA-256 (challenge, then
+    /// nonce) starts with this many zero bits, about 2^bits hashes of the buyer's device.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 32))]
+    pub pow_difficulty_bits: u8,
+    /// When set (from `pow_difficulty_bits` to 32), the difficulty rises with the join rate:
+    /// one bit more at 1000 joins per second across the line, and one more at each doubling
+    /// from there (2000, 4000, …), never past this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 32))]
+    pub pow_difficulty_bits_max: Option<u8>,
 }
 
 /// `admit_per_sec` in the API document: an integer from 1 to 100000, or the string `auto`.
@@ -193,8 +208,48 @@ impl WaitingRoomSpec {
                 format!("must be between {ADMISSION_SECS_MIN} and {ADMISSION_SECS_MAX}"),
             ));
         }
+        let bits_max = crate::pow::DIFFICULTY_BITS_MAX;
+        if self.pow_difficulty_bits > bits_max {
+            return Err(spec_error(
+                "waiting_room.pow_difficulty_bits",
+                format!("must be between 0 (no proof of work) and {bits_max}"),
+            ));
+        }
+        if let Some(max) = self.pow_difficulty_bits_max
+            && !(self.pow_difficulty_bits..=bits_max).contains(&max)
+        {
+            return Err(spec_error(
+                "waiting_room.pow_difficulty_bits_max",
+                format!("must be between pow_difficulty_bits and {bits_max}"),
+            ));
+        }
         Ok(())
     }
+
+    /// The difficulty a new place costs while joins arrive at `joins_per_sec` across the line.
+    pub fn pow_difficulty_bits_at(&self, joins_per_sec: u64) -> u8 {
+        pow_difficulty_bits(
+            self.pow_difficulty_bits,
+            self.pow_difficulty_bits_max,
+            joins_per_sec,
+        )
+    }
+}
+
+/// The proof of work's curve: `base` bits, plus one at `POW_RISE_FROM_JOINS_PER_SEC` joins
+/// per second and one more at each doubling from there, never past `max` (no rise without
+/// one). A flood of joins thus pays more per join as it grows, and a buyer's worst case is
+/// bounded by `max`.
+pub fn pow_difficulty_bits(base: u8, max: Option<u8>, joins_per_sec: u64) -> u8 {
+    let Some(max) = max else {
+        return base;
+    };
+    let rise = match joins_per_sec / POW_RISE_FROM_JOINS_PER_SEC {
+        0 => 0,
+        doublings => doublings.ilog2() + 1,
+    };
+    let bits = u32::from(base).saturating_add(rise);
+    bits.min(u32::from(max.max(base))) as u8
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -332,6 +387,29 @@ pub enum JoinRefused {
     NotOpen,
     #[error("the sale has ended")]
     Ended,
+    /// The sale asks a proof of work for a new place, and the join brought none.
+    #[error("a new place in this line needs a solved challenge")]
+    ProofMissing,
+    /// The challenge already bought a place.
+    #[error("the challenge was used already")]
+    ChallengeUsed,
+}
+
+/// A challenge's id (`pow::ChallengeInfo::id`): the line remembers the ids that bought a
+/// place, so a solved challenge works once.
+pub type ChallengeId = [u8; 16];
+
+/// What a join brings toward the sale's proof of work (the caller has checked the challenge's
+/// signature, expiry and solution; the line checks that it was not used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinProof {
+    /// The sale asks for none.
+    NotAsked,
+    /// The sale asks for one and the join brings none: a member is told their place (joining
+    /// again costs nothing), a newcomer is refused.
+    Missing,
+    /// A solved challenge.
+    Solved(ChallengeId),
 }
 
 /// A place in line.
@@ -423,6 +501,8 @@ pub struct Line {
     /// Members who joined before the start (set at the draw).
     pre_queue_len: u64,
     control: LineControl,
+    /// The challenges that bought a place (one per member at most).
+    challenges_used: HashSet<ChallengeId>,
 }
 
 impl Line {
@@ -445,6 +525,7 @@ impl Line {
             bought: BTreeSet::new(),
             pre_queue_len: 0,
             control: LineControl::default(),
+            challenges_used: HashSet::new(),
         }
     }
 
@@ -519,13 +600,25 @@ impl Line {
         &self.members
     }
 
-    /// Joins the line, or finds the place already held. `key` is the joiner's draw key
-    /// (`Seed::draw_key`); it decides the place only for a join before the start.
+    /// Joins the line of a sale that asks no proof of work (`join_with`, `JoinProof::NotAsked`).
     pub fn join(
         &mut self,
         line: LineId,
         key: DrawKey,
         now: OffsetDateTime,
+    ) -> Result<Place, JoinRefused> {
+        self.join_with(line, key, now, JoinProof::NotAsked)
+    }
+
+    /// Joins the line, or finds the place already held. `key` is the joiner's draw key
+    /// (`Seed::draw_key`); it decides the place only for a join before the start. A used
+    /// challenge is refused even to its member (it works once); a member needs none.
+    pub fn join_with(
+        &mut self,
+        line: LineId,
+        key: DrawKey,
+        now: OffsetDateTime,
+        proof: JoinProof,
     ) -> Result<Place, JoinRefused> {
         if now < self.times.opens_at {
             return Err(JoinRefused::NotOpen);
@@ -533,13 +626,25 @@ impl Line {
         if now >= self.times.ends_at {
             return Err(JoinRefused::Ended);
         }
-        self.draw_if_due(now);
-        if !self.drawn {
-            self.pre_queue.entry(line).or_insert(key);
-            return Ok(Place::PreQueue);
+        if let JoinProof::Solved(id) = proof
+            && self.challenges_used.contains(&id)
+        {
+            return Err(JoinRefused::ChallengeUsed);
         }
-        if let Some(&position) = self.positions.get(&line) {
-            return Ok(Place::Position(position));
+        self.draw_if_due(now);
+        if let Some(place) = self.place(&line) {
+            return Ok(place);
+        }
+        match proof {
+            JoinProof::NotAsked => {}
+            JoinProof::Missing => return Err(JoinRefused::ProofMissing),
+            JoinProof::Solved(id) => {
+                self.challenges_used.insert(id);
+            }
+        }
+        if !self.drawn {
+            self.pre_queue.insert(line, key);
+            return Ok(Place::PreQueue);
         }
         self.members.push(line);
         let position = self.members.len() as u64;
@@ -851,6 +956,8 @@ mod tests {
             opens_at: T0 - Duration::hours(1),
             admit_per_sec: AdmitRate::Fixed(100),
             admission_secs: 120,
+            pow_difficulty_bits: 0,
+            pow_difficulty_bits_max: None,
         };
         assert_eq!(spec.validate(T0), Ok(()));
         let field = |spec: WaitingRoomSpec| spec.validate(T0).unwrap_err().field;
@@ -878,11 +985,93 @@ mod tests {
             };
             assert_eq!(field(wrong), "waiting_room.admission_secs");
         }
+        let too_hard = WaitingRoomSpec {
+            pow_difficulty_bits: crate::pow::DIFFICULTY_BITS_MAX + 1,
+            ..spec.clone()
+        };
+        assert_eq!(field(too_hard), "waiting_room.pow_difficulty_bits");
+        for max in [15, crate::pow::DIFFICULTY_BITS_MAX + 1] {
+            let wrong = WaitingRoomSpec {
+                pow_difficulty_bits: 16,
+                pow_difficulty_bits_max: Some(max),
+                ..spec.clone()
+            };
+            assert_eq!(field(wrong), "waiting_room.pow_difficulty_bits_max");
+        }
+        let rising = WaitingRoomSpec {
+            pow_difficulty_bits: 16,
+            pow_difficulty_bits_max: Some(20),
+            ..spec.clone()
+        };
+        assert_eq!(rising.validate(T0), Ok(()));
         let auto = WaitingRoomSpec {
             admit_per_sec: AdmitRate::Auto,
             ..spec
         };
         assert_eq!(auto.validate(T0), Ok(()));
+    }
+
+    #[test]
+    fn the_difficulty_rises_a_bit_per_doubling_of_the_join_rate_and_stops_at_its_max() {
+        let at = |rate| pow_difficulty_bits(16, Some(20), rate);
+        assert_eq!(at(0), 16);
+        assert_eq!(at(POW_RISE_FROM_JOINS_PER_SEC - 1), 16);
+        assert_eq!(at(POW_RISE_FROM_JOINS_PER_SEC), 17);
+        assert_eq!(at(2 * POW_RISE_FROM_JOINS_PER_SEC - 1), 17);
+        assert_eq!(at(2 * POW_RISE_FROM_JOINS_PER_SEC), 18);
+        assert_eq!(at(4 * POW_RISE_FROM_JOINS_PER_SEC), 19);
+        assert_eq!(at(8 * POW_RISE_FROM_JOINS_PER_SEC), 20);
+        assert_eq!(at(u64::MAX), 20, "bounded by the max");
+        assert_eq!(
+            pow_difficulty_bits(16, None, u64::MAX),
+            16,
+            "no max, no rise"
+        );
+        assert_eq!(pow_difficulty_bits(0, Some(0), u64::MAX), 0);
+    }
+
+    #[test]
+    fn a_solved_challenge_buys_one_place_once_and_a_member_needs_none() {
+        let mut line = Line::new(times());
+        let before = T0 - Duration::seconds(30);
+        let (alice, bob) = (member(1), member(2));
+        assert_eq!(
+            line.join_with(alice, key(alice), before, JoinProof::Missing),
+            Err(JoinRefused::ProofMissing)
+        );
+        assert!(!line.is_member(&alice), "a refused join changes nothing");
+        assert_eq!(
+            line.join_with(alice, key(alice), before, JoinProof::Solved([1; 16])),
+            Ok(Place::PreQueue)
+        );
+        // Her place is hers without a new proof; the used challenge is refused even to her.
+        assert_eq!(
+            line.join_with(alice, key(alice), before, JoinProof::Missing),
+            Ok(Place::PreQueue)
+        );
+        assert_eq!(
+            line.join_with(alice, key(alice), before, JoinProof::Solved([1; 16])),
+            Err(JoinRefused::ChallengeUsed)
+        );
+        assert_eq!(
+            line.join_with(bob, key(bob), before, JoinProof::Solved([1; 16])),
+            Err(JoinRefused::ChallengeUsed)
+        );
+        assert!(!line.is_member(&bob));
+        // After the start, the same rules in arrival order.
+        assert_eq!(
+            line.join_with(bob, key(bob), T0, JoinProof::Solved([2; 16])),
+            Ok(Place::Position(2))
+        );
+        assert_eq!(
+            line.join_with(bob, key(bob), T0, JoinProof::Missing),
+            Ok(Place::Position(2))
+        );
+        assert_eq!(
+            line.join_with(member(3), key(member(3)), T0, JoinProof::Missing),
+            Err(JoinRefused::ProofMissing)
+        );
+        assert_eq!(line.len(), 2);
     }
 
     #[test]

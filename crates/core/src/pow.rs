@@ -222,9 +222,9 @@ impl ChallengeSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::BuyerId;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use crate::ids::BuyerId;
     use time::macros::datetime;
 
     fn sale() -> SaleId {

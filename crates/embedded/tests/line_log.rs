@@ -418,3 +418,56 @@ async fn concurrent_joins_share_syncs() {
     assert_eq!(summary.length, 256);
     eprintln!("256 concurrent joins took {commits} syncs");
 }
+
+/// A challenge that bought a place stays used after a restart: the log keeps it with the join.
+#[tokio::test]
+async fn a_restart_keeps_the_challenges_that_bought_places() {
+    use flashsale_core::line::JoinProof;
+    use flashsale_service::LineRefused;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("line.log");
+    let sale = SaleId(uuid::Uuid::from_u128(3));
+    let (alice, bob) = (member(sale, 1), member(sale, 2));
+    let line = open(&path);
+    set_up(&line, sale).await;
+    let paid = JoinProof::Solved([7; 16]);
+    assert_eq!(
+        line.join_with(sale, alice, SEED.draw_key(&alice), at(-2_000), paid)
+            .await
+            .expect("join"),
+        Ok(Place::PreQueue)
+    );
+    assert_eq!(
+        line.join_with(
+            sale,
+            bob,
+            SEED.draw_key(&bob),
+            at(-1_000),
+            JoinProof::Missing
+        )
+        .await
+        .expect("join"),
+        Err(LineRefused::ProofMissing)
+    );
+    drop(line);
+
+    let line = open(&path);
+    for who in [alice, bob] {
+        assert_eq!(
+            line.join_with(sale, who, SEED.draw_key(&who), at(-500), paid)
+                .await
+                .expect("join"),
+            Err(LineRefused::ChallengeUsed),
+            "used before the restart, used after it"
+        );
+    }
+    assert_eq!(
+        line.place(sale, alice, at(-500)).await.expect("place"),
+        Ok(Some(Place::PreQueue))
+    );
+    assert_eq!(
+        line.place(sale, bob, at(-500)).await.expect("place"),
+        Ok(None),
+        "the refused join left nothing to replay"
+    );
+}

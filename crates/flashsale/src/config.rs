@@ -581,6 +581,15 @@ mod tests {
         ("CHALLENGE_BYTES", "proof-of-work challenge format"),
         ("CHALLENGE_CHARS", "proof-of-work challenge format"),
         ("SIGNATURE_BYTES", "proof-of-work challenge format"),
+        ("BODY_BYTES", "proof-of-work challenge format"),
+        (
+            "CHALLENGE_EXPIRES_SECS",
+            "proof-of-work contract: a challenge issued by one node expires alike on all",
+        ),
+        (
+            "JOIN_RATE_SAMPLE_MS",
+            "the window of the join rate the rising difficulty follows (its curve is the contract)",
+        ),
         ("FRAME_HEADER_BYTES", "line log record format"),
         ("RECORD_PAYLOAD_BYTES_MAX", "line log record format bound"),
         ("LINE_HEX_CHARS", "Redis line member encoding"),

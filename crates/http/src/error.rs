@@ -42,6 +42,15 @@ pub enum ApiError {
     LineNotOpen,
     /// The line's state is gone from its backend.
     LineLost,
+    /// A newcomer's join without the proof of work the sale asks.
+    ChallengeRequired,
+    /// The challenge was not issued here for this sale and buyer, or is malformed.
+    ChallengeInvalid,
+    ChallengeExpired,
+    /// The nonce does not solve the challenge.
+    ChallengeUnsolved,
+    /// The challenge already bought a place.
+    ChallengeUsed,
     Overloaded,
     /// Over a rate limit; retry after this many seconds.
     RateLimited {
@@ -161,6 +170,31 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "line_lost",
                 "the line's state was lost; places cannot be told until the shop decides".into(),
+            ),
+            ChallengeRequired => (
+                StatusCode::FORBIDDEN,
+                "challenge_required",
+                "a new place in this line costs a proof of work: GET line/challenge, find a nonce whose SHA-256 (challenge, then nonce) has difficulty_bits leading zero bits, and join with {\"challenge\", \"nonce\"}".into(),
+            ),
+            ChallengeInvalid => (
+                StatusCode::FORBIDDEN,
+                "challenge_invalid",
+                "the challenge is not one this shop issued for this sale and buyer; GET line/challenge for yours".into(),
+            ),
+            ChallengeExpired => (
+                StatusCode::FORBIDDEN,
+                "challenge_expired",
+                "the challenge has expired; GET line/challenge for a new one".into(),
+            ),
+            ChallengeUnsolved => (
+                StatusCode::FORBIDDEN,
+                "challenge_unsolved",
+                "the nonce does not solve the challenge: SHA-256 of the challenge then the nonce needs difficulty_bits leading zero bits".into(),
+            ),
+            ChallengeUsed => (
+                StatusCode::CONFLICT,
+                "challenge_used",
+                "this challenge already bought a place in line, which stays yours (see line/me); a challenge works once".into(),
             ),Overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",

@@ -48,7 +48,9 @@ const OPENAPI_MAX_AGE_SECS: u32 = 60;
         buyers::dev_buyer_token,
         line::join,
         line::me,
-        line::control,admin::create_sale,
+        line::challenge,
+        line::control,
+        admin::create_sale,
         admin::list_sales,
         admin::get_sale,
         admin::patch_sale,
@@ -61,7 +63,7 @@ const OPENAPI_MAX_AGE_SECS: u32 = 60;
         events::sale_events,
     ),
     components(schemas(ErrorBody, ErrorDetail, HealthBody)),
-    modifiers(&SecuritySchemes, &CommonErrors),
+    modifiers(&SecuritySchemes, &CommonErrors, &OptionalBodies),
     tags(
         (name = "operations", description = "Health, readiness and this document."),
         (name = "buyers", description = "The sale page, status, buying and paying."),
@@ -70,6 +72,25 @@ const OPENAPI_MAX_AGE_SECS: u32 = 60;
     )
 )]
 pub struct ApiDoc;
+
+/// Marks the bodies a route reads only when sent (`MaybeJson`): utoipa's attribute has no
+/// way to say so.
+struct OptionalBodies;
+
+impl Modify for OptionalBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Required};
+        if let Some(RefOr::T(body)) = openapi
+            .paths
+            .paths
+            .get_mut("/api/sales/{id}/line")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|operation| operation.request_body.as_mut())
+        {
+            body.required = Some(Required::False);
+        }
+    }
+}
 
 /// Adds the two bearer schemes that the operations' `security(...)` refer to by name.
 struct SecuritySchemes;
@@ -332,6 +353,32 @@ mod tests {
                     Some(u64::from(ADMISSION_SECS_MAX))
                 )
             );
+            for field in ["pow_difficulty_bits", "pow_difficulty_bits_max"] {
+                assert_eq!(
+                    (
+                        room[field]["minimum"].as_u64(),
+                        room[field]["maximum"].as_u64()
+                    ),
+                    (
+                        Some(0),
+                        Some(u64::from(flashsale_core::pow::DIFFICULTY_BITS_MAX))
+                    ),
+                    "{field}"
+                );
+            }
+            assert_eq!(
+                doc["paths"]["/api/sales/{id}/line"]["post"]["requestBody"]["required"], false,
+                "a join without a proof of work sends no body"
+            );
+            let join = &schemas["JoinRequest"]["properties"];
+            assert_eq!(
+                join["challenge"]["maxLength"].as_u64(),
+                Some(flashsale_core::pow::CHALLENGE_CHARS as u64)
+            );
+            assert_eq!(
+                join["nonce"]["maxLength"].as_u64(),
+                Some(flashsale_core::pow::NONCE_BYTES_MAX as u64)
+            );
             let rate = &schemas["AdmitRate"]["oneOf"][0];
             assert_eq!(rate["maximum"].as_u64(), Some(u64::from(ADMIT_PER_SEC_MAX)));
             assert_eq!(rate["minimum"].as_u64(), Some(1));
@@ -427,6 +474,7 @@ mod tests {
                     || path.contains("/buy/")
                     || path.ends_with("/line")
                     || path.ends_with("/line/me")
+                    || path.ends_with("/line/challenge")
                 {
                     &[BUYER_JWT_SCHEME]
                 } else {

@@ -6,8 +6,8 @@ use flashsale_core::line::{AdmitRate, Standing};
 use flashsale_core::sale::whole_number;
 use flashsale_core::{BuyerId, Order, OrderStatus, PaymentId, Phase, Sale, SaleSpec, Timestamp};
 use flashsale_service::{
-    Layer, LayerCounts, LineMe, LineStatus, OrderView, OrderViewStatus, SaleCounters, SaleStatus,
-    SaleView,
+    Layer, LayerCounts, LineChallenge, LineMe, LineStatus, OrderView, OrderViewStatus,
+    SaleCounters, SaleStatus, SaleView,
 };
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -357,6 +357,10 @@ pub struct LineBody {
     /// Lowercase hex SHA-256 of the seed's 32 bytes; from the moment the line opens.
     #[serde(skip_serializing_if = "Option::is_none")]
     commitment: Option<String>,
+    /// The proof of work a new place costs now, in leading zero bits (0: none; see
+    /// `line/challenge`). May rise during a flood of joins, up to the sale's
+    /// `pow_difficulty_bits_max`.
+    pow_difficulty_bits: u8,
     /// The seed, 64 lowercase hex characters; once the sale has started.
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<String>,
@@ -389,6 +393,7 @@ impl From<LineStatus> for LineBody {
         Self {
             opens_at: status.opens_at,
             commitment: status.commitment,
+            pow_difficulty_bits: status.pow_difficulty_bits,
             seed: status.seed,
             admit_per_sec: status.admit_per_sec,
             paused: summary.is_some_and(|s| s.control.paused),
@@ -477,6 +482,60 @@ impl LineMeBody {
 
     pub fn poll_after_secs(&self) -> u64 {
         self.poll_after_secs
+    }
+}
+
+/// A join's proof of work: a challenge from `line/challenge` and a nonce that solves it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// As `line/challenge` gave it.
+    #[serde(deserialize_with = "text_at_most::<_, { flashsale_core::pow::CHALLENGE_CHARS }>")]
+    #[schema(max_length = 44)]
+    pub challenge: String,
+    /// Any string of at most 64 bytes (a decimal counter is what the sale page uses) such that
+    /// the SHA-256 of the UTF-8 bytes of `challenge` followed by those of `nonce` has at least
+    /// `difficulty_bits` leading zero bits.
+    #[serde(deserialize_with = "text_at_most::<_, { flashsale_core::pow::NONCE_BYTES_MAX }>")]
+    #[schema(max_length = 64)]
+    pub nonce: String,
+}
+
+/// A string of at most `MAX` bytes (the document's `maxLength`; the fields it bounds are
+/// ASCII when valid), refused while reading the body so it is a 400 like any malformed field.
+fn text_at_most<'de, D: serde::Deserializer<'de>, const MAX: usize>(
+    deserializer: D,
+) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.len() > MAX {
+        return Err(serde::de::Error::custom(format!(
+            "at most {MAX} bytes, got {}",
+            text.len()
+        )));
+    }
+    Ok(text)
+}
+
+/// A proof-of-work challenge for a place in line.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChallengeBody {
+    /// 44 URL-safe characters, signed for this sale and this buyer; works once.
+    challenge: String,
+    /// Leading zero bits the hash must have (0 to 32): about 2^bits tries.
+    difficulty_bits: u8,
+    /// RFC 3339; the challenge is refused from then on.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    expires_at: Timestamp,
+}
+
+impl From<LineChallenge> for ChallengeBody {
+    fn from(challenge: LineChallenge) -> Self {
+        Self {
+            challenge: challenge.challenge,
+            difficulty_bits: challenge.difficulty_bits,
+            expires_at: challenge.expires_at,
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //!
 //! **The waiting line** of a sale (`RedisLine`, the rules of `flashsale_core::line::Line`)
 //! lives under the same hash tag as its stock, `{fs:<prefix>:<sale>}:line:*`, so the line and
-//! the ledger share one Redis Cluster slot. Every line script takes all seven keys:
+//! the ledger share one Redis Cluster slot. Every line script takes all eight keys:
 //! - `line:meta` (hash): `opens_ms`, `starts_ms`, `ends_ms` (Unix ms), `admission_ms`,
 //!   `drawn` (`0`/`1`), `admitted_up_to`, `credit_milli` (the bucket, in thousandths of a
 //!   buyer; [`CREDIT_FULL_MILLI`] at the draw), `last_advance_ms` (absent until the first
@@ -34,7 +34,9 @@
 //!   p" is one `ZRANGEBYSCORE`, and the ended ones are a prefix of the set. Admissions within
 //!   [`ADMISSION_SHARED_MS`] of the last share its time, so the set holds at most one entry per
 //!   second of `admission_ms`;
-//! - `line:bought` (sorted set): positions that bought, score = member = position.
+//! - `line:bought` (sorted set): positions that bought, score = member = position;
+//! - `line:used` (set): the proof-of-work challenges that bought a place, by id (32 lowercase
+//!   hex characters), one per member at most, so a challenge works once on every node.
 //!
 //! Numbers in the scripts are Lua numbers (doubles), exact up to [`LUA_EXACT_MAX`]; the Rust
 //! side clamps or refuses what could go beyond it, and the scripts refuse arguments beyond it
@@ -204,6 +206,7 @@ pub(crate) struct LineKeys {
     pub(crate) late: String,
     pub(crate) adm: String,
     pub(crate) bought: String,
+    pub(crate) used: String,
 }
 
 impl LineKeys {
@@ -217,11 +220,12 @@ impl LineKeys {
             late: format!("{tag}:line:late"),
             adm: format!("{tag}:line:adm"),
             bought: format!("{tag}:line:bought"),
+            used: format!("{tag}:line:used"),
         }
     }
 
     /// Every key, in the order the line scripts take them (`line_head.lua`).
-    pub(crate) fn all(&self) -> [&str; 7] {
+    pub(crate) fn all(&self) -> [&str; 8] {
         [
             &self.meta,
             &self.pre,
@@ -230,6 +234,7 @@ impl LineKeys {
             &self.late,
             &self.adm,
             &self.bought,
+            &self.used,
         ]
     }
 }

@@ -26,8 +26,9 @@ pub mod writers;
 pub use filters::FilterConfig;
 pub use layers::{Layer, LayerCounts, NodeOutcome};
 pub use shop::{
-    AdminError, Backends, BuyOutcome, ClusterConfig, Design, LineMe, LineOutcome, LineStatus,
-    OrderView, OrderViewStatus, PayAnswer, ReaperConfig, ReservationConfig, SaleCounters,
-    SaleStatus, SaleView, ServiceError, Shop, ShopConfig,
+    AdminError, Backends, BuyOutcome, CHALLENGE_EXPIRES_SECS, ClusterConfig, Design, JoinSolution,
+    LineChallenge, LineMe, LineOutcome, LineStatus, OrderView, OrderViewStatus, PayAnswer,
+    ReaperConfig, ReservationConfig, SaleCounters, SaleStatus, SaleView, ServiceError, Shop,
+    ShopConfig,
 };
 pub use writers::{WriterConfig, WriterPool};

@@ -4,7 +4,8 @@
 
 use async_trait::async_trait;
 pub use flashsale_core::line::{
-    AdmitInputs, DrawKey, JoinRefused, LineControl, LineId, LineSummary, LineTimes, Place, Standing,
+    AdmitInputs, DrawKey, JoinProof, JoinRefused, LineControl, LineId, LineSummary, LineTimes,
+    Place, Standing,
 };
 use flashsale_core::{
     BatchId, BuyerId, Order, OrderId, PaymentId, Reservation, ReserveOutcome, ReturnOutcome, Sale,
@@ -353,6 +354,12 @@ pub enum LineRefused {
     NotOpen,
     #[error("the sale has ended")]
     Ended,
+    /// A newcomer's join without the proof of work the sale asks.
+    #[error("a new place in this line needs a solved challenge")]
+    ProofMissing,
+    /// The challenge already bought a place: it works once.
+    #[error("the challenge was used already")]
+    ChallengeUsed,
 }
 
 impl From<JoinRefused> for LineRefused {
@@ -360,6 +367,8 @@ impl From<JoinRefused> for LineRefused {
         match refused {
             JoinRefused::NotOpen => LineRefused::NotOpen,
             JoinRefused::Ended => LineRefused::Ended,
+            JoinRefused::ProofMissing => LineRefused::ProofMissing,
+            JoinRefused::ChallengeUsed => LineRefused::ChallengeUsed,
         }
     }
 }
@@ -378,16 +387,30 @@ pub trait WaitingLine: Send + Sync {
     /// control.
     async fn set_up(&self, sale: SaleId, times: LineTimes) -> BackendResult<()>;
 
-    /// Joins the line, or finds the place already held. `key` is the joiner's draw key.
-    /// A join before `starts_at` lands in the pre-queue; the first call of any kind at or after
-    /// `starts_at` draws it.
+    /// Joins the line, or finds the place already held, as `Line::join_with` does. `key` is
+    /// the joiner's draw key. A join before `starts_at` lands in the pre-queue; the first call
+    /// of any kind at or after `starts_at` draws it. A challenge that bought a place is
+    /// remembered with it (as long as the line), so it works once on every node.
+    async fn join_with(
+        &self,
+        sale: SaleId,
+        line: LineId,
+        key: DrawKey,
+        now: Timestamp,
+        proof: JoinProof,
+    ) -> BackendResult<LineAnswer<Place>>;
+
+    /// Joins the line of a sale that asks no proof of work.
     async fn join(
         &self,
         sale: SaleId,
         line: LineId,
         key: DrawKey,
         now: Timestamp,
-    ) -> BackendResult<LineAnswer<Place>>;
+    ) -> BackendResult<LineAnswer<Place>> {
+        self.join_with(sale, line, key, now, JoinProof::NotAsked)
+            .await
+    }
 
     /// A member's place (`None` for someone who never joined), drawing first if due.
     async fn place(

@@ -35,7 +35,8 @@ pub use recover::LineOpenError;
 
 use async_trait::async_trait;
 use flashsale_core::line::{
-    AdmitInputs, DrawKey, Line, LineControl, LineId, LineSummary, LineTimes, Place, Standing,
+    AdmitInputs, DrawKey, JoinProof, Line, LineControl, LineId, LineSummary, LineTimes, Place,
+    Standing,
 };
 use flashsale_core::{SaleId, Timestamp};
 use flashsale_service::{BackendResult, LineAnswer, LineRefused, WaitingLine};
@@ -214,19 +215,20 @@ impl WaitingLine for InProcessLine {
         self.durable(seq).await
     }
 
-    async fn join(
+    async fn join_with(
         &self,
         sale: SaleId,
         line: LineId,
         key: DrawKey,
         now: Timestamp,
+        proof: JoinProof,
     ) -> BackendResult<LineAnswer<Place>> {
         let who = line;
         let joined = self
             .change(sale, |line, records| {
                 let was_drawn = line.is_drawn();
                 let was_member = line.is_member(&who);
-                let joined = line.join(who, key, now);
+                let joined = line.join_with(who, key, now, proof);
                 note_draw(sale, was_drawn, line, now, records);
                 if joined.is_ok() && !was_member {
                     records.push(Record::Join {
@@ -234,6 +236,10 @@ impl WaitingLine for InProcessLine {
                         line: who,
                         key,
                         at: now,
+                        challenge: match proof {
+                            JoinProof::Solved(id) => Some(id),
+                            JoinProof::NotAsked | JoinProof::Missing => None,
+                        },
                     });
                 }
                 joined.map_err(LineRefused::from)

@@ -4,10 +4,10 @@
 //! LE][payload]`. The payload is a tag byte and fixed-size fields (ids as raw bytes, numbers
 //! little-endian, a time as unix seconds `i64` and nanoseconds `u32`), so each kind of record
 //! has one size and no record is longer than `RECORD_PAYLOAD_BYTES_MAX`. A join, the record
-//! that dominates a log, takes `FRAME_HEADER_BYTES + 93` = 101 bytes: a million joins are
-//! about 101 MB.
+//! that dominates a log, takes `FRAME_HEADER_BYTES + 93` = 101 bytes (117 with the challenge
+//! that paid for it, kind 7): a million joins are about 101 MB.
 
-use flashsale_core::line::{AdmitRate, DrawKey, LineControl, LineId, LineTimes};
+use flashsale_core::line::{AdmitRate, ChallengeId, DrawKey, LineControl, LineId, LineTimes};
 use flashsale_core::{SaleId, Timestamp};
 use time::OffsetDateTime;
 
@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 pub(crate) const FRAME_HEADER_BYTES: usize = 8;
 /// The longest payload (a join). A frame claiming more is damage, not a record: a format
 /// bound, so a damaged length can never make the reader allocate or skip far.
-pub(crate) const RECORD_PAYLOAD_BYTES_MAX: usize = 1 + 16 + 32 + 32 + TIME_LEN;
+pub(crate) const RECORD_PAYLOAD_BYTES_MAX: usize = 1 + 16 + 32 + 32 + TIME_LEN + 16;
 
 const TIME_LEN: usize = 12;
 const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
@@ -29,12 +29,14 @@ pub(crate) enum Record {
     /// draw is what splits the pre-queue from the joiners in arrival order: a join stamped
     /// before the start by a caller whose clock lags still comes after the draw.
     Draw { sale: SaleId, at: Timestamp },
-    /// A member's first join (later joins of the same member change nothing).
+    /// A member's first join (later joins of the same member change nothing), with the
+    /// proof-of-work challenge that paid for it, if the sale asked one.
     Join {
         sale: SaleId,
         line: LineId,
         key: DrawKey,
         at: Timestamp,
+        challenge: Option<ChallengeId>,
     },
     /// What `Line::advance` returned: positions up to `up_to` admitted at `at`.
     Admission {
@@ -54,6 +56,8 @@ const JOIN: u8 = 3;
 const ADMISSION: u8 = 4;
 const BOUGHT: u8 = 5;
 const CONTROL: u8 = 6;
+/// A join paid with a challenge (kind 3 and the challenge's id).
+const JOIN_PROVED: u8 = 7;
 
 const RATE_NONE: u8 = 0;
 const RATE_FIXED: u8 = 1;
@@ -94,11 +98,23 @@ impl Record {
                 line,
                 key,
                 at,
+                challenge,
             } => {
-                put_head(out, JOIN, *sale);
+                put_head(
+                    out,
+                    if challenge.is_some() {
+                        JOIN_PROVED
+                    } else {
+                        JOIN
+                    },
+                    *sale,
+                );
                 out.extend_from_slice(&line.0);
                 out.extend_from_slice(key);
                 put_time(out, *at);
+                if let Some(id) = challenge {
+                    out.extend_from_slice(id);
+                }
             }
             Record::Admission { sale, up_to, at } => {
                 put_head(out, ADMISSION, *sale);
@@ -143,11 +159,15 @@ impl Record {
                 sale,
                 at: reader.time()?,
             },
-            JOIN => Record::Join {
+            JOIN | JOIN_PROVED => Record::Join {
                 sale,
                 line: LineId(reader.array()?),
                 key: reader.array()?,
                 at: reader.time()?,
+                challenge: match tag {
+                    JOIN_PROVED => Some(reader.array()?),
+                    _ => None,
+                },
             },
             ADMISSION => Record::Admission {
                 sale,
@@ -288,6 +308,14 @@ mod tests {
                 line: LineId([7; 32]),
                 key: [9; 32],
                 at,
+                challenge: None,
+            },
+            Record::Join {
+                sale: sale(),
+                line: LineId([8; 32]),
+                key: [10; 32],
+                at,
+                challenge: Some([11; 16]),
             },
             Record::Admission {
                 sale: sale(),
@@ -341,9 +369,9 @@ mod tests {
                 framed.len()
             })
             .collect();
-        // Set-up, draw, join, admission, buy, and the three controls.
-        assert_eq!(sizes, [65, 37, 101, 45, 33, 31, 31, 31]);
-        assert_eq!(FRAME_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX, 101);
+        // Set-up, draw, join, a join paid with a challenge, admission, buy, and the three controls.
+        assert_eq!(sizes, [65, 37, 101, 117, 45, 33, 31, 31, 31]);
+        assert_eq!(FRAME_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX, 117);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use super::record::Record;
 use flashsale_core::SaleId;
-use flashsale_core::line::{Line, LineTimes};
+use flashsale_core::line::{JoinProof, Line, LineTimes};
 use std::collections::HashMap;
 
 /// Applies one record to the lines rebuilt so far.
@@ -30,6 +30,7 @@ pub(crate) fn apply(lines: &mut HashMap<SaleId, Line>, record: Record) -> Result
             line: who,
             key,
             at,
+            challenge,
         } => {
             let line = line_of(lines, sale)?;
             if line.is_member(&who) {
@@ -40,7 +41,8 @@ pub(crate) fn apply(lines: &mut HashMap<SaleId, Line>, record: Record) -> Result
                     "{who} joins at {at}, after the start, before the draw"
                 ));
             }
-            line.join(who, key, at)
+            let proof = challenge.map_or(JoinProof::NotAsked, JoinProof::Solved);
+            line.join_with(who, key, at, proof)
                 .map(|_| ())
                 .map_err(|refused| format!("{who}'s join at {at} is refused: {refused}"))
         }

@@ -705,6 +705,13 @@ async fn the_document_states_what_the_server_enforces() {
             Some(ADMIN_TOKEN),
             json!({ "paused": false, "admit_per_sec": 10 }),
         ),
+        (
+            "post",
+            "/api/sales/{id}/line",
+            format!("/api/sales/{lined}/line"),
+            Some(owner.as_str()),
+            json!({ "challenge": "a".repeat(44), "nonce": "1" }),
+        ),
     ];
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {

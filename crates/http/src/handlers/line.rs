@@ -4,15 +4,18 @@
 use super::{AppResult, no_store};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{Admin, ApiJson, Buyer, PathOf};
-use crate::wire::{ErrorBody, LineBody, LineControlRequest, LineMeBody};
+use crate::extract::{Admin, ApiJson, Buyer, MaybeJson, PathOf};
+use crate::wire::{
+    ChallengeBody, ErrorBody, JoinRequest, LineBody, LineControlRequest, LineMeBody,
+};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use flashsale_core::SaleId;
 use flashsale_core::line::LineControl;
-use flashsale_service::LineOutcome;
+use flashsale_core::pow::ChallengeRefused;
+use flashsale_service::{JoinSolution, LineOutcome};
 use std::sync::Arc;
 
 #[utoipa::path(
@@ -23,16 +26,27 @@ use std::sync::Arc;
     description = "Joins the sale's line, from its `opens_at` until the sale ends. Idempotent per \
                    buyer: joining again (any node, any tab) returns the same place. Before the \
                    start the place is in the pre-queue, drawn at the start; after it, the next \
-                   position in arrival order.",
+                   position in arrival order.\n\n\
+                   When the sale asks a proof of work (its status's `line.pow_difficulty_bits`, \
+                   or its `waiting_room.pow_difficulty_bits_max`, above 0), a new place needs \
+                   the body `{challenge, nonce}`: a challenge from `line/challenge` and a nonce \
+                   (at most 64 bytes) such that SHA-256 of the UTF-8 bytes of the challenge \
+                   followed by those of the nonce has at least `difficulty_bits` leading zero \
+                   bits. The server checks the challenge's signature (this sale, this buyer), \
+                   its expiry, the hash, and that the challenge has not bought a place before. \
+                   A member joining again needs no body; a refused join changes nothing.",
     params(
         ("id" = String, Path, format = Uuid, description = "The sale id."),
     ),
+    request_body(content = JoinRequest, description = "The proof of work, when the sale asks one; without one, send no body (no Content-Type)."),
     responses(
         (status = 200, description = "Where the buyer stands now (as `line/me`).", body = LineMeBody,
             headers(("Cache-Control" = String, description = "`no-store`"),
                     ("Retry-After" = u64, description = "Seconds to wait before asking `line/me`."))),
+        (status = 400, description = "`invalid_request`: the body is malformed (a field missing, of the wrong type, or longer than stated).", body = ErrorBody),
+        (status = 403, description = "`challenge_required`: a new place needs a proof of work; `challenge_invalid`: the challenge was not issued for this sale and buyer; `challenge_expired`: get a new one; `challenge_unsolved`: the hash has too few leading zero bits.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such sale; `no_line`: the sale has no waiting room.", body = ErrorBody),
-        (status = 409, description = "`line_not_open`: before `opens_at`; `not_live`: the sale has ended.", body = ErrorBody),
+        (status = 409, description = "`line_not_open`: before `opens_at`; `not_live`: the sale has ended; `challenge_used`: the challenge already bought a place (a challenge works once).", body = ErrorBody),
         (status = 503, description = "`line_lost`: the line's state was lost with its backend; `unavailable`: a backend failed.", body = ErrorBody),
     )
 )]
@@ -40,9 +54,47 @@ pub async fn join(
     State(state): State<Arc<AppState>>,
     Buyer(buyer): Buyer,
     PathOf(sale): PathOf<SaleId>,
+    MaybeJson(request): MaybeJson<JoinRequest>,
 ) -> AppResult<Response> {
-    let outcome = state.shop.line_join(sale, &buyer).await?;
+    let solution = request.map(|request| JoinSolution {
+        challenge: request.challenge,
+        nonce: request.nonce,
+    });
+    let outcome = state
+        .shop
+        .line_join(sale, &buyer, solution.as_ref())
+        .await?;
     answer(sale, outcome)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/sales/{id}/line/challenge",
+    tag = "line",
+    security(("buyer_jwt" = [])),
+    description = "A proof-of-work challenge for this buyer's place in the sale's line, at the \
+                   difficulty a new place costs now. Signed for this sale and this buyer, it \
+                   expires (`expires_at`, 5 minutes) and buys one place. Costs the server no \
+                   state. Solve it as `POST line` describes.",
+    params(
+        ("id" = String, Path, format = Uuid, description = "The sale id."),
+    ),
+    responses(
+        (status = 200, description = "The challenge.", body = ChallengeBody,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 404, description = "`not_found`: no such sale; `no_line`: the sale has no waiting room.", body = ErrorBody),
+        (status = 409, description = "`line_not_open`: before `opens_at`; `not_live`: the sale has ended.", body = ErrorBody),
+    )
+)]
+pub async fn challenge(
+    State(state): State<Arc<AppState>>,
+    Buyer(buyer): Buyer,
+    PathOf(sale): PathOf<SaleId>,
+) -> AppResult<Response> {
+    match state.shop.line_challenge(sale, &buyer) {
+        Ok(challenge) => Ok(no_store(Json(ChallengeBody::from(challenge)))),
+        Err(refused) => Err(refusal(refused)),
+    }
 }
 
 #[utoipa::path(
@@ -99,6 +151,11 @@ fn refusal(outcome: LineOutcome) -> ApiError {
         LineOutcome::Ended => ApiError::NotLive,
         LineOutcome::NotInLine => ApiError::NotInLine,
         LineOutcome::Lost => ApiError::LineLost,
+        LineOutcome::ChallengeRequired => ApiError::ChallengeRequired,
+        LineOutcome::ChallengeUsed => ApiError::ChallengeUsed,
+        LineOutcome::Challenge(ChallengeRefused::Invalid) => ApiError::ChallengeInvalid,
+        LineOutcome::Challenge(ChallengeRefused::Expired) => ApiError::ChallengeExpired,
+        LineOutcome::Challenge(ChallengeRefused::Unsolved) => ApiError::ChallengeUnsolved,
     }
 }
 

@@ -21,7 +21,7 @@ use crate::scripts::LineScripts;
 use crate::{RedisStockConfig, RedisStockOpenError, redis_error};
 use async_trait::async_trait;
 use flashsale_core::line::{
-    AdmitInputs, DrawKey, LineControl, LineId, LineSummary, LineTimes, Place, Standing,
+    AdmitInputs, DrawKey, JoinProof, LineControl, LineId, LineSummary, LineTimes, Place, Standing,
 };
 use flashsale_core::{SaleId, Timestamp};
 use flashsale_service::{BackendError, BackendResult, LineAnswer, WaitingLine};
@@ -142,14 +142,20 @@ impl WaitingLine for RedisLine {
         }
     }
 
-    async fn join(
+    async fn join_with(
         &self,
         sale: SaleId,
         line: LineId,
         key: DrawKey,
         now: Timestamp,
+        proof: JoinProof,
     ) -> BackendResult<LineAnswer<Place>> {
-        let args = [line.to_hex(), draw_key_hex(&key), ms(now)?];
+        let proof = match proof {
+            JoinProof::NotAsked => String::new(),
+            JoinProof::Missing => "-".to_owned(),
+            JoinProof::Solved(id) => id.iter().map(|b| format!("{b:02x}")).collect(),
+        };
+        let args = [line.to_hex(), draw_key_hex(&key), ms(now)?, proof];
         let answer: Vec<String> = self
             .run(
                 "joining the line",

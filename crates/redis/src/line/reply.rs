@@ -57,6 +57,8 @@ pub(super) fn joined(answer: &[String]) -> BackendResult<LineAnswer<Place>> {
             ("position", [p]) => number(p).map(|p| Ok(Place::Position(p))),
             ("not_open", []) => Some(Err(LineRefused::NotOpen)),
             ("ended", []) => Some(Err(LineRefused::Ended)),
+            ("proof_missing", []) => Some(Err(LineRefused::ProofMissing)),
+            ("challenge_used", []) => Some(Err(LineRefused::ChallengeUsed)),
             _ => None,
         }
     })

@@ -380,6 +380,71 @@ pub async fn line_concurrent_joins_are_gap_free(line: Arc<dyn WaitingLine>) {
     assert_eq!((summary.length, summary.pre_queue), (550, 50));
 }
 
+/// A solved challenge buys one place, once: a newcomer without one is refused and changes
+/// nothing, a member needs none, a used challenge is refused to everyone (its member too), and
+/// of two joins racing with one challenge exactly one gets a place. As `Line::join_with`.
+pub async fn line_a_challenge_buys_one_place_once(line: Arc<dyn WaitingLine>) {
+    use flashsale_core::line::JoinProof;
+    let sale = set_up(&line).await;
+    let mut reference = Line::new(times());
+    let calls: Vec<(usize, i64, JoinProof)> = vec![
+        (0, -30, JoinProof::Missing),
+        (0, -30, JoinProof::Solved([1; 16])),
+        (0, -29, JoinProof::Missing),
+        (0, -29, JoinProof::Solved([1; 16])),
+        (1, -28, JoinProof::Solved([1; 16])),
+        (1, -27, JoinProof::Solved([2; 16])),
+        (2, -26, JoinProof::NotAsked),
+        (3, 1, JoinProof::Missing),
+        (3, 1, JoinProof::Solved([3; 16])),
+        (3, 2, JoinProof::Solved([4; 16])),
+        (3, 2, JoinProof::Missing),
+        (4, 3, JoinProof::Solved([3; 16])),
+    ];
+    for (n, secs, proof) in calls {
+        let who = member(sale, n);
+        let key = SEED.draw_key(&who);
+        let expected = reference
+            .join_with(who, key, at(secs), proof)
+            .map_err(LineRefused::from);
+        let got = line
+            .join_with(sale, who, key, at(secs), proof)
+            .await
+            .expect("join");
+        assert_eq!(got, expected, "member {n} at {secs} s with {proof:?}");
+    }
+    assert_eq!(
+        line.place(sale, member(sale, 4), at(3))
+            .await
+            .expect("place"),
+        Ok(None),
+        "a refused join left no place"
+    );
+    // Two newcomers race with one challenge: one place.
+    let (a, b) = (member(sale, 5), member(sale, 6));
+    let proof = JoinProof::Solved([5; 16]);
+    let (first, second) = tokio::join!(
+        line.join_with(sale, a, SEED.draw_key(&a), at(4), proof),
+        line.join_with(sale, b, SEED.draw_key(&b), at(4), proof)
+    );
+    let answers = [first.expect("join"), second.expect("join")];
+    assert_eq!(
+        answers.iter().filter(|answer| answer.is_ok()).count(),
+        1,
+        "{answers:?}"
+    );
+    assert!(
+        answers.contains(&Err(LineRefused::ChallengeUsed)),
+        "{answers:?}"
+    );
+    let summary = line
+        .advance(sale, at(5), inputs(0, 0))
+        .await
+        .expect("advance")
+        .expect("set up");
+    assert_eq!(summary.length, 5, "members 0 to 3 and one of the racers");
+}
+
 /// Expands into one `#[tokio::test]` per `WaitingLine` case. `$factory` is called once per
 /// test, as `($factory)().await`, and must give `(Arc<dyn WaitingLine>, guard)`.
 #[macro_export]
@@ -396,6 +461,7 @@ macro_rules! waiting_line_conformance {
                 line_backfills_and_pauses,
                 line_set_up_is_idempotent,
                 line_concurrent_joins_are_gap_free,
+                line_a_challenge_buys_one_place_once,
             ]
         );
     };

@@ -11,7 +11,8 @@
 use super::table::SaleSlot;
 use super::{ServiceError, Shop};
 use crate::ports::{AdmitInputs, LineRefused, LineSummary, Place, Standing};
-use flashsale_core::line::{self, AdmitRate, LineControl, LineId};
+use flashsale_core::line::{self, AdmitRate, JoinProof, LineControl, LineId};
+use flashsale_core::pow::ChallengeRefused;
 use flashsale_core::tokens::{Admission, TicketRefused};
 use flashsale_core::{BuyerId, Phase, Sale, SaleId, Timestamp};
 use std::sync::Arc;
@@ -31,6 +32,27 @@ pub(crate) const AUTO_ADMIT_PER_SEC_MAX: u32 = line::ADMIT_PER_SEC_MAX;
 const AUTO_SAMPLE_MS: u64 = 1000;
 /// "auto" halves its rate while the writers run this far behind the buyers' 202s.
 const AUTO_WRITER_LAG_MS_MAX: u64 = 2000;
+/// How long a proof-of-work challenge may be solved and used, in seconds: long enough for a
+/// slow phone at the hardest difficulty a sale should ask, short enough that a challenge
+/// hoarded before a sale is worth little.
+pub const CHALLENGE_EXPIRES_SECS: i64 = 300;
+/// The window over which a node measures the line's join rate (for a rising difficulty).
+const JOIN_RATE_SAMPLE_MS: i128 = 1000;
+
+/// A join's proof of work, as the buyer sent it (`pow`'s rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinSolution {
+    pub challenge: String,
+    pub nonce: String,
+}
+
+/// A challenge to solve before joining.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineChallenge {
+    pub challenge: String,
+    pub difficulty_bits: u8,
+    pub expires_at: Timestamp,
+}
 
 /// Where a buyer stands, as `line/me` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +80,12 @@ pub enum LineOutcome {
     Ended,
     /// `line/me` of a buyer who never joined.
     NotInLine,
+    /// A newcomer's join without the proof of work the sale asks.
+    ChallengeRequired,
+    /// The challenge already bought a place.
+    ChallengeUsed,
+    /// The challenge or its solution is not good.
+    Challenge(ChallengeRefused),
     /// The line's state is gone (a Redis that restarted empty); nobody's place can be told,
     /// so nobody is told a wrong one.
     Lost,
@@ -69,6 +97,8 @@ pub struct LineStatus {
     pub opens_at: Timestamp,
     /// The SHA-256 of the seed, from the moment the line opens.
     pub commitment: Option<String>,
+    /// The proof of work a new place costs now (0: none).
+    pub pow_difficulty_bits: u8,
     /// The seed, once the sale has started.
     pub seed: Option<String>,
     /// This node's latest copy of the summary (none before anyone asked).
@@ -85,6 +115,15 @@ pub(super) struct LineCache {
     /// test that moves the clock sees the line move at once).
     summary: std::sync::Mutex<Option<(Timestamp, LineSummary, AdmitInputs)>>,
     auto: std::sync::Mutex<AutoRate>,
+    joins: std::sync::Mutex<JoinRate>,
+}
+
+/// The line's join rate as this node sees it: members added between two summaries at least
+/// `JOIN_RATE_SAMPLE_MS` apart (every node's joins count, since the summary is the line's).
+#[derive(Default)]
+struct JoinRate {
+    sampled: Option<(Timestamp, u64)>,
+    per_sec: u64,
 }
 
 #[derive(Default)]
@@ -111,6 +150,25 @@ impl LineCache {
 
     fn keep(&self, now: Timestamp, summary: LineSummary, inputs: AdmitInputs) {
         *self.summary.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, summary, inputs));
+        let mut joins = self.joins.lock().unwrap_or_else(|e| e.into_inner());
+        match joins.sampled {
+            Some((at, length)) => {
+                let elapsed_ms = (now - at).whole_milliseconds();
+                if elapsed_ms >= JOIN_RATE_SAMPLE_MS {
+                    let added = summary.length.saturating_sub(length);
+                    joins.per_sec = (i128::from(added) * 1000 / elapsed_ms) as u64;
+                    joins.sampled = Some((now, summary.length));
+                } else if elapsed_ms < 0 {
+                    // The clock went back (a test's, or a stepped one): start again.
+                    joins.sampled = Some((now, summary.length));
+                }
+            }
+            None => joins.sampled = Some((now, summary.length)),
+        }
+    }
+
+    fn joins_per_sec(&self) -> u64 {
+        self.joins.lock().map(|j| j.per_sec).unwrap_or(0)
     }
 
     /// The admins changed the control on this node: the next poll advances with it at once.
@@ -125,11 +183,51 @@ impl LineCache {
 }
 
 impl Shop {
-    /// Joins a sale's line (idempotent per buyer) and tells where the buyer stands.
+    /// A proof-of-work challenge for this buyer in this sale's line, at the difficulty a new
+    /// place costs now. Costs no state: the challenge is signed (`pow::ChallengeSigner`).
+    pub fn line_challenge(
+        &self,
+        sale_id: SaleId,
+        buyer: &BuyerId,
+    ) -> Result<LineChallenge, LineOutcome> {
+        let (slot, now) = self.open_line(sale_id)?;
+        if slot
+            .sale
+            .line_times()
+            .is_some_and(|times| now >= times.ends_at)
+        {
+            return Err(LineOutcome::Ended);
+        }
+        let difficulty_bits = self.pow_difficulty_bits(&slot);
+        let expires_at = now + time::Duration::seconds(CHALLENGE_EXPIRES_SECS);
+        let salt: [u8; 8] = uuid::Uuid::new_v4().as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes");
+        let line = LineId::of(sale_id, buyer);
+        let challenge =
+            self.challenge_signer
+                .issue(sale_id, &line, difficulty_bits, expires_at, salt);
+        Ok(LineChallenge {
+            challenge,
+            difficulty_bits,
+            expires_at,
+        })
+    }
+
+    /// The difficulty a new place in this sale's line costs now.
+    fn pow_difficulty_bits(&self, slot: &SaleSlot) -> u8 {
+        slot.sale.spec.waiting_room.as_ref().map_or(0, |room| {
+            room.pow_difficulty_bits_at(slot.shared.line.joins_per_sec())
+        })
+    }
+
+    /// Joins a sale's line (idempotent per buyer) and tells where the buyer stands. When the
+    /// sale asks a proof of work, a newcomer brings a solved challenge; a member needs none.
     pub async fn line_join(
         self: &Arc<Self>,
         sale_id: SaleId,
         buyer: &BuyerId,
+        solution: Option<&JoinSolution>,
     ) -> Result<LineOutcome, ServiceError> {
         let (slot, now) = match self.open_line(sale_id) {
             Ok(open) => open,
@@ -143,8 +241,31 @@ impl Shop {
             return Ok(LineOutcome::Ended);
         }
         let line = LineId::of(sale_id, buyer);
+        let asks_proof = slot.sale.spec.waiting_room.as_ref().is_some_and(|room| {
+            room.pow_difficulty_bits_max
+                .unwrap_or(room.pow_difficulty_bits)
+                > 0
+        });
+        let proof = match (asks_proof, solution) {
+            (false, _) => JoinProof::NotAsked,
+            (true, None) => JoinProof::Missing,
+            (true, Some(solution)) => match self.challenge_signer.check_solution(
+                sale_id,
+                &line,
+                &solution.challenge,
+                &solution.nonce,
+                now,
+            ) {
+                Ok(info) => JoinProof::Solved(info.id),
+                Err(refused) => return Ok(LineOutcome::Challenge(refused)),
+            },
+        };
         let key = self.line_signer.seed(sale_id).draw_key(&line);
-        let joined = self.backends.line.join(sale_id, line, key, now).await?;
+        let joined = self
+            .backends
+            .line
+            .join_with(sale_id, line, key, now, proof)
+            .await?;
         match joined {
             Ok(place) => {
                 if let Place::Position(position) = place {
@@ -381,6 +502,8 @@ impl Shop {
         match refused {
             LineRefused::NotOpen => LineOutcome::NotOpen,
             LineRefused::Ended => LineOutcome::Ended,
+            LineRefused::ProofMissing => LineOutcome::ChallengeRequired,
+            LineRefused::ChallengeUsed => LineOutcome::ChallengeUsed,
             LineRefused::NotSetUp => {
                 self.line_lost(slot, now);
                 LineOutcome::Lost
@@ -483,6 +606,7 @@ impl Shop {
         Some(LineStatus {
             opens_at: times.opens_at,
             commitment: (now >= times.opens_at).then(|| seed.commitment()),
+            pow_difficulty_bits: self.pow_difficulty_bits(slot),
             seed: (now >= times.starts_at).then(|| seed.to_hex()),
             summary,
             admit_per_sec: match rate {

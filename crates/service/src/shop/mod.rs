@@ -30,9 +30,12 @@ pub use admin::{AdminError, SaleCounters, SaleView};
 use batch::{BuyRequest, batcher_waiting_max, run_batcher};
 use buy::WindowCache;
 use cluster::{ClusterState, run_sync};
+use flashsale_core::pow::ChallengeSigner;
 use flashsale_core::tokens::{BuyPathSigner, LineSigner};
 use flashsale_core::{OrderId, Phase, Sale, SaleId, Timestamp};
-pub use line::{LineMe, LineOutcome, LineStatus};
+pub use line::{
+    CHALLENGE_EXPIRES_SECS, JoinSolution, LineChallenge, LineMe, LineOutcome, LineStatus,
+};
 pub use orders::{OrderView, OrderViewStatus, PayAnswer};
 use reaper::run_reaper;
 use std::sync::Arc;
@@ -132,6 +135,8 @@ pub struct Shop {
     cluster: Option<ClusterState>,
     /// The lines' seeds and admission tickets.
     line_signer: LineSigner,
+    /// The lines' proof-of-work challenges.
+    challenge_signer: ChallengeSigner,
     /// Buyers' positions in lines (fixed once drawn), so a poll does not ask the line.
     positions: TtlCache<(SaleId, LineId), u64>,
 }
@@ -143,6 +148,8 @@ impl Shop {
     pub async fn open(backends: Backends, config: ShopConfig) -> Result<Arc<Self>, ServiceError> {
         let signer = BuyPathSigner::new(&config.buy_path_secret);
         let line_signer = LineSigner::new(&config.buy_path_secret);
+        // The same secret, under its own domain (`pow`'s MAC input starts with its own tag).
+        let challenge_signer = ChallengeSigner::new(&config.buy_path_secret);
         let writers = WriterPool::new(
             backends.queue.clone(),
             backends.store.clone(),
@@ -178,6 +185,7 @@ impl Shop {
             ready: AtomicBool::new(false),
             rescan_returns: AtomicBool::new(true),
             line_signer,
+            challenge_signer,
             positions: TtlCache::new(None, line::LINE_POSITIONS_CACHED_MAX as u64),
         });
         shop.recover().await?;
