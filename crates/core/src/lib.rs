@@ -9,6 +9,7 @@ pub mod ids;
 pub mod invariants;
 pub mod ledger;
 pub mod line;
+pub mod line_log;
 pub mod order;
 pub mod pow;
 pub mod sale;

@@ -412,6 +412,30 @@ pub enum JoinProof {
     Solved(ChallengeId),
 }
 
+/// One record of a line's join chain: a member's first join, in the order the line took it.
+/// `line_log` hashes the chain and checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinRecord {
+    pub line: LineId,
+    /// The joiner's time as the line took it, in whole Unix milliseconds (floored).
+    pub joined_at_ms: i64,
+}
+
+/// One record of a line's event chain, in the order the line made them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEvent {
+    /// Positions up to `up_to` admitted, at `at_ms` (the admission's time, whose end is
+    /// `admission_secs` later; admissions within a second share the first one's time).
+    Admitted { up_to: u64, at_ms: i64 },
+    /// A buy under the admission of `position` (the first one only).
+    Bought { position: u64 },
+}
+
+/// Whole Unix milliseconds, floored (as the Redis backend passes times).
+pub fn unix_ms(at: OffsetDateTime) -> i64 {
+    at.unix_timestamp_nanos().div_euclid(1_000_000) as i64
+}
+
 /// A place in line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
@@ -481,8 +505,15 @@ impl LineSummary {
 #[derive(Debug, Clone)]
 pub struct Line {
     times: LineTimes,
-    /// Before the draw: who joined, with their draw keys.
-    pre_queue: HashMap<LineId, DrawKey>,
+    /// Before the draw: who joined, with their draw keys and their index in the join chain.
+    pre_queue: HashMap<LineId, (DrawKey, u64)>,
+    /// After the draw: the join chain index of each pre-queue position (position 1 first).
+    /// A member who joined after the draw has index = position.
+    pre_queue_index: Vec<u64>,
+    /// The join chain: every member's first join, in order.
+    joins: Vec<JoinRecord>,
+    /// The event chain: admissions and buys, in order.
+    events: Vec<LineEvent>,
     /// After the draw: every member's position, and the members in position order.
     positions: HashMap<LineId, u64>,
     members: Vec<LineId>,
@@ -514,6 +545,9 @@ impl Line {
         Self {
             times,
             pre_queue: HashMap::new(),
+            pre_queue_index: Vec::new(),
+            joins: Vec::new(),
+            events: Vec::new(),
             positions: HashMap::new(),
             members: Vec::new(),
             drawn: false,
@@ -642,11 +676,21 @@ impl Line {
                 self.challenges_used.insert(id);
             }
         }
+        self.joins.push(JoinRecord {
+            line,
+            joined_at_ms: unix_ms(now),
+        });
+        let index = self.joins.len() as u64;
         if !self.drawn {
-            self.pre_queue.insert(line, key);
+            self.pre_queue.insert(line, (key, index));
             return Ok(Place::PreQueue);
         }
         self.members.push(line);
+        debug_assert_eq!(
+            index,
+            self.members.len() as u64,
+            "after the draw, index = position"
+        );
         let position = self.members.len() as u64;
         self.positions.insert(line, position);
         Ok(Place::Position(position))
@@ -657,13 +701,14 @@ impl Line {
         if self.drawn || now < self.times.starts_at {
             return;
         }
-        let mut keyed: Vec<(DrawKey, LineId)> = self
+        let mut keyed: Vec<(DrawKey, LineId, u64)> = self
             .pre_queue
             .drain()
-            .map(|(line, key)| (key, line))
+            .map(|(line, (key, index))| (key, line, index))
             .collect();
         keyed.sort_unstable();
-        self.members = keyed.into_iter().map(|(_, line)| line).collect();
+        self.pre_queue_index = keyed.iter().map(|(_, _, index)| *index).collect();
+        self.members = keyed.into_iter().map(|(_, line, _)| line).collect();
         self.positions = self
             .members
             .iter()
@@ -684,6 +729,28 @@ impl Line {
         } else {
             self.pre_queue.contains_key(line).then_some(Place::PreQueue)
         }
+    }
+
+    /// A member's index in the join chain (1-based): the receipt's place.
+    pub fn receipt_index(&self, line: &LineId) -> Option<u64> {
+        if let Some((_, index)) = self.pre_queue.get(line) {
+            return Some(*index);
+        }
+        let position = self.position(line)?;
+        Some(match self.pre_queue_index.get(position as usize - 1) {
+            Some(index) => *index,
+            None => position,
+        })
+    }
+
+    /// The join chain from `from` (1-based), at most `limit` records.
+    pub fn join_records(&self, from: u64, limit: usize) -> &[JoinRecord] {
+        page(&self.joins, from, limit)
+    }
+
+    /// The event chain from `from` (1-based), at most `limit` records.
+    pub fn events(&self, from: u64, limit: usize) -> &[LineEvent] {
+        page(&self.events, from, limit)
     }
 
     /// The position of a member (after the draw).
@@ -786,7 +853,7 @@ impl Line {
         self.admitted_up_to = up_to;
         // Admissions within one second of the last share its time (so its end): the list
         // stays at most `admission_secs` long however often the line is asked.
-        match self.admissions.back_mut() {
+        let admission = match self.admissions.back_mut() {
             Some((last_up_to, last_at)) if at - *last_at < Duration::seconds(1) => {
                 *last_up_to = up_to;
                 (up_to, *last_at)
@@ -795,7 +862,12 @@ impl Line {
                 self.admissions.push_back((up_to, at));
                 (up_to, at)
             }
-        }
+        };
+        self.events.push(LineEvent::Admitted {
+            up_to,
+            at_ms: unix_ms(admission.1),
+        });
+        admission
     }
 
     /// When the admission of an admitted position ends (`None` if not admitted, or ended).
@@ -809,9 +881,12 @@ impl Line {
             .map(|(_, at)| self.admission_ends(*at))
     }
 
-    /// Notes a buy under the admission of `position`.
+    /// Notes a buy under the admission of `position` (the first one; a repeat changes
+    /// nothing).
     pub fn record_bought(&mut self, position: u64) {
-        self.bought.insert(position);
+        if self.bought.insert(position) {
+            self.events.push(LineEvent::Bought { position });
+        }
     }
 
     pub fn has_bought(&self, position: u64) -> bool {
@@ -847,6 +922,15 @@ impl Line {
             Standing::Waiting { position, ahead }
         })
     }
+}
+
+/// Records `from..` (1-based), at most `limit` of them.
+fn page<T>(records: &[T], from: u64, limit: usize) -> &[T] {
+    let start = usize::try_from(from.saturating_sub(1))
+        .unwrap_or(usize::MAX)
+        .min(records.len());
+    let end = start.saturating_add(limit).min(records.len());
+    &records[start..end]
 }
 
 /// Seconds until a waiting position is likely admitted at `rate_per_sec`.

@@ -12,7 +12,7 @@
 //!
 //! **The waiting line** of a sale (`RedisLine`, the rules of `flashsale_core::line::Line`)
 //! lives under the same hash tag as its stock, `{fs:<prefix>:<sale>}:line:*`, so the line and
-//! the ledger share one Redis Cluster slot. Every line script takes all eight keys:
+//! the ledger share one Redis Cluster slot. Every line script takes all eleven keys:
 //! - `line:meta` (hash): `opens_ms`, `starts_ms`, `ends_ms` (Unix ms), `admission_ms`,
 //!   `drawn` (`0`/`1`), `admitted_up_to`, `credit_milli` (the bucket, in thousandths of a
 //!   buyer; [`CREDIT_FULL_MILLI`] at the draw), `last_advance_ms` (absent until the first
@@ -36,7 +36,14 @@
 //!   second of `admission_ms`;
 //! - `line:bought` (sorted set): positions that bought, score = member = position;
 //! - `line:used` (set): the proof-of-work challenges that bought a place, by id (32 lowercase
-//!   hex characters), one per member at most, so a challenge works once on every node.
+//!   hex characters), one per member at most, so a challenge works once on every node;
+//! - `line:chain` (list): the join chain (`core::line_log`), one `<line id hex>:<Unix ms>` per
+//!   member's first join, appended by the join script itself, so every node sees one order
+//!   and nodes cannot fork it (the hashes follow from the order; nodes compute them);
+//! - `line:idx` (hash): line id hex → its index in `line:chain` (the receipt's place);
+//! - `line:events` (list): the event chain, `a:<up to>:<Unix ms>` per admission (its shared
+//!   time) and `b:<position>` per first buy under an admission, appended by the scripts that
+//!   make them.
 //!
 //! Numbers in the scripts are Lua numbers (doubles), exact up to [`LUA_EXACT_MAX`]; the Rust
 //! side clamps or refuses what could go beyond it, and the scripts refuse arguments beyond it
@@ -207,6 +214,9 @@ pub(crate) struct LineKeys {
     pub(crate) adm: String,
     pub(crate) bought: String,
     pub(crate) used: String,
+    pub(crate) chain: String,
+    pub(crate) idx: String,
+    pub(crate) events: String,
 }
 
 impl LineKeys {
@@ -221,11 +231,14 @@ impl LineKeys {
             adm: format!("{tag}:line:adm"),
             bought: format!("{tag}:line:bought"),
             used: format!("{tag}:line:used"),
+            chain: format!("{tag}:line:chain"),
+            idx: format!("{tag}:line:idx"),
+            events: format!("{tag}:line:events"),
         }
     }
 
     /// Every key, in the order the line scripts take them (`line_head.lua`).
-    pub(crate) fn all(&self) -> [&str; 8] {
+    pub(crate) fn all(&self) -> [&str; 11] {
         [
             &self.meta,
             &self.pre,
@@ -235,6 +248,9 @@ impl LineKeys {
             &self.adm,
             &self.bought,
             &self.used,
+            &self.chain,
+            &self.idx,
+            &self.events,
         ]
     }
 }
@@ -274,16 +290,30 @@ pub(crate) fn decode_rate(text: &str) -> Option<Option<AdmitRate>> {
 /// locals and functions every line script starts with.
 pub(crate) fn line_lua_prelude() -> String {
     let line_first = LINE_HEX_CHARS + 1;
+    let sep = CHAIN_FIELD_SEPARATOR;
+    let (admitted, bought) = (ADMITTED_EVENT, BOUGHT_EVENT);
     format!(
-        "-- Generated from flashsale_redis::layout: the line's constants and member format.
+        "-- Generated from flashsale_redis::layout: the line's constants and record formats.
 local LUA_EXACT_MAX = {LUA_EXACT_MAX}
 local CREDIT_FULL_MILLI = {CREDIT_FULL_MILLI}
 local ADMISSION_SHARED_MS = {ADMISSION_SHARED_MS}
 local function pre_member(key, line) return key .. line end
 local function line_of_pre_member(member) return string.sub(member, {line_first}) end
+local function join_record(line, ms) return line .. '{sep}' .. string.format('%d', ms) end
+local function admitted_event(up_to, ms)
+  return '{admitted}{sep}' .. string.format('%d', up_to) .. '{sep}' .. string.format('%d', ms)
+end
+local function bought_event(position) return '{bought}{sep}' .. string.format('%d', position) end
 "
     )
 }
+
+/// Between the fields of a `line:chain` or `line:events` record.
+pub(crate) const CHAIN_FIELD_SEPARATOR: char = ':';
+/// The first field of an admission in `line:events`.
+pub(crate) const ADMITTED_EVENT: &str = "a";
+/// The first field of a buy in `line:events`.
+pub(crate) const BOUGHT_EVENT: &str = "b";
 
 #[cfg(test)]
 mod tests {

@@ -29,6 +29,7 @@ const LINE_STANDING: &str = include_str!("lua/line_standing.lua");
 const LINE_RECORD_BOUGHT: &str = include_str!("lua/line_record_bought.lua");
 const LINE_SET_CONTROL: &str = include_str!("lua/line_set_control.lua");
 const LINE_MEMBERS: &str = include_str!("lua/line_members.lua");
+const LINE_CHAIN: &str = include_str!("lua/line_chain.lua");
 
 /// The scripts, hashed once at start.
 #[derive(Debug)]
@@ -87,6 +88,7 @@ pub(crate) struct LineScripts {
     pub(crate) record_bought: Script,
     pub(crate) set_control: Script,
     pub(crate) members: Script,
+    pub(crate) chain: Script,
 }
 
 impl LineScripts {
@@ -103,10 +105,11 @@ impl LineScripts {
             record_bought: script(&[LINE_RECORD_BOUGHT]),
             set_control: script(&[LINE_SET_CONTROL]),
             members: script(&[LINE_MEMBERS]),
+            chain: script(&[LINE_CHAIN]),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 8] {
+    pub(crate) fn all(&self) -> [&Script; 9] {
         [
             &self.set_up,
             &self.join,
@@ -116,6 +119,7 @@ impl LineScripts {
             &self.record_bought,
             &self.set_control,
             &self.members,
+            &self.chain,
         ]
     }
 }
@@ -124,7 +128,7 @@ impl LineScripts {
 mod tests {
     use super::*;
 
-    const FILES: [(&str, &str); 20] = [
+    const FILES: [(&str, &str); 21] = [
         ("reserve", RESERVE),
         ("confirm", CONFIRM),
         ("release", RELEASE),
@@ -145,6 +149,7 @@ mod tests {
         ("line_record_bought", LINE_RECORD_BOUGHT),
         ("line_set_control", LINE_SET_CONTROL),
         ("line_members", LINE_MEMBERS),
+        ("line_chain", LINE_CHAIN),
     ];
 
     /// The entry and lease formats are stated once, in `layout.rs`: a script that slices an

@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 pub use flashsale_core::line::{
-    AdmitInputs, DrawKey, JoinProof, JoinRefused, LineControl, LineId, LineSummary, LineTimes,
-    Place, Standing,
+    AdmitInputs, DrawKey, JoinProof, JoinRecord, JoinRefused, LineControl, LineEvent, LineId,
+    LineSummary, LineTimes, Place, Standing,
 };
 use flashsale_core::{
     BatchId, BuyerId, Order, OrderId, PaymentId, Reservation, ReserveOutcome, ReturnOutcome, Sale,
@@ -456,4 +456,26 @@ pub trait WaitingLine: Send + Sync {
         from: u64,
         limit: usize,
     ) -> BackendResult<LineAnswer<Vec<LineId>>>;
+
+    /// A member's index (1-based) in the join chain, `None` for someone who never joined: the
+    /// place of their receipt (`core::line_log`).
+    async fn receipt(&self, sale: SaleId, line: LineId) -> BackendResult<LineAnswer<Option<u64>>>;
+
+    /// The join chain from `from` (1-based), at most `limit` records, in the order the line
+    /// took them (`Line::join_records`).
+    async fn join_records(
+        &self,
+        sale: SaleId,
+        from: u64,
+        limit: usize,
+    ) -> BackendResult<LineAnswer<Vec<JoinRecord>>>;
+
+    /// The event chain (admissions and buys) from `from` (1-based), at most `limit` records
+    /// (`Line::events`).
+    async fn events(
+        &self,
+        sale: SaleId,
+        from: u64,
+        limit: usize,
+    ) -> BackendResult<LineAnswer<Vec<LineEvent>>>;
 }

@@ -35,8 +35,8 @@ pub use recover::LineOpenError;
 
 use async_trait::async_trait;
 use flashsale_core::line::{
-    AdmitInputs, DrawKey, JoinProof, Line, LineControl, LineId, LineSummary, LineTimes, Place,
-    Standing,
+    AdmitInputs, DrawKey, JoinProof, JoinRecord, Line, LineControl, LineEvent, LineId, LineSummary,
+    LineTimes, Place, Standing,
 };
 use flashsale_core::{SaleId, Timestamp};
 use flashsale_service::{BackendResult, LineAnswer, LineRefused, WaitingLine};
@@ -337,5 +337,29 @@ impl WaitingLine for InProcessLine {
                 .collect()
         })
         .await
+    }
+
+    async fn receipt(&self, sale: SaleId, line: LineId) -> BackendResult<LineAnswer<Option<u64>>> {
+        self.change(sale, |l, _| l.receipt_index(&line)).await
+    }
+
+    async fn join_records(
+        &self,
+        sale: SaleId,
+        from: u64,
+        limit: usize,
+    ) -> BackendResult<LineAnswer<Vec<JoinRecord>>> {
+        self.change(sale, |l, _| l.join_records(from, limit).to_vec())
+            .await
+    }
+
+    async fn events(
+        &self,
+        sale: SaleId,
+        from: u64,
+        limit: usize,
+    ) -> BackendResult<LineAnswer<Vec<LineEvent>>> {
+        self.change(sale, |l, _| l.events(from, limit).to_vec())
+            .await
     }
 }

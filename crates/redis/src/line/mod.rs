@@ -21,7 +21,8 @@ use crate::scripts::LineScripts;
 use crate::{RedisStockConfig, RedisStockOpenError, redis_error};
 use async_trait::async_trait;
 use flashsale_core::line::{
-    AdmitInputs, DrawKey, JoinProof, LineControl, LineId, LineSummary, LineTimes, Place, Standing,
+    AdmitInputs, DrawKey, JoinProof, JoinRecord, LineControl, LineEvent, LineId, LineSummary,
+    LineTimes, Place, Standing,
 };
 use flashsale_core::{SaleId, Timestamp};
 use flashsale_service::{BackendError, BackendResult, LineAnswer, WaitingLine};
@@ -90,6 +91,45 @@ impl RedisLine {
             .invoke_async(&mut connection)
             .await
             .map_err(|e| redis_error(BACKEND, what, &e, writes))
+    }
+}
+
+impl RedisLine {
+    /// Reads records from `from` (1-based), at most `limit`, in calls of at most
+    /// `MEMBERS_PER_CALL_MAX` (members after the draw, or a chain: records that never change
+    /// once there, so the pages join up). `kind` is the script's first argument, if it takes
+    /// one. At least one call, even for no records: an unknown sale answers `NotSetUp`.
+    async fn paged<T>(
+        &self,
+        script: &Script,
+        kind: Option<&str>,
+        sale: SaleId,
+        from: u64,
+        limit: usize,
+        read: fn(&[String]) -> BackendResult<LineAnswer<Vec<T>>>,
+    ) -> BackendResult<LineAnswer<Vec<T>>> {
+        let mut first = from.clamp(1, LUA_EXACT_MAX);
+        let mut records = Vec::new();
+        loop {
+            let page = (limit - records.len()).min(MEMBERS_PER_CALL_MAX);
+            let (first_text, page_text) = (first.to_string(), page.to_string());
+            let mut args: Vec<&str> = kind.into_iter().collect();
+            args.extend([first_text.as_str(), page_text.as_str()]);
+            let answer: Vec<String> = self
+                .run("reading the line", script, sale, &args, false)
+                .await?;
+            let got = match read(&answer)? {
+                Ok(got) => got,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            let short = got.len() < page;
+            first = first.saturating_add(got.len() as u64).min(LUA_EXACT_MAX);
+            records.extend(got);
+            if short || records.len() >= limit {
+                break;
+            }
+        }
+        Ok(Ok(records))
     }
 }
 
@@ -280,31 +320,56 @@ impl WaitingLine for RedisLine {
     ) -> BackendResult<LineAnswer<Vec<LineId>>> {
         // Pages of bounded calls: after the draw a position's member never changes, so the
         // pages join up without one script holding Redis for a whole long page.
-        let mut first = from.clamp(1, LUA_EXACT_MAX);
-        let mut members = Vec::new();
-        // At least one call, even for no members: an unknown sale answers `NotSetUp`.
-        loop {
-            let page = (limit - members.len()).min(MEMBERS_PER_CALL_MAX);
-            let answer: Vec<String> = self
-                .run(
-                    "listing the members",
-                    &self.scripts.members,
-                    sale,
-                    &[&first.to_string(), &page.to_string()],
-                    false,
-                )
-                .await?;
-            let got = match reply::members(&answer)? {
-                Ok(got) => got,
-                Err(refused) => return Ok(Err(refused)),
-            };
-            let short = got.len() < page;
-            first = first.saturating_add(got.len() as u64).min(LUA_EXACT_MAX);
-            members.extend(got);
-            if short || members.len() >= limit {
-                break;
-            }
-        }
-        Ok(Ok(members))
+        self.paged(
+            &self.scripts.members,
+            None,
+            sale,
+            from,
+            limit,
+            reply::members,
+        )
+        .await
+    }
+
+    async fn receipt(&self, sale: SaleId, line: LineId) -> BackendResult<LineAnswer<Option<u64>>> {
+        let answer: Vec<String> = self
+            .run(
+                "finding a receipt",
+                &self.scripts.chain,
+                sale,
+                &["receipt", &line.to_hex()],
+                false,
+            )
+            .await?;
+        reply::receipt(&answer)
+    }
+
+    async fn join_records(
+        &self,
+        sale: SaleId,
+        from: u64,
+        limit: usize,
+    ) -> BackendResult<LineAnswer<Vec<JoinRecord>>> {
+        let script = &self.scripts.chain;
+        self.paged(
+            script,
+            Some("joins"),
+            sale,
+            from,
+            limit,
+            reply::join_records,
+        )
+        .await
+    }
+
+    async fn events(
+        &self,
+        sale: SaleId,
+        from: u64,
+        limit: usize,
+    ) -> BackendResult<LineAnswer<Vec<LineEvent>>> {
+        let script = &self.scripts.chain;
+        self.paged(script, Some("events"), sale, from, limit, reply::events)
+            .await
     }
 }

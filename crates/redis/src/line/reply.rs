@@ -2,9 +2,11 @@
 //! its numbers, all as text (`line_*.lua` document theirs). An answer this code never gives
 //! is an error whose outcome is unknown: the script may have run.
 
-use crate::layout::decode_rate;
+use crate::layout::{ADMITTED_EVENT, BOUGHT_EVENT, CHAIN_FIELD_SEPARATOR, decode_rate};
 use flashsale_core::Timestamp;
-use flashsale_core::line::{LineControl, LineId, LineSummary, Place, Standing};
+use flashsale_core::line::{
+    JoinRecord, LineControl, LineEvent, LineId, LineSummary, Place, Standing,
+};
 use flashsale_service::{BackendError, BackendResult, LineAnswer, LineRefused};
 
 pub(super) const BACKEND: &str = "redis line";
@@ -148,6 +150,58 @@ pub(super) fn members(answer: &[String]) -> BackendResult<LineAnswer<Vec<LineId>
         }
         let members = fields.iter().map(|line| LineId::parse(line));
         members.collect::<Option<Vec<LineId>>>().map(Ok)
+    })
+}
+
+/// `line_chain.lua`'s answer to `receipt`.
+pub(super) fn receipt(answer: &[String]) -> BackendResult<LineAnswer<Option<u64>>> {
+    decode("finding a receipt", answer, |word, fields| {
+        match (word, fields) {
+            ("ok", []) => Some(Ok(None)),
+            ("ok", [index]) => number(index).map(|i| Ok(Some(i))),
+            _ => None,
+        }
+    })
+}
+
+/// `line_chain.lua`'s answer to `joins`: `<line id hex>:<Unix ms>` each.
+pub(super) fn join_records(answer: &[String]) -> BackendResult<LineAnswer<Vec<JoinRecord>>> {
+    decode("reading the join chain", answer, |word, fields| {
+        if word != "ok" {
+            return None;
+        }
+        let records = fields.iter().map(|record| {
+            let (line, ms) = record.split_once(CHAIN_FIELD_SEPARATOR)?;
+            Some(JoinRecord {
+                line: LineId::parse(line)?,
+                joined_at_ms: ms.parse().ok()?,
+            })
+        });
+        records.collect::<Option<Vec<_>>>().map(Ok)
+    })
+}
+
+/// `line_chain.lua`'s answer to `events`: `a:<up to>:<Unix ms>` or `b:<position>` each.
+pub(super) fn events(answer: &[String]) -> BackendResult<LineAnswer<Vec<LineEvent>>> {
+    decode("reading the event chain", answer, |word, fields| {
+        if word != "ok" {
+            return None;
+        }
+        let events = fields.iter().map(|record| {
+            let mut parts = record.split(CHAIN_FIELD_SEPARATOR);
+            let event = match (parts.next()?, parts.next(), parts.next()) {
+                (ADMITTED_EVENT, Some(up_to), Some(ms)) => LineEvent::Admitted {
+                    up_to: number(up_to)?,
+                    at_ms: ms.parse().ok()?,
+                },
+                (BOUGHT_EVENT, Some(position), None) => LineEvent::Bought {
+                    position: number(position)?,
+                },
+                _ => return None,
+            };
+            parts.next().is_none().then_some(event)
+        });
+        events.collect::<Option<Vec<_>>>().map(Ok)
     })
 }
 

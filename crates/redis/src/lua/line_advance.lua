@@ -9,12 +9,15 @@ local function apply_admission(up_to, at)
   m.admitted = up_to
   redis.call('HSET', META, 'admitted_up_to', int(up_to))
   local last = redis.call('ZRANGE', ADM, -1, -1, 'WITHSCORES')
+  local shared = at
   if #last > 0 and at - tonumber(last[1]) < ADMISSION_SHARED_MS then
     -- Within a second of the last admission: it shares that one's time, so its end.
+    shared = tonumber(last[1])
     redis.call('ZADD', ADM, 'XX', int(up_to), last[1])
   else
     redis.call('ZADD', ADM, int(up_to), int(at))
   end
+  redis.call('RPUSH', EVENTS, admitted_event(up_to, shared))
 end
 
 draw_if_due(now)

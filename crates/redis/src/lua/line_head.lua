@@ -1,9 +1,10 @@
 -- The shared head of every line script: the rules of `flashsale_core::line::Line` that more
 -- than one operation needs, over the keys `layout.rs` documents. KEYS: meta, pre, key, pos,
--- late, adm, bought, used (`LineKeys::all`). Times are Unix ms; every number stays below
+-- late, adm, bought, used, chain, idx, events (`LineKeys::all`). Times are Unix ms; every number stays below
 -- LUA_EXACT_MAX, where Lua's doubles are exact.
-local META, PRE, KEY, POS, LATE, ADM, BOUGHT, USED =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local META, PRE, KEY, POS, LATE, ADM, BOUGHT, USED, CHAIN, IDX, EVENTS =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
+  KEYS[11]
 
 -- Numbers go into Redis and into answers as integer text. Lua's own conversion (`tostring`,
 -- and Redis before 7.0 for arguments) gives 14 digits in float notation: 9.007199254741e+15.

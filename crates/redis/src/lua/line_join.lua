@@ -18,6 +18,8 @@ else
 end
 if proof == '-' then return {'proof_missing'} end
 if solved then redis.call('SADD', USED, proof) end
+-- The join chain's record, in the order Redis runs the joins (`core::line_log`).
+redis.call('HSET', IDX, line, redis.call('RPUSH', CHAIN, join_record(line, now)))
 if not m.drawn then
   -- The first join keeps its key: a repeat cannot move a member in the draw.
   redis.call('HSET', KEY, line, key)

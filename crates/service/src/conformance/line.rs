@@ -445,6 +445,116 @@ pub async fn line_a_challenge_buys_one_place_once(line: Arc<dyn WaitingLine>) {
     assert_eq!(summary.length, 5, "members 0 to 3 and one of the racers");
 }
 
+/// The join chain and the event chain hold what the reference `Line` holds, in its order:
+/// first joins only (a repeat and a refused join add nothing), each member's receipt index,
+/// the admissions with their shared times, first buys only; read whole or in pages.
+pub async fn line_chains_follow_the_reference(line: Arc<dyn WaitingLine>) {
+    let sale = set_up(&line).await;
+    let mut reference = Line::new(times());
+    let at_ms = |ms: i64| t0() + TimeDuration::milliseconds(ms);
+    let mut joins = Vec::new();
+    for n in 0..12 {
+        joins.push((n, at_ms(-60_000 + 1_001 * n as i64)));
+    }
+    joins.push((3, at_ms(-1_000)));
+    for n in 12..16 {
+        joins.push((n, at_ms(250 * n as i64)));
+    }
+    for (n, now) in joins {
+        let who = member(sale, n);
+        let key = SEED.draw_key(&who);
+        let expected = reference.join(who, key, now).map_err(LineRefused::from);
+        assert_eq!(
+            line.join(sale, who, key, now).await.expect("join"),
+            expected
+        );
+    }
+    assert_eq!(
+        line.join(
+            sale,
+            member(sale, 99),
+            SEED.draw_key(&member(sale, 99)),
+            at(3600)
+        )
+        .await
+        .expect("join"),
+        Err(LineRefused::Ended),
+        "a refused join is not on the chain"
+    );
+    for (now, step) in [
+        (at_ms(5_000), inputs(3, 10)),
+        (at_ms(5_400), inputs(3, 10)),
+        (at_ms(7_000), inputs(3, 10)),
+    ] {
+        let expected = {
+            reference.advance(now, step);
+            reference.summary(now)
+        };
+        let got = line
+            .advance(sale, now, step)
+            .await
+            .expect("advance")
+            .expect("set up");
+        assert_eq!(got.admitted_up_to, expected.admitted_up_to);
+    }
+    for position in [2, 2, 1] {
+        reference.record_bought(position);
+        line.record_bought(sale, position)
+            .await
+            .expect("bought")
+            .expect("set up");
+    }
+    for n in [0, 5, 11, 12, 15, 99] {
+        let who = member(sale, n);
+        assert_eq!(
+            line.receipt(sale, who).await.expect("receipt"),
+            Ok(reference.receipt_index(&who)),
+            "member {n}"
+        );
+    }
+    let all = line
+        .join_records(sale, 1, 100)
+        .await
+        .expect("joins")
+        .expect("set up");
+    assert_eq!(all, reference.join_records(1, 100));
+    assert_eq!(all.len(), 16);
+    assert_eq!(
+        line.join_records(sale, 3, 4)
+            .await
+            .expect("joins")
+            .expect("set up"),
+        reference.join_records(3, 4)
+    );
+    let events = line
+        .events(sale, 1, 100)
+        .await
+        .expect("events")
+        .expect("set up");
+    assert_eq!(events, reference.events(1, 100));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, flashsale_core::line::LineEvent::Bought { .. }))
+            .count(),
+        2,
+        "a repeated buy is not a second event: {events:?}"
+    );
+    assert_eq!(
+        line.events(sale, 2, 1)
+            .await
+            .expect("events")
+            .expect("set up"),
+        reference.events(2, 1)
+    );
+    assert_eq!(
+        line.join_records(new_sale_id(), 1, 10)
+            .await
+            .expect("joins"),
+        Err(LineRefused::NotSetUp)
+    );
+}
+
 /// Expands into one `#[tokio::test]` per `WaitingLine` case. `$factory` is called once per
 /// test, as `($factory)().await`, and must give `(Arc<dyn WaitingLine>, guard)`.
 #[macro_export]
@@ -462,6 +572,7 @@ macro_rules! waiting_line_conformance {
                 line_set_up_is_idempotent,
                 line_concurrent_joins_are_gap_free,
                 line_a_challenge_buys_one_place_once,
+                line_chains_follow_the_reference,
             ]
         );
     };
