@@ -582,6 +582,19 @@ mod tests {
         ("CHALLENGE_CHARS", "proof-of-work challenge format"),
         ("SIGNATURE_BYTES", "proof-of-work challenge format"),
         ("BODY_BYTES", "proof-of-work challenge format"),
+        // The line's published log (issue 15).
+        (
+            "LOG_PAGE_RECORDS_MAX",
+            "line/log's page bound, part of its contract (the OpenAPI document states it)",
+        ),
+        (
+            "CATCH_UP_RECORDS_MAX",
+            "chain records a node reads per backend call (as MEMBERS_PER_CALL_MAX)",
+        ),
+        (
+            "PAGES_MAX",
+            "verify-line's bound on pages per part (10 million records), against a server that never ends one",
+        ),
         (
             "CHALLENGE_EXPIRES_SECS",
             "proof-of-work contract: a challenge issued by one node expires alike on all",

@@ -51,6 +51,8 @@ pub enum ApiError {
     ChallengeUnsolved,
     /// The challenge already bought a place.
     ChallengeUsed,
+    /// The line's log before the sale has started.
+    LogNotPublic,
     Overloaded,
     /// Over a rate limit; retry after this many seconds.
     RateLimited {
@@ -190,6 +192,11 @@ impl ApiError {
                 StatusCode::FORBIDDEN,
                 "challenge_unsolved",
                 "the nonce does not solve the challenge: SHA-256 of the challenge then the nonce needs difficulty_bits leading zero bits".into(),
+            ),
+            LogNotPublic => (
+                StatusCode::CONFLICT,
+                "line_log_not_public",
+                "the line's log is published once the sale has started (the draw and its seed come with the start)".into(),
             ),
             ChallengeUsed => (
                 StatusCode::CONFLICT,

@@ -49,6 +49,7 @@ const OPENAPI_MAX_AGE_SECS: u32 = 60;
         line::join,
         line::me,
         line::challenge,
+        line::log,
         line::control,
         admin::create_sale,
         admin::list_sales,

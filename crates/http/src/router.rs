@@ -28,6 +28,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/sales/{id}/line", post(line::join))
         .route("/api/sales/{id}/line/me", get(line::me))
         .route("/api/sales/{id}/line/challenge", get(line::challenge))
+        .route("/api/sales/{id}/line/log", get(line::log))
         .route("/api/admin/sales/{id}/line", post(line::control))
         .route("/api/orders/{id}", get(buyers::get_order))
         .route("/api/orders/{id}/pay", post(buyers::pay))

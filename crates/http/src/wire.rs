@@ -2,18 +2,19 @@
 //! build them and the OpenAPI document describes them; neither needs the other for that.
 
 use flashsale_core::SaleId;
-use flashsale_core::line::{AdmitRate, Standing};
+use flashsale_core::line::{AdmitRate, LineEvent, Standing};
+use flashsale_core::line_log::{Head, hex};
 use flashsale_core::sale::whole_number;
 use flashsale_core::{BuyerId, Order, OrderStatus, PaymentId, Phase, Sale, SaleSpec, Timestamp};
 use flashsale_service::{
-    Layer, LayerCounts, LineChallenge, LineMe, LineStatus, OrderView, OrderViewStatus,
-    SaleCounters, SaleStatus, SaleView,
+    Layer, LayerCounts, LineChallenge, LineMe, LineStatus, LogHeader, LogPart, LogRecords,
+    OrderView, OrderViewStatus, SaleCounters, SaleStatus, SaleView,
 };
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::{IntoParams, ToSchema};
 
 /// Every error body. The `code` is stable and meant for programs; the `message` is for people.
 #[derive(Debug, Serialize, ToSchema)]
@@ -370,6 +371,12 @@ pub struct LineBody {
     paused: bool,
     /// The line's state was lost with its backend: joins, `line/me` and buys answer 503.
     lost: bool,
+    /// The join chain's head as this node last read it (`line/log` publishes the chain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    joins_head: Option<HeadBody>,
+    /// The event chain's head (admissions and buys) as this node last read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_head: Option<HeadBody>,
     /// Members (pre-queue included), as this node last saw the line.
     #[serde(skip_serializing_if = "Option::is_none")]
     length: Option<u64>,
@@ -398,6 +405,8 @@ impl From<LineStatus> for LineBody {
             admit_per_sec: status.admit_per_sec,
             paused: summary.is_some_and(|s| s.control.paused),
             lost: status.lost,
+            joins_head: status.joins_head.map(HeadBody::from),
+            events_head: status.events_head.map(HeadBody::from),
             length: summary.map(|s| s.length),
             pre_queue: summary.map(|s| s.pre_queue),
             admitted_up_to: summary.map(|s| s.admitted_up_to),
@@ -450,6 +459,36 @@ pub struct LineMeBody {
     admitted_until: Option<Timestamp>,
     /// How long to wait before asking again (also sent as `Retry-After`).
     poll_after_secs: u64,
+    /// The buyer's receipt: their join's index and hash in the line's join chain. Keep it:
+    /// `flashsale verify-line --receipt HASH` checks it is in the published log, at its place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipt: Option<ReceiptBody>,
+}
+
+/// A join's place in the join chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptBody {
+    /// 1-based.
+    index: u64,
+    /// Lowercase hex SHA-256 of the join record and the one before (`line/log`).
+    hash: String,
+}
+
+/// A chain's head: how many records, and the last one's hash (lowercase hex; before the
+/// first record, the chain's starting hash).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeadBody {
+    length: u64,
+    hash: String,
+}
+
+impl From<Head> for HeadBody {
+    fn from(head: Head) -> Self {
+        Self {
+            length: head.length,
+            hash: hex(&head.hash),
+        }
+    }
 }
 
 impl LineMeBody {
@@ -477,11 +516,187 @@ impl LineMeBody {
                 .map(|token| format!("/api/sales/{sale}/buy/{token}")),
             admitted_until: me.admitted_until,
             poll_after_secs: me.poll_after_secs,
+            receipt: me.receipt.map(|receipt| ReceiptBody {
+                index: receipt.index,
+                hash: hex(&receipt.hash),
+            }),
         }
     }
 
     pub fn poll_after_secs(&self) -> u64 {
         self.poll_after_secs
+    }
+}
+
+/// What `line/log` is asked for.
+#[derive(Debug, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// `joins` (the join chain), `positions` (line ids in position order) or `events` (the
+    /// event chain).
+    pub part: LogPartName,
+    /// The first record (or position), 1-based; default 1.
+    #[param(minimum = 1)]
+    pub from: Option<u64>,
+    /// At most this many records (1 to 10000; default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<u32>,
+}
+
+/// A part of the line's log.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogPartName {
+    Joins,
+    Positions,
+    Events,
+}
+
+impl From<LogPartName> for LogPart {
+    fn from(part: LogPartName) -> Self {
+        match part {
+            LogPartName::Joins => LogPart::Joins,
+            LogPartName::Positions => LogPart::Positions,
+            LogPartName::Events => LogPart::Events,
+        }
+    }
+}
+
+/// One page of a sale's line log (`core::line_log` documents the chains' bytes). Every page
+/// carries the header: the start, the seed and its commitment, the pre-queue's size and both
+/// chains' heads.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LineLogBody {
+    #[schema(value_type = String, format = Uuid)]
+    sale_id: SaleId,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    starts_at: Timestamp,
+    /// The start in Unix milliseconds: a pre-queue join's time is before it.
+    starts_at_ms: i64,
+    /// SHA-256 of the seed (hex), as the status published it from the moment the line opened.
+    commitment: String,
+    /// The seed (hex): the draw is `line::draw_order` of the pre-queue's line ids with it.
+    seed: String,
+    /// Members drawn at the start: the first `pre_queue` records of the join chain.
+    pre_queue: u64,
+    joins_head: HeadBody,
+    events_head: HeadBody,
+    part: LogPartName,
+    from: u64,
+    /// `part=joins`: records from `from`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    joins: Option<Vec<JoinBody>>,
+    /// `part=positions`: the line ids at positions `from`, `from + 1`, …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    positions: Option<Vec<String>>,
+    /// `part=events`: records from `from`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<EventBody>>,
+}
+
+/// A record of the join chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JoinBody {
+    index: u64,
+    /// The lowercase hex SHA-256 of the sale id, `:` and the buyer id (never the buyer id).
+    line_id: String,
+    /// Unix milliseconds, as the line took the join.
+    joined_at_ms: i64,
+    hash: String,
+}
+
+/// A record of the event chain: an admission (`from`, `up_to`, `at_ms`) or a buy under an
+/// admission (`position`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventBody {
+    index: u64,
+    /// `admitted` or `bought`.
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    up_to: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
+    hash: String,
+}
+
+impl LineLogBody {
+    pub fn new(
+        sale: SaleId,
+        part: LogPartName,
+        from: u64,
+        header: LogHeader,
+        records: LogRecords,
+    ) -> Self {
+        let (mut joins, mut positions, mut events) = (None, None, None);
+        match records {
+            LogRecords::Joins(records) => {
+                joins = Some(
+                    records
+                        .into_iter()
+                        .map(|join| JoinBody {
+                            index: join.index,
+                            line_id: join.record.line.to_hex(),
+                            joined_at_ms: join.record.joined_at_ms,
+                            hash: hex(&join.hash),
+                        })
+                        .collect(),
+                );
+            }
+            LogRecords::Positions(lines) => {
+                positions = Some(lines.iter().map(|line| line.to_hex()).collect());
+            }
+            LogRecords::Events(records) => {
+                events = Some(
+                    records
+                        .into_iter()
+                        .map(|event| {
+                            let hash = hex(&event.hash);
+                            match event.event {
+                                LineEvent::Admitted { up_to, at_ms } => EventBody {
+                                    index: event.index,
+                                    kind: "admitted",
+                                    from: event.from,
+                                    up_to: Some(up_to),
+                                    at_ms: Some(at_ms),
+                                    position: None,
+                                    hash,
+                                },
+                                LineEvent::Bought { position } => EventBody {
+                                    index: event.index,
+                                    kind: "bought",
+                                    from: None,
+                                    up_to: None,
+                                    at_ms: None,
+                                    position: Some(position),
+                                    hash,
+                                },
+                            }
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Self {
+            sale_id: sale,
+            starts_at: header.starts_at,
+            starts_at_ms: flashsale_core::line::unix_ms(header.starts_at),
+            commitment: header.commitment,
+            seed: header.seed,
+            pre_queue: header.pre_queue,
+            joins_head: header.joins_head.into(),
+            events_head: header.events_head.into(),
+            part,
+            from,
+            joins,
+            positions,
+            events,
+        }
     }
 }
 

@@ -27,8 +27,9 @@ pub use filters::FilterConfig;
 pub use layers::{Layer, LayerCounts, NodeOutcome};
 pub use shop::{
     AdminError, Backends, BuyOutcome, CHALLENGE_EXPIRES_SECS, ClusterConfig, Design, JoinSolution,
-    LineChallenge, LineMe, LineOutcome, LineStatus, OrderView, OrderViewStatus, PayAnswer,
-    ReaperConfig, ReservationConfig, SaleCounters, SaleStatus, SaleView, ServiceError, Shop,
-    ShopConfig,
+    LOG_PAGE_DEFAULT, LOG_PAGE_RECORDS_MAX, LineChallenge, LineMe, LineOutcome, LineStatus,
+    LogHeader, LogOutcome, LogPart, LogRecords, OrderView, OrderViewStatus, PayAnswer,
+    ReaperConfig, Receipt, ReservationConfig, SaleCounters, SaleStatus, SaleView, ServiceError,
+    Shop, ShopConfig,
 };
 pub use writers::{WriterConfig, WriterPool};

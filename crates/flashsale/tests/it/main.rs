@@ -16,6 +16,7 @@ mod crash;
 mod layers;
 mod lifecycle;
 mod line;
+mod line_log;
 mod line_pow;
 mod openapi;
 mod pages;

@@ -791,6 +791,11 @@ async fn the_document_states_what_the_server_enforces() {
                                 .bearer_auth(app.buyer(&format!("probe-{buyers}")))
                                 .header("Idempotency-Key", text)
                         }
+                        ("get", "/api/sales/{id}/line/log", "from" | "limit") => {
+                            app.http.get(app.url(&format!(
+                                "/api/sales/{lined}/line/log?part=joins&{name}={text}"
+                            )))
+                        }
                         ("get", "/api/admin/sales/{id}/orders", "limit") => app
                             .http
                             .get(app.url(&format!("/api/admin/sales/{live}/orders?limit={text}")))

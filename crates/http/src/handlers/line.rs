@@ -6,16 +6,20 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson, Buyer, MaybeJson, PathOf};
 use crate::wire::{
-    ChallengeBody, ErrorBody, JoinRequest, LineBody, LineControlRequest, LineMeBody,
+    ChallengeBody, ErrorBody, JoinRequest, LineBody, LineControlRequest, LineLogBody, LineMeBody,
+    LogQuery,
 };
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use flashsale_core::SaleId;
 use flashsale_core::line::LineControl;
 use flashsale_core::pow::ChallengeRefused;
-use flashsale_service::{JoinSolution, LineOutcome};
+use flashsale_service::{
+    JoinSolution, LOG_PAGE_DEFAULT, LOG_PAGE_RECORDS_MAX, LineOutcome, LogOutcome,
+};
 use std::sync::Arc;
 
 #[utoipa::path(
@@ -130,7 +134,7 @@ pub async fn me(
 fn answer(sale: SaleId, outcome: LineOutcome) -> AppResult<Response> {
     match outcome {
         LineOutcome::Standing(me) => {
-            let body = LineMeBody::new(sale, me);
+            let body = LineMeBody::new(sale, *me);
             let wait = body.poll_after_secs();
             let mut response = no_store(Json(body));
             response
@@ -156,6 +160,62 @@ fn refusal(outcome: LineOutcome) -> ApiError {
         LineOutcome::Challenge(ChallengeRefused::Invalid) => ApiError::ChallengeInvalid,
         LineOutcome::Challenge(ChallengeRefused::Expired) => ApiError::ChallengeExpired,
         LineOutcome::Challenge(ChallengeRefused::Unsolved) => ApiError::ChallengeUnsolved,
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/sales/{id}/line/log",
+    tag = "line",
+    description = "The sale's line, published for anyone to check, once the sale has started \
+                   (no buyer ids: line ids only). `part=joins` pages through the join chain \
+                   (every member's first join, hash-chained: a buyer's receipt is their \
+                   record's index and hash), `part=positions` through the line ids in position \
+                   order (the pre-queue drawn with the seed, then arrival order), \
+                   `part=events` through the event chain (admissions and buys). Every page \
+                   carries the seed, its commitment, the pre-queue's size and both chains' \
+                   heads. `flashsale verify-line` downloads and checks it all.",
+    params(
+        ("id" = String, Path, format = Uuid, description = "The sale id."),
+        LogQuery,
+    ),
+    responses(
+        (status = 200, description = "One page of the log.", body = LineLogBody,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "`invalid_request`: `part` is not `joins`, `positions` or `events`, `from` is below 1, or `limit` is not between 1 and 10000.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such sale; `no_line`: the sale has no waiting room.", body = ErrorBody),
+        (status = 409, description = "`line_log_not_public`: the sale has not started.", body = ErrorBody),
+        (status = 503, description = "`line_lost`: the line's state was lost with its backend; `unavailable`: a backend failed.", body = ErrorBody),
+    )
+)]
+pub async fn log(
+    State(state): State<Arc<AppState>>,
+    PathOf(sale): PathOf<SaleId>,
+    query: Result<Query<LogQuery>, QueryRejection>,
+) -> AppResult<Response> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::InvalidRequest(format!(
+            "{}; part must be joins, positions or events, from at least 1, limit 1 to {LOG_PAGE_RECORDS_MAX}",
+            rejection.body_text()
+        ))
+    })?;
+    let from = query.from.unwrap_or(1);
+    let limit = query.limit.unwrap_or(LOG_PAGE_DEFAULT);
+    if from == 0 || !(1..=LOG_PAGE_RECORDS_MAX).contains(&limit) {
+        return Err(ApiError::InvalidRequest(format!(
+            "from must be at least 1 and limit between 1 and {LOG_PAGE_RECORDS_MAX}"
+        )));
+    }
+    match state
+        .shop
+        .line_log(sale, query.part.into(), from, limit)
+        .await?
+    {
+        LogOutcome::Page { header, records } => Ok(no_store(Json(LineLogBody::new(
+            sale, query.part, from, header, records,
+        )))),
+        LogOutcome::NotStarted => Err(ApiError::LogNotPublic),
+        LogOutcome::Refused(outcome) => Err(refusal(outcome)),
     }
 }
 

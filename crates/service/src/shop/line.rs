@@ -8,10 +8,12 @@
 //! buyer's position (fixed once drawn, kept in a bounded per-node cache). Only an admitted
 //! position asks the line for its exact standing.
 
+use super::line_log::{Chains, Receipt};
 use super::table::SaleSlot;
 use super::{ServiceError, Shop};
 use crate::ports::{AdmitInputs, LineRefused, LineSummary, Place, Standing};
 use flashsale_core::line::{self, AdmitRate, JoinProof, LineControl, LineId};
+use flashsale_core::line_log::Head;
 use flashsale_core::pow::ChallengeRefused;
 use flashsale_core::tokens::{Admission, TicketRefused};
 use flashsale_core::{BuyerId, Phase, Sale, SaleId, Timestamp};
@@ -67,12 +69,15 @@ pub struct LineMe {
     pub admitted_until: Option<Timestamp>,
     /// How long to wait before asking again.
     pub poll_after_secs: u64,
+    /// The buyer's receipt: their join's place and hash in the join chain.
+    pub receipt: Option<Receipt>,
 }
 
 /// The answer to a join or a `line/me`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineOutcome {
-    Standing(LineMe),
+    /// Boxed: the refusals are small and travel in `Result`s.
+    Standing(Box<LineMe>),
     UnknownSale,
     /// The sale has no waiting room.
     NoLine,
@@ -106,6 +111,9 @@ pub struct LineStatus {
     /// The admission rate in force now (the admins' override, or the sale's; "auto" measured).
     pub admit_per_sec: u32,
     pub lost: bool,
+    /// The chains' heads as far as this node has read them (none before it has).
+    pub joins_head: Option<Head>,
+    pub events_head: Option<Head>,
 }
 
 /// Per sale, on this node: the latest summary and the "auto" rate's measurement.
@@ -116,6 +124,8 @@ pub(super) struct LineCache {
     summary: std::sync::Mutex<Option<(Timestamp, LineSummary, AdmitInputs)>>,
     auto: std::sync::Mutex<AutoRate>,
     joins: std::sync::Mutex<JoinRate>,
+    /// This node's copy of the line's chains (`line_log.rs`).
+    pub(super) chains: Chains,
 }
 
 /// The line's join rate as this node sees it: members added between two summaries at least
@@ -381,14 +391,19 @@ impl Shop {
                 .as_ref()
                 .map_or(line::ADMISSION_SECS_MAX, |r| r.admission_secs),
         );
-        Ok(LineOutcome::Standing(LineMe {
+        let receipt = match self.receipt(slot, line).await? {
+            Ok(receipt) => receipt,
+            Err(refused) => return Ok(self.refused(slot, refused, now)),
+        };
+        Ok(LineOutcome::Standing(Box::new(LineMe {
             standing,
             admitted_up_to: summary.admitted_up_to,
             eta_secs,
             buy_token,
             admitted_until,
             poll_after_secs,
-        }))
+            receipt,
+        })))
     }
 
     async fn exact_standing(
@@ -421,10 +436,24 @@ impl Shop {
             .line
             .advance(slot.sale.id, now, inputs)
             .await?;
-        Ok(advanced.map(|summary| {
-            cache.keep(now, summary, inputs);
-            (summary, inputs)
-        }))
+        let Ok(summary) = advanced else {
+            return Ok(advanced.map(|summary| (summary, inputs)));
+        };
+        cache.keep(now, summary, inputs);
+        self.refresh_chains(slot).await;
+        Ok(Ok((summary, inputs)))
+    }
+
+    /// The line's summary now (this node's copy if fresh), or why there is none.
+    pub(super) async fn line_summary_now(
+        &self,
+        slot: &SaleSlot,
+        now: Timestamp,
+    ) -> Result<Result<LineSummary, LineOutcome>, ServiceError> {
+        Ok(match self.line_summary(slot, now).await? {
+            Ok((summary, _)) => Ok(summary),
+            Err(refused) => Err(self.refused(slot, refused, now)),
+        })
     }
 
     /// What the line needs to know of the sale now: the rate and the units.
@@ -498,7 +527,12 @@ impl Shop {
         auto.rate
     }
 
-    fn refused(&self, slot: &SaleSlot, refused: LineRefused, now: Timestamp) -> LineOutcome {
+    pub(super) fn refused(
+        &self,
+        slot: &SaleSlot,
+        refused: LineRefused,
+        now: Timestamp,
+    ) -> LineOutcome {
         match refused {
             LineRefused::NotOpen => LineOutcome::NotOpen,
             LineRefused::Ended => LineOutcome::Ended,
@@ -600,6 +634,7 @@ impl Shop {
         let times = slot.sale.line_times()?;
         let seed = self.line_signer.seed(slot.sale.id);
         let summary = slot.shared.line.latest_summary();
+        let heads = slot.shared.line.chains.heads();
         let rate = summary
             .and_then(|s| s.control.rate)
             .unwrap_or(room.admit_per_sec);
@@ -614,6 +649,8 @@ impl Shop {
                 AdmitRate::Auto => slot.shared.line.auto.lock().map(|a| a.rate).unwrap_or(0),
             },
             lost: slot.shared.line_lost.load(Ordering::Acquire),
+            joins_head: heads.map(|(joins, _)| joins),
+            events_head: heads.map(|(_, events)| events),
         })
     }
 

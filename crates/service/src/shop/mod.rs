@@ -13,6 +13,7 @@ mod batch;
 mod buy;
 mod cluster;
 mod line;
+mod line_log;
 mod orders;
 mod reaper;
 mod recovery;
@@ -35,6 +36,9 @@ use flashsale_core::tokens::{BuyPathSigner, LineSigner};
 use flashsale_core::{OrderId, Phase, Sale, SaleId, Timestamp};
 pub use line::{
     CHALLENGE_EXPIRES_SECS, JoinSolution, LineChallenge, LineMe, LineOutcome, LineStatus,
+};
+pub use line_log::{
+    LOG_PAGE_DEFAULT, LOG_PAGE_RECORDS_MAX, LogHeader, LogOutcome, LogPart, LogRecords, Receipt,
 };
 pub use orders::{OrderView, OrderViewStatus, PayAnswer};
 use reaper::run_reaper;
@@ -139,6 +143,8 @@ pub struct Shop {
     challenge_signer: ChallengeSigner,
     /// Buyers' positions in lines (fixed once drawn), so a poll does not ask the line.
     positions: TtlCache<(SaleId, LineId), u64>,
+    /// Buyers' receipt indexes in lines' join chains (fixed once joined).
+    receipts: TtlCache<(SaleId, LineId), u64>,
 }
 
 impl Shop {
@@ -187,6 +193,7 @@ impl Shop {
             line_signer,
             challenge_signer,
             positions: TtlCache::new(None, line::LINE_POSITIONS_CACHED_MAX as u64),
+            receipts: TtlCache::new(None, line::LINE_POSITIONS_CACHED_MAX as u64),
         });
         shop.recover().await?;
         if let Some(gathered) = gathered {
