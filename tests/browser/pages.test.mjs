@@ -200,6 +200,7 @@ test("buyers join the line before the start, one is admitted and buys, the other
     assert.equal(await page.locator("#buy").isVisible(), false, "no buy button for a sale with a line");
     await page.click("#join");
     await waitText(page, "line", /^You are in the line\. At the start/);
+    await waitText(page, "receipt", /^Your receipt: join #[12], [0-9a-f]{64} /);
   }
   await shot(alice, "line-pre-queue.png");
   // The start draws the line: one of the two is admitted (one unit), the other waits.

@@ -164,23 +164,22 @@ impl Shop {
         Ok(Ok(()))
     }
 
-    /// A member's receipt (`None` for someone who never joined), its index cached per node.
+    /// A member's receipt (`None` for someone who never joined). Fixed once joined, so
+    /// cached per node: a poll finds it without the chains' lock, which a node catching up
+    /// holds across backend calls.
     pub(super) async fn receipt(
         &self,
         slot: &SaleSlot,
         line: LineId,
     ) -> Result<Result<Option<Receipt>, LineRefused>, ServiceError> {
         let sale = slot.sale.id;
-        let index = match self.receipts.get(&(sale, line)) {
-            Some(index) => index,
-            None => match self.backends.line.receipt(sale, line).await? {
-                Ok(Some(index)) => {
-                    self.receipts.insert((sale, line), index);
-                    index
-                }
-                Ok(None) => return Ok(Ok(None)),
-                Err(refused) => return Ok(Err(refused)),
-            },
+        if let Some(receipt) = self.receipts.get(&(sale, line)) {
+            return Ok(Ok(Some(receipt)));
+        }
+        let index = match self.backends.line.receipt(sale, line).await? {
+            Ok(Some(index)) => index,
+            Ok(None) => return Ok(Ok(None)),
+            Err(refused) => return Ok(Err(refused)),
         };
         if let Err(refused) = self.catch_up(slot, Some(index)).await? {
             return Ok(Err(refused));
@@ -190,7 +189,9 @@ impl Shop {
             .as_ref()
             .and_then(|copy| copy.joins.hash(index))
             .expect("caught up to the receipt's index");
-        Ok(Ok(Some(Receipt { index, hash })))
+        let receipt = Receipt { index, hash };
+        self.receipts.insert((sale, line), receipt);
+        Ok(Ok(Some(receipt)))
     }
 
     /// Keeps this node's copy of the chains current (after a refresh of the summary), so the

@@ -143,8 +143,8 @@ pub struct Shop {
     challenge_signer: ChallengeSigner,
     /// Buyers' positions in lines (fixed once drawn), so a poll does not ask the line.
     positions: TtlCache<(SaleId, LineId), u64>,
-    /// Buyers' receipt indexes in lines' join chains (fixed once joined).
-    receipts: TtlCache<(SaleId, LineId), u64>,
+    /// Buyers' receipts in lines' join chains (fixed once joined).
+    receipts: TtlCache<(SaleId, LineId), Receipt>,
 }
 
 impl Shop {
