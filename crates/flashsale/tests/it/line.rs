@@ -416,28 +416,13 @@ async fn a_restart_keeps_every_place_and_admission() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_share_one_line() {
-    use crate::support::backends::SharedBackends;
-    use std::sync::Arc;
+    use crate::support::backends::{SharedBackends, until_every_node_has_the_line};
 
     let shared = SharedBackends::create().await;
-    let clock = Arc::new(flashsale_service::ManualClock::new(
-        time::OffsetDateTime::now_utc(),
-    ));
-    let mut nodes: Vec<TestApp> = Vec::new();
-    for _ in 0..3 {
-        nodes.push(shared.node(&clock).await);
-    }
+    let (clock, nodes) = shared.nodes(3).await;
     let sale = sale_with_line(&nodes[0], 2, json!(100)).await;
     clock.advance(Duration::minutes(2));
-    // The other nodes learn of the sale from PostgreSQL.
-    for node in &nodes[1..] {
-        for _ in 0..200 {
-            if node.status(&sale).await["line"].is_object() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-    }
+    until_every_node_has_the_line(&nodes, &sale).await;
     // Every buyer joins on every node, at once: one place each.
     let names: Vec<String> = (0..30).map(|n| format!("node-liner-{n}")).collect();
     let tokens: Vec<(usize, String)> = names

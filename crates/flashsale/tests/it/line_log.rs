@@ -282,27 +282,13 @@ async fn the_verify_line_command_prints_a_verdict_and_fails_on_a_missing_receipt
 /// with a receipt handed out by another node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nodes_share_one_chain() {
-    use crate::support::backends::SharedBackends;
-    use std::sync::Arc;
+    use crate::support::backends::{SharedBackends, until_every_node_has_the_line};
 
     let shared = SharedBackends::create().await;
-    let clock = Arc::new(flashsale_service::ManualClock::new(
-        time::OffsetDateTime::now_utc(),
-    ));
-    let mut nodes: Vec<TestApp> = Vec::new();
-    for _ in 0..3 {
-        nodes.push(shared.node(&clock).await);
-    }
+    let (clock, nodes) = shared.nodes(3).await;
     let sale = sale_with_line(&nodes[0], 2).await;
     clock.advance(Duration::minutes(2));
-    for node in &nodes[1..] {
-        for _ in 0..200 {
-            if node.status(&sale).await["line"].is_object() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-    }
+    until_every_node_has_the_line(&nodes, &sale).await;
     let joins = (0..12).map(|n| {
         let node = &nodes[n % 3];
         let sale = sale.clone();

@@ -264,25 +264,13 @@ async fn a_sale_without_proof_of_work_hands_out_free_challenges_and_needs_none()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_challenge_works_once_across_nodes() {
-    use crate::support::backends::SharedBackends;
-    use std::sync::Arc;
+    use crate::support::backends::{SharedBackends, until_every_node_has_the_line};
 
     let shared = SharedBackends::create().await;
-    let clock = Arc::new(flashsale_service::ManualClock::new(
-        time::OffsetDateTime::now_utc(),
-    ));
-    let mut nodes: Vec<TestApp> = Vec::new();
-    for _ in 0..2 {
-        nodes.push(shared.node(&clock).await);
-    }
+    let (clock, nodes) = shared.nodes(2).await;
     let sale = sale_with_pow(&nodes[0], TEST_BITS).await;
     clock.advance(Duration::minutes(2));
-    for _ in 0..200 {
-        if nodes[1].status(&sale).await["line"].is_object() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    until_every_node_has_the_line(&nodes, &sale).await;
     let alice = nodes[0].buyer("nodes-pow-alice");
     // Issued by one node, checked by the other (one secret), used once across both.
     let (_, theirs) = challenge(&nodes[1], &sale, &alice).await;

@@ -110,6 +110,29 @@ impl SharedBackends {
     pub async fn node(&self, clock: &Arc<ManualClock>) -> TestApp {
         TestApp::spawn_on_clock(&self.env(), clock.clone()).await
     }
+
+    /// `count` nodes on these backends, sharing one manual clock that starts now.
+    pub async fn nodes(&self, count: usize) -> (Arc<ManualClock>, Vec<TestApp>) {
+        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+        let mut nodes = Vec::with_capacity(count);
+        for _ in 0..count {
+            nodes.push(self.node(&clock).await);
+        }
+        (clock, nodes)
+    }
+}
+
+/// Waits (up to 5 s) until every node shows `sale`'s line in its status: the other nodes learn
+/// of a sale from the order store.
+pub async fn until_every_node_has_the_line(nodes: &[TestApp], sale: &str) {
+    for node in nodes {
+        for _ in 0..200 {
+            if node.status(sale).await["line"].is_object() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
 }
 
 impl Drop for SharedBackends {
