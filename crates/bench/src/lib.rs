@@ -154,6 +154,15 @@ pub struct BenchArgs {
     /// With --waiting-room: share of admitted buyers who never buy (their admissions pass).
     #[arg(long, default_value_t = 0.2)]
     pub never_buy_share: f64,
+    /// With --waiting-room: a third round, the same crowd through a line whose sale asks this
+    /// many bits of proof of work (`waiting_room.pow_difficulty_bits`, 1 to 32). Each member
+    /// gets a challenge and solves it before joining: people as they arrive over the lead, the
+    /// bots all in their last second on this machine's cores, so a bot whose solve ends after
+    /// the start joins behind the pre-queue. Every round then reports the bots' share of the
+    /// units; this one also the CPU seconds the bots paid per place and per unit won. 0 (the
+    /// default): no such round.
+    #[arg(long, default_value_t = 0)]
+    pub pow_bits: u8,
     /// Also load this peer the same way, in alternating rounds, and print ratios.
     #[arg(long, value_enum)]
     pub peer: Option<Peer>,
@@ -197,6 +206,8 @@ impl BenchArgs {
         }
         if self.waiting_room {
             self.validate_waiting_room()?;
+        } else if self.pow_bits > 0 {
+            bail!("--pow-bits adds a round to --waiting-room: not without it");
         }
         Ok(())
     }
@@ -226,6 +237,12 @@ impl BenchArgs {
         }
         if self.line_lead_secs < LINE_LEAD_SECS_MIN {
             bail!("--line-lead-secs must be at least {LINE_LEAD_SECS_MIN}");
+        }
+        if self.pow_bits > flashsale_core::pow::DIFFICULTY_BITS_MAX {
+            bail!(
+                "--pow-bits must be between 0 and {}",
+                flashsale_core::pow::DIFFICULTY_BITS_MAX
+            );
         }
         Ok(())
     }
@@ -322,10 +339,15 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
     let mut report = Report::new(args);
     for round in 0..args.rounds {
         if args.waiting_room {
-            let with = waiting_room::line_round(args, round, &ours, &signer).await?;
+            let with = waiting_room::line_round(args, round, &ours, &signer, 0).await?;
             report.rounds.push(with);
             let without = waiting_room::rush::rush_round(args, round, &ours, &signer).await?;
             report.rounds.push(without);
+            if args.pow_bits > 0 {
+                let pow =
+                    waiting_room::line_round(args, round, &ours, &signer, args.pow_bits).await?;
+                report.rounds.push(pow);
+            }
             continue;
         }
         let mine = flashsale_round(args, round, &ours, &signer, "flashsale").await?;
@@ -848,4 +870,41 @@ fn progress(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    /// Bench flags as the command line gives them (with a token and a secret).
+    pub(crate) fn args(flags: &[&str]) -> BenchArgs {
+        let mut argv = vec!["bench", "--admin-token", "a", "--buyer-jwt-secret", "s"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv).expect("the flags parse").bench
+    }
+
+    #[test]
+    fn pow_bits_default_to_no_round_and_need_the_waiting_room() {
+        let plain = args(&[]);
+        assert_eq!(plain.pow_bits, 0);
+        assert!(plain.validate().is_ok());
+        assert!(
+            args(&["--waiting-room", "--pow-bits", "16"])
+                .validate()
+                .is_ok()
+        );
+        let alone = args(&["--pow-bits", "16"]).validate().unwrap_err();
+        assert!(alone.to_string().contains("--waiting-room"), "{alone}");
+        let too_hard = args(&["--waiting-room", "--pow-bits", "33"])
+            .validate()
+            .unwrap_err();
+        assert!(too_hard.to_string().contains("--pow-bits"), "{too_hard}");
+    }
 }

@@ -6,8 +6,10 @@ use crate::BenchArgs;
 use crate::api::Counters;
 use crate::stats::{LATENCY_BUCKET_MS, Outcome, Percentiles, TIMELINE_BUCKET_MS, Tally};
 use crate::verdict::Verdict;
+use crate::waiting_room::bots::{BotShare, percent};
 use crate::waiting_room::fairness::{Fairness, Winners};
-use crate::waiting_room::{LineReport, fairness_text, p_text};
+use crate::waiting_room::pow::{PowReport, Solves};
+use crate::waiting_room::{LineReport, POW_KIND, fairness_text, p_text};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -88,6 +90,10 @@ pub struct RoundReport {
     /// `--waiting-room`, in the round with the line and in the one without).
     pub fairness: Option<Fairness>,
     pub winners: Option<Winners>,
+    /// The bots' share of the units won (with `--waiting-room`, in every round).
+    pub bots: Option<BotShare>,
+    /// The proof of work, in the round through a line that asks one (`--pow-bits`).
+    pub pow: Option<PowReport>,
 }
 
 impl RoundReport {
@@ -170,6 +176,8 @@ impl RoundReport {
             line: None,
             fairness: None,
             winners: None,
+            bots: None,
+            pow: None,
         }
     }
 }
@@ -220,9 +228,69 @@ pub struct Report {
     /// Median over rounds of the drain rate, ours and theirs.
     pub drain_orders_per_sec: Option<f64>,
     pub versus_drain_orders_per_sec: Option<f64>,
+    /// With `--waiting-room`: the bots' share of the units in each round, side by side.
+    pub bot_shares: Vec<BotShares>,
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+/// The bots' share of the units won by the same crowd without the line, with it, and with it
+/// plus proof of work (`--pow-bits`), for one round number; and what the bots paid for it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BotShares {
+    pub round: usize,
+    /// Bots ÷ members.
+    pub bot_member_share: f64,
+    pub without_line: Option<f64>,
+    pub with_line: Option<f64>,
+    /// The difficulty of the third round, when there was one.
+    pub pow_bits: Option<u8>,
+    pub with_line_and_pow: Option<f64>,
+    /// The bots' CPU seconds solving, per place a bot got, per unit a bot won.
+    pub bot_cpu_s: Option<f64>,
+    pub bot_cpu_s_per_place: Option<f64>,
+    pub bot_cpu_s_per_unit: Option<f64>,
+    /// A person's solve on the bench machine (median CPU seconds).
+    pub human_solve_cpu_s_median: Option<f64>,
+}
+
+impl BotShares {
+    /// One per round number that has a round with the line and one without.
+    pub fn of(rounds: &[RoundReport]) -> Vec<Self> {
+        let mut numbers: Vec<usize> = rounds
+            .iter()
+            .filter(|r| r.bots.is_some())
+            .map(|r| r.round)
+            .collect();
+        numbers.dedup();
+        numbers
+            .into_iter()
+            .filter_map(|round| {
+                let of = |kind: &str| {
+                    rounds
+                        .iter()
+                        .find(|r| r.round == round && r.kind == kind)
+                        .and_then(|r| r.bots.map(|b| (r, b)))
+                };
+                let (without, with) = (of("no line")?, of("waiting room")?);
+                let pow = of(POW_KIND);
+                let paid = pow.and_then(|(r, _)| r.pow.as_ref());
+                Some(Self {
+                    round,
+                    bot_member_share: with.1.bot_member_share,
+                    without_line: without.1.bot_share,
+                    with_line: with.1.bot_share,
+                    pow_bits: paid.map(|p| p.difficulty_bits),
+                    with_line_and_pow: pow.and_then(|(_, b)| b.bot_share),
+                    bot_cpu_s: paid.map(|p| p.bots.cpu_s),
+                    bot_cpu_s_per_place: paid.and_then(|p| p.bot_cpu_s_per_place),
+                    bot_cpu_s_per_unit: paid.and_then(|p| p.bot_cpu_s_per_unit),
+                    human_solve_cpu_s_median: paid.and_then(|p| p.humans.cpu_s_median),
+                })
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     if values.is_empty() {
         return 0.0;
     }
@@ -241,11 +309,19 @@ impl Report {
             target: args.target.join(","),
             mode: match args.rate {
                 None if args.waiting_room => format!(
-                    "waiting room: the line opens {} s before the start, {} admitted/s, {} s to buy, the crowd stays {} s; then the same crowd without a line; up to {} connections",
+                    "waiting room: the line opens {} s before the start, {} admitted/s, {} s to buy, the crowd stays {} s; then the same crowd without a line{}; up to {} connections",
                     args.line_lead_secs,
                     serde_json::to_string(&args.admit_per_sec).unwrap_or_default(),
                     args.admission_secs,
                     args.line_stay_secs,
+                    if args.pow_bits > 0 {
+                        format!(
+                            "; then through a line asking {} bits of proof of work",
+                            args.pow_bits
+                        )
+                    } else {
+                        String::new()
+                    },
                     args.connections
                 ),
                 None => format!("closed loop, {} connections", args.connections),
@@ -261,6 +337,7 @@ impl Report {
             versus_ratios: None,
             drain_orders_per_sec: None,
             versus_drain_orders_per_sec: None,
+            bot_shares: Vec::new(),
         }
     }
 
@@ -285,6 +362,7 @@ impl Report {
         };
         self.drain_orders_per_sec = drain("flashsale");
         self.versus_drain_orders_per_sec = drain("versus");
+        self.bot_shares = BotShares::of(&self.rounds);
     }
 
     /// Medians over the rounds of `ours` against those of `theirs`, if both ran.
@@ -337,7 +415,7 @@ pub fn text(report: &Report) -> String {
         );
         // In a round with a line the table is of the buys; the joins and polls are in its
         // line block.
-        let what = if r.kind == "waiting room" {
+        let what = if r.line.is_some() {
             "buy requests"
         } else {
             "requests"
@@ -402,6 +480,21 @@ pub fn text(report: &Report) -> String {
                 let _ = writeln!(out, "{line}");
             }
         }
+        if let Some(b) = &r.bots {
+            let _ = writeln!(
+                out,
+                "bots: {} of the {} members ({}) came in the last second before the start; units won (orders accepted): bots {}, people {}; the bots' share {}",
+                b.bots,
+                b.bots + b.humans,
+                percent(Some(b.bot_member_share)),
+                b.bot_units,
+                b.human_units,
+                percent(b.bot_share)
+            );
+        }
+        if let Some(p) = &r.pow {
+            pow_text(&mut out, p);
+        }
         if let Some(layers) = r.layers.as_ref().and_then(|l| l.as_object()) {
             let _ = writeln!(out, "layers (this sale, from the admin view):");
             for (name, n) in layers {
@@ -442,6 +535,7 @@ pub fn text(report: &Report) -> String {
         }
     }
     contrast_text(&mut out, report);
+    bots_text(&mut out, report);
     if let Some(ours) = report.drain_orders_per_sec {
         let _ = write!(out, "\ndrain (median over rounds): {ours:.0} orders/s");
         if let Some(theirs) = report.versus_drain_orders_per_sec {
@@ -492,6 +586,110 @@ fn line_text(out: &mut String, line: &LineReport) {
         .map(|c| format!("{} {} ({} accepted)", c.kind, c.tries, c.wins))
         .collect();
     let _ = writeln!(out, "buys without an admission: {}", cheats.join(", "));
+}
+
+/// Seconds as a reader wants them: milliseconds below one second ("-" when none).
+fn secs_text(secs: Option<f64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) if s < 1.0 => format!("{:.2} ms", s * 1000.0),
+        Some(s) => format!("{s:.2} s"),
+    }
+}
+
+/// What the proof of work cost, in the round through a line that asks one.
+fn pow_text(out: &mut String, p: &PowReport) {
+    let _ = writeln!(
+        out,
+        "proof of work: {} bits asked (the status showed {}); each solve timed by {}",
+        p.difficulty_bits,
+        p.status_difficulty_bits
+            .map_or_else(|| "none".into(), |b| b.to_string()),
+        p.cpu_clock
+    );
+    let solves = |out: &mut String, who: &str, s: &Solves| {
+        let _ = writeln!(
+            out,
+            "  {who}: {} solves ({} gave up), {} tries, {:.3} CPU s in all; a solve's CPU median {}; challenge to nonce median {}, max {}; {} done after the start",
+            s.solved,
+            s.failed,
+            s.tries,
+            s.cpu_s,
+            secs_text(s.cpu_s_median),
+            secs_text(s.wall_s_median),
+            secs_text(s.wall_s_max),
+            s.done_after_start
+        );
+    };
+    solves(out, "people (on the bench machine)", &p.humans);
+    solves(out, &format!("bots (on {} cores)", p.bot_cores), &p.bots);
+    let _ = writeln!(
+        out,
+        "  the bots got {} places ({} in the pre-queue, {} after the start) and won {} units: {} of CPU a place, {} a unit won",
+        p.bot_places,
+        p.bot_places_before_start,
+        p.bot_places - p.bot_places_before_start,
+        p.bot_units,
+        secs_text(p.bot_cpu_s_per_place),
+        secs_text(p.bot_cpu_s_per_unit)
+    );
+    let probes: Vec<String> = p
+        .probes
+        .iter()
+        .map(|c| format!("{} {} ({} accepted)", c.kind, c.tries, c.wins))
+        .collect();
+    let _ = writeln!(
+        out,
+        "  challenges: {} asked, p50 {:.2} ms p99 {:.2} ms; {} members got no challenge or no nonce; {} joins refused as challenge_used (a double join's second tab); joins without a proof of the member's own: {}",
+        p.challenges.count,
+        p.challenges.p50_ms,
+        p.challenges.p99_ms,
+        p.challenge_failures,
+        p.challenge_used_refusals,
+        probes.join(", ")
+    );
+}
+
+/// The bots' share of the units in each round, side by side, and what they paid.
+fn bots_text(out: &mut String, report: &Report) {
+    let units = |kind: &str, round: usize| {
+        report
+            .rounds
+            .iter()
+            .find(|r| r.round == round && r.kind == kind)
+            .and_then(|r| r.bots)
+            .map(|b| {
+                format!(
+                    "{} ({} of {})",
+                    percent(b.bot_share),
+                    b.bot_units,
+                    b.bot_units + b.human_units
+                )
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    for b in &report.bot_shares {
+        let _ = write!(
+            out,
+            "\nbots' share of the units, round {} (the bots are {} of the crowd): without the line {}; with it {}",
+            b.round + 1,
+            percent(Some(b.bot_member_share)),
+            units("no line", b.round),
+            units("waiting room", b.round)
+        );
+        if let Some(bits) = b.pow_bits {
+            let _ = write!(
+                out,
+                "; with it and {bits} bits of proof of work {}. The bots paid {:.3} CPU s solving: {} a place in line, {} a unit won; a person's solve took {} of CPU (median) on the bench machine",
+                units(POW_KIND, b.round),
+                b.bot_cpu_s.unwrap_or(0.0),
+                secs_text(b.bot_cpu_s_per_place),
+                secs_text(b.bot_cpu_s_per_unit),
+                secs_text(b.human_solve_cpu_s_median)
+            );
+        }
+        let _ = writeln!(out);
+    }
 }
 
 /// Each round with a line beside the round without one that followed it.
@@ -606,6 +804,109 @@ fn svg(title: &str, points: &[Point], series: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bot_shares_line_up_the_rounds_of_one_number() {
+        let round = |kind: &'static str, number: usize, bot_units: u64| {
+            let mut r = RoundReport::new(
+                kind,
+                number,
+                &Tally::new(),
+                1.0,
+                None,
+                0,
+                0,
+                None,
+                Vec::new(),
+                Vec::new(),
+                None,
+            );
+            r.bots = Some(BotShare {
+                bots: 20,
+                humans: 80,
+                bot_units,
+                human_units: 10 - bot_units,
+                bot_share: Some(bot_units as f64 / 10.0),
+                bot_member_share: 0.2,
+            });
+            r
+        };
+        let mut paid = round(POW_KIND, 0, 1);
+        paid.pow = Some(PowReport {
+            difficulty_bits: 16,
+            status_difficulty_bits: Some(16),
+            cpu_clock: "test",
+            bot_cores: 2,
+            bots: Solves {
+                cpu_s: 6.0,
+                ..Solves::default()
+            },
+            humans: Solves {
+                cpu_s_median: Some(0.006),
+                ..Solves::default()
+            },
+            bot_places: 1000,
+            bot_places_before_start: 100,
+            bot_units: 1,
+            bot_cpu_s_per_place: Some(0.006),
+            bot_cpu_s_per_unit: Some(6.0),
+            challenges: Percentiles::default(),
+            challenge_failures: 0,
+            proofs_sent: 5000,
+            places_held: 5000,
+            places_without_proof: 0,
+            challenges_accepted_twice: 0,
+            challenge_used_refusals: 0,
+            line_length: Some(5000),
+            probes: Vec::new(),
+        });
+        let rounds = vec![
+            round("waiting room", 0, 2),
+            round("no line", 0, 9),
+            paid,
+            // A second round number without the proof-of-work round.
+            round("waiting room", 1, 3),
+            round("no line", 1, 8),
+        ];
+        let shares = BotShares::of(&rounds);
+        assert_eq!(shares.len(), 2);
+        let first = &shares[0];
+        assert_eq!(
+            (first.without_line, first.with_line, first.with_line_and_pow),
+            (Some(0.9), Some(0.2), Some(0.1))
+        );
+        assert_eq!(first.pow_bits, Some(16));
+        assert_eq!(first.bot_cpu_s, Some(6.0));
+        assert_eq!(first.bot_cpu_s_per_place, Some(0.006));
+        assert_eq!(first.bot_cpu_s_per_unit, Some(6.0));
+        assert_eq!(first.human_solve_cpu_s_median, Some(0.006));
+        let second = &shares[1];
+        assert_eq!((second.round, second.pow_bits), (1, None));
+        assert_eq!(second.with_line_and_pow, None);
+        let mut report = Report::new(&crate::tests::args(&["--waiting-room", "--pow-bits", "16"]));
+        report.rounds = rounds;
+        report.summarize();
+        let text = text(&report);
+        assert!(
+            text.contains("without the line 90.0 % (9 of 10); with it 20.0 % (2 of 10); with it and 16 bits of proof of work 10.0 % (1 of 10)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("6.00 ms a place in line, 6.00 s a unit won"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the bots got 1000 places (100 in the pre-queue, 900 after the start)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("then through a line asking 16 bits of proof of work"),
+            "{text}"
+        );
+        assert_eq!(secs_text(None), "-");
+        assert_eq!(secs_text(Some(0.0042)), "4.20 ms");
+        assert_eq!(secs_text(Some(2.5)), "2.50 s");
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

@@ -1,14 +1,18 @@
 //! The waiting-room crowd at work: each member is a task that joins the line at its time,
 //! polls `line/me` as the server says (`poll_after_secs`, with jitter), buys with its own buy
 //! path once admitted (or cheats, or never buys), and records every answer for the verdict.
+//! When the sale asks a proof of work (`--pow-bits`), a member first gets a challenge and
+//! solves it (`pow.rs`), and joins with it.
 
-use super::plan::{Cheat, LineShape, Plan};
+use super::plan::{Arrival, Cheat, LineShape, Plan};
+use super::pow::{PowCrowd, Probe};
 use super::verdict::{Asked, Cheats, Seen, State};
 use super::wins::Wins;
 use crate::api::parse_time;
 use crate::client::{Answer, Pool};
 use crate::crowd::{CrowdShape, Signer, mix};
 use crate::stats::Recorder;
+use bytes::Bytes;
 use futures_util::future::join_all;
 use hyper::Method;
 use std::sync::Mutex;
@@ -120,6 +124,16 @@ pub struct LineCrowd {
     pub admitted_without_path: AtomicU64,
     /// Own buys of admitted members answered 410: the line let more through than the units.
     pub admitted_sold_out: AtomicU64,
+    /// The sale asks a proof of work: what the members share for it.
+    pub pow: Option<PowCrowd>,
+}
+
+/// Why a join or a `line/me` got no place.
+enum Refused {
+    /// An error answer, with its code (`error.code`).
+    Code(String),
+    /// No usable answer.
+    NoAnswer,
 }
 
 /// One answer to a join or a `line/me`.
@@ -171,12 +185,24 @@ impl LineCrowd {
         auth: &str,
         key: Option<&str>,
     ) -> (Instant, anyhow::Result<Answer>) {
+        self.send_body(member, method, path, auth, key, None).await
+    }
+
+    async fn send_body(
+        &self,
+        member: u64,
+        method: Method,
+        path: &str,
+        auth: &str,
+        key: Option<&str>,
+        body: Option<Bytes>,
+    ) -> (Instant, anyhow::Result<Answer>) {
         let mut headers = vec![("authorization", auth)];
         if let Some(key) = key {
             headers.push(("idempotency-key", key));
         }
         let sent = Instant::now();
-        let answer = self.pool(member).send(method, path, &headers, None).await;
+        let answer = self.pool(member).send(method, path, &headers, body).await;
         (sent, answer)
     }
 
@@ -248,28 +274,176 @@ impl LineCrowd {
     }
 
     /// Joins (from two tabs at once for some), asking again after a failure; the first answer.
+    /// When the sale asks a proof of work, the member pays for its place first, and both tabs
+    /// of a double join send the same solved challenge (one is refused as used).
     async fn join(&self, member: u64, plan: &Plan, auth: &str) -> Option<LineAnswer> {
         let path = format!("/api/sales/{}/line", self.sale_id);
-        let once = || async {
-            for _ in 0..JOIN_TRIES_MAX {
-                if let Some(answer) = self.ask(member, auth, Asked::Join, &path).await {
-                    return Some(answer);
-                }
-                tokio::time::sleep(Duration::from_millis(RETRY_WAIT_MS)).await;
-            }
-            None
+        let proof = match &self.pow {
+            Some(pow) => Some(self.pay_for_place(member, plan, auth, pow).await?),
+            None => None,
         };
         if plan.double_join {
-            let (a, b) = tokio::join!(once(), once());
-            a.or(b)
+            let (a, b) = tokio::join!(
+                self.join_once(member, auth, &path, proof.clone(), false),
+                self.join_once(member, auth, &path, proof.clone(), false)
+            );
+            match a.or(b) {
+                // Both tabs were told the challenge was used: one of them had bought the
+                // place, its answer lost. A member joins again without a body.
+                None if proof.is_some() => self.join_once(member, auth, &path, None, true).await,
+                answer => answer,
+            }
         } else {
-            once().await
+            self.join_once(member, auth, &path, proof, true).await
+        }
+    }
+
+    /// One tab's join, asking again after a failure. A tab whose challenge was refused as used
+    /// joins again without a body if it is the only one (its own earlier try bought the place);
+    /// the second tab of a double join stops there (the first has the answer).
+    async fn join_once(
+        &self,
+        member: u64,
+        auth: &str,
+        path: &str,
+        mut proof: Option<Bytes>,
+        alone: bool,
+    ) -> Option<LineAnswer> {
+        for _ in 0..JOIN_TRIES_MAX {
+            let paying = proof.is_some();
+            if paying && let Some(pow) = &self.pow {
+                pow.proof_sent(member);
+            }
+            match self
+                .ask_with(member, auth, Asked::Join, path, proof.clone())
+                .await
+            {
+                Ok(answer) => {
+                    if paying && let Some(pow) = &self.pow {
+                        pow.proof_accepted(member);
+                    }
+                    return Some(answer);
+                }
+                Err(Refused::Code(code)) if code == "challenge_used" => {
+                    if let Some(pow) = &self.pow {
+                        pow.challenge_used.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !alone {
+                        return None;
+                    }
+                    proof = None;
+                    continue;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(RETRY_WAIT_MS)).await;
+        }
+        None
+    }
+
+    /// Gets a challenge and solves it (a bot on the bots' cores); the join's body. A cheater
+    /// first tries to join without paying (`Probe`). `None` when no challenge came or no nonce
+    /// was found.
+    async fn pay_for_place(
+        &self,
+        member: u64,
+        plan: &Plan,
+        auth: &str,
+        pow: &PowCrowd,
+    ) -> Option<Bytes> {
+        let cheater = plan.cheat != Cheat::None;
+        if cheater {
+            self.probe(member, auth, pow, Probe::NoProof, None).await;
+        }
+        let Some((challenge, bits)) = self.challenge(member, auth, pow).await else {
+            pow.challenge_failures.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        if cheater {
+            let unsolved = unsolving_nonce(&challenge, bits);
+            let body = proof_body(&challenge, &unsolved);
+            self.probe(member, auth, pow, Probe::Unsolved, Some(body))
+                .await;
+        }
+        let bot = plan.arrival == Arrival::LastSecond;
+        let Some(nonce) = pow
+            .solve(member, bot, challenge.clone(), bits, self.start)
+            .await
+        else {
+            pow.challenge_failures.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let body = proof_body(&challenge, &nonce);
+        if cheater {
+            // A friend with an account of their own tries the member's solved challenge.
+            let friend = format!("{}-friend", self.shape.buyer_id(member));
+            let friend_auth = format!("Bearer {}", self.signer.token(&friend));
+            self.probe(
+                member,
+                &friend_auth,
+                pow,
+                Probe::Borrowed,
+                Some(body.clone()),
+            )
+            .await;
+        }
+        Some(body)
+    }
+
+    /// `GET line/challenge`, asking again after a failure: the challenge and its difficulty.
+    async fn challenge(&self, member: u64, auth: &str, pow: &PowCrowd) -> Option<(String, u8)> {
+        let path = format!("/api/sales/{}/line/challenge", self.sale_id);
+        for _ in 0..JOIN_TRIES_MAX {
+            let (sent, answer) = self.send(member, Method::GET, &path, auth, None).await;
+            self.record(&pow.challenges, member, sent, &answer);
+            let body = answer
+                .ok()
+                .filter(|a| a.status.is_success())
+                .and_then(|a| a.json().ok());
+            if let Some(body) = body
+                && let (Some(challenge), Some(bits)) =
+                    (body["challenge"].as_str(), body["difficulty_bits"].as_u64())
+            {
+                return Some((challenge.to_owned(), u8::try_from(bits).ok()?));
+            }
+            tokio::time::sleep(Duration::from_millis(RETRY_WAIT_MS)).await;
+        }
+        None
+    }
+
+    /// One join without a proof of the member's own; any 2xx is a place not paid for.
+    async fn probe(
+        &self,
+        member: u64,
+        auth: &str,
+        pow: &PowCrowd,
+        probe: Probe,
+        body: Option<Bytes>,
+    ) {
+        let path = format!("/api/sales/{}/line", self.sale_id);
+        let (_, answer) = self
+            .send_body(member, Method::POST, &path, auth, None, body)
+            .await;
+        if let Ok(answer) = answer {
+            pow.probed(probe, answer.status.is_success());
         }
     }
 
     /// Asks where the member stands (a join is a POST to the line, a poll a GET of
     /// `line/me`), recording the answer; `None` if there was no usable answer.
     async fn ask(&self, member: u64, auth: &str, asked: Asked, path: &str) -> Option<LineAnswer> {
+        self.ask_with(member, auth, asked, path, None).await.ok()
+    }
+
+    /// `ask` with a body (a join's proof of work); a refusal says its error code.
+    async fn ask_with(
+        &self,
+        member: u64,
+        auth: &str,
+        asked: Asked,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<LineAnswer, Refused> {
         // The roll call is the bench's burst, not the crowd's experience: its latency (mostly
         // waiting for a free connection) is not the polls'.
         let (method, recorder) = match asked {
@@ -277,19 +451,28 @@ impl LineCrowd {
             Asked::Poll => (Method::GET, Some(&self.polls)),
             Asked::RollCall => (Method::GET, None),
         };
-        let (sent, answer) = self.send(member, method, path, auth, None).await;
+        let (sent, answer) = self.send_body(member, method, path, auth, None, body).await;
         let received = Instant::now();
         if let Some(recorder) = recorder {
             self.record(recorder, member, sent, &answer);
         }
-        let answer = answer.ok().filter(|a| a.status.is_success())?;
-        let body = answer.json().ok()?;
+        let answer = answer.map_err(|_| Refused::NoAnswer)?;
+        let body = answer.json().map_err(|_| Refused::NoAnswer)?;
+        if !answer.status.is_success() {
+            return Err(body["error"]["code"]
+                .as_str()
+                .map_or(Refused::NoAnswer, |code| Refused::Code(code.to_owned())));
+        }
+        let state = body["state"]
+            .as_str()
+            .and_then(State::parse)
+            .ok_or(Refused::NoAnswer)?;
         let seen = Seen {
             member,
             asked,
             sent_ms: self.since_open(sent).as_millis() as u64,
             received_ms: self.since_open(received).as_millis() as u64,
-            state: State::parse(body["state"].as_str()?)?,
+            state,
             position: body["position"].as_u64(),
             admitted_up_to: body["admitted_up_to"].as_u64().unwrap_or(0),
             admitted_until: parse_time(&body["admitted_until"]),
@@ -298,7 +481,7 @@ impl LineCrowd {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(seen.clone());
-        Some(LineAnswer {
+        Ok(LineAnswer {
             seen,
             poll_after_secs: body["poll_after_secs"].as_u64().unwrap_or(1),
             buy_path: body["buy_path"].as_str().map(str::to_owned),
@@ -387,6 +570,21 @@ impl LineCrowd {
     }
 }
 
+/// A join's body: the challenge and the nonce that solves it.
+fn proof_body(challenge: &str, nonce: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "challenge": challenge, "nonce": nonce }).to_string())
+}
+
+/// A nonce that does not solve `challenge` at `bits` (the first of "x0", "x1", … that fails;
+/// at 0 bits every nonce solves, so the last one tried).
+fn unsolving_nonce(challenge: &str, bits: u8) -> String {
+    let nonce = |n: u32| format!("x{n}");
+    (0..64)
+        .map(nonce)
+        .find(|n| !flashsale_core::pow::solves(challenge, n, bits))
+        .unwrap_or_else(|| nonce(64))
+}
+
 /// How long a member waits before polling again: what the server said, plus jitter.
 fn poll_wait(member: u64, polls: u64, poll_after_secs: u64) -> Duration {
     let jitter = mix(member ^ (polls << 40)) % (POLL_JITTER_PER_MILLE_MAX + 1);
@@ -409,6 +607,21 @@ mod tests {
         assert_eq!(
             poll_wait(1, 1, 0).max(Duration::from_secs(1)),
             poll_wait(1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn the_unsolving_nonce_does_not_solve_and_the_proof_is_the_documented_body() {
+        for bits in [1, 8, 16] {
+            for challenge in ["a", "bench-challenge", "Zm9vYmFy"] {
+                let nonce = unsolving_nonce(challenge, bits);
+                assert!(!flashsale_core::pow::solves(challenge, &nonce, bits));
+            }
+        }
+        let body: serde_json::Value = serde_json::from_slice(&proof_body("c\"1", "42")).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"challenge": "c\"1", "nonce": "42"})
         );
     }
 

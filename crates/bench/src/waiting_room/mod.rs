@@ -11,10 +11,18 @@
 //! read twice a quiet second apart, and the line's own checks run (`verdict.rs` here).
 //!
 //! The round without: `rush.rs`.
+//!
+//! With `--pow-bits N` (N > 0) a third round follows: the same crowd through a line whose sale
+//! asks N bits of proof of work, each member solving a challenge before it joins (`pow.rs`:
+//! the people over the lead, the bots all in their last second on the bench machine's cores).
+//! It is judged like the round with the line, plus `every_place_paid_for`. Every round reports
+//! the bots' share of the units (`bots.rs`).
 
+pub mod bots;
 pub mod fairness;
 pub mod member;
 pub mod plan;
+pub mod pow;
 pub mod rush;
 pub mod verdict;
 pub mod watch;
@@ -28,10 +36,12 @@ use crate::stats::{Percentiles, Recorder};
 use crate::verdict::{Evidence, judge};
 use crate::{BenchArgs, Deployment, PAYMENTS_QUEUED_MAX, monitor, spawn_payers};
 use anyhow::{Context, Result};
+use bots::BotShare;
 use fairness::{Fairness, Joiner, Winners};
 use flashsale_core::SaleId;
 use member::{CheatKind, LineCrowd, local};
 use plan::LineShape;
+use pow::PowCrowd;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -90,12 +100,16 @@ impl LineShape {
     }
 }
 
-/// The round with the line.
+/// The kind of the round through a line that asks a proof of work.
+pub const POW_KIND: &str = "waiting room + pow";
+
+/// The round with the line; through a line asking `pow_bits` of proof of work if above 0.
 pub(crate) async fn line_round(
     args: &BenchArgs,
     round: usize,
     deployment: &Deployment,
     signer: &Signer,
+    pow_bits: u8,
 ) -> Result<RoundReport> {
     let (api, target) = (&deployment.api, &deployment.nodes[0]);
     let shape = crate::shape(args, round);
@@ -107,11 +121,14 @@ pub(crate) async fn line_round(
         );
     let opens_at = starts_at - time::Duration::seconds(args.line_lead_secs as i64);
     let ends_at = starts_at + time::Duration::hours(1);
-    let room = serde_json::json!({
+    let mut room = serde_json::json!({
         "opens_at": rfc3339(opens_at),
         "admit_per_sec": args.admit_per_sec,
         "admission_secs": args.admission_secs,
     });
+    if pow_bits > 0 {
+        room["pow_difficulty_bits"] = pow_bits.into();
+    }
     let sale_id = api
         .create_sale(
             args.stock,
@@ -152,6 +169,7 @@ pub(crate) async fn line_round(
         poll_failures: Default::default(),
         admitted_without_path: Default::default(),
         admitted_sold_out: Default::default(),
+        pow: (pow_bits > 0).then(|| PowCrowd::new(pow_bits)),
     });
     let (payers, paid) = spawn_payers(target, signer, &shape, Some(pay_rx));
     let stop = CancellationToken::new();
@@ -241,6 +259,29 @@ pub(crate) async fn line_round(
     verdict.checks.extend(verdict::check(&observation));
 
     let places = Places::of(&seen);
+    let is_bot = |member: u64| line.plan(&shape, member).arrival == plan::Arrival::LastSecond;
+    let bot_share = BotShare::of(args.buyers, is_bot, &accepted);
+    let pow_report = crowd.pow.as_ref().map(|pow| {
+        let held: Vec<(u64, bool, bool)> = places
+            .pre_queue
+            .keys()
+            .map(|&m| (m, is_bot(m), true))
+            .chain(
+                places
+                    .joined_after_draw
+                    .keys()
+                    .map(|&m| (m, is_bot(m), false)),
+            )
+            .collect();
+        let (report, check) = pow.report(
+            &held,
+            bot_share.bot_units,
+            watched.pow_difficulty_bits,
+            quiet.map(|q| q.after.length),
+        );
+        verdict.checks.push(check);
+        report
+    });
     let winners: HashSet<u64> = accepted.iter().map(|a| a.buyer).collect();
     let joiners: Vec<(bool, Joiner)> = places
         .pre_queue
@@ -274,7 +315,11 @@ pub(crate) async fn line_round(
     let view = api.sale(&sale_id).await.unwrap_or_default();
     let metrics = layer_metrics(&api.metrics().await);
     let mut report = RoundReport::new(
-        "waiting room",
+        if pow_bits > 0 {
+            POW_KIND
+        } else {
+            "waiting room"
+        },
         round,
         &crowd.buys.snapshot(),
         crowd_secs,
@@ -289,6 +334,8 @@ pub(crate) async fn line_round(
     report.line = Some(line_report);
     report.fairness = fairness;
     report.winners = Some(Winners::of(&joiners));
+    report.bots = Some(bot_share);
+    report.pow = pow_report;
     Ok(report)
 }
 

@@ -4,6 +4,7 @@
 //! takes buys in order of arrival, so this round's fairness figure shows what the line
 //! removes. Judged by the shared invariants like any round.
 
+use super::bots::BotShare;
 use super::fairness::{self, Joiner, Winners};
 use super::plan::{Arrival, LineShape};
 use super::wins::Wins;
@@ -196,5 +197,10 @@ pub(crate) async fn rush_round(
     );
     report.fairness = fairness;
     report.winners = Some(Winners::of(&arrived));
+    report.bots = Some(BotShare::of(
+        args.buyers,
+        |member| line.plan(&shape, member).arrival == Arrival::LastSecond,
+        &accepted,
+    ));
     Ok(report)
 }

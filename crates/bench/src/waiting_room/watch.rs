@@ -22,6 +22,8 @@ pub struct Watched {
     pub seed: Option<String>,
     pub buy_path_shown: bool,
     pub polls: u64,
+    /// The highest `line.pow_difficulty_bits` the status showed.
+    pub pow_difficulty_bits: Option<u64>,
 }
 
 impl Watched {
@@ -30,6 +32,9 @@ impl Watched {
         self.polls += 1;
         self.buy_path_shown |= !status["buy_path"].is_null();
         let line = &status["line"];
+        if let Some(bits) = line["pow_difficulty_bits"].as_u64() {
+            self.pow_difficulty_bits = self.pow_difficulty_bits.max(Some(bits));
+        }
         let commitment = line["commitment"].as_str().map(str::to_owned);
         if status["phase"] == "upcoming" {
             match (&self.commitment_before, commitment) {
@@ -99,7 +104,9 @@ mod tests {
         assert!(!watched.note(&json!({"phase": "upcoming", "line": {"commitment": "c1"}})));
         assert!(!watched.note(&json!({"phase": "upcoming", "line": {"commitment": "c1"}})));
         assert!(!watched.commitment_changed);
-        assert!(!watched.note(&json!({"phase": "upcoming", "line": {"commitment": "c2"}})));
+        assert!(!watched.note(
+            &json!({"phase": "upcoming", "line": {"commitment": "c2", "pow_difficulty_bits": 8}})
+        ));
         assert!(watched.commitment_changed);
         assert!(watched.note(&json!({"phase": "live", "line": {"commitment": "c1", "seed": "s"}})));
         assert_eq!(watched.commitment_before.as_deref(), Some("c1"));
@@ -109,5 +116,6 @@ mod tests {
         watched.note(&json!({"phase": "live", "buy_path": "/x", "line": {}}));
         assert!(watched.buy_path_shown);
         assert_eq!(watched.polls, 6);
+        assert_eq!(watched.pow_difficulty_bits, Some(8));
     }
 }

@@ -60,6 +60,7 @@ fn short_run(target: String) -> BenchArgs {
         last_second_share: 0.2,
         late_share: 0.1,
         never_buy_share: 0.2,
+        pow_bits: 0,
         peer: None,
         rounds: 1,
         json: None,
@@ -209,6 +210,119 @@ async fn the_waiting_room_run_passes_and_only_the_rush_favours_the_bots() {
     assert!(fair.p_value > 1e-6, "{text}");
     let bots = without.winners.unwrap();
     assert!(bots.last_second_wins * 4 >= bots.wins * 3, "{text}");
+    running.stop().await;
+}
+
+/// `--pow-bits 8`, small: 150 members for 20 units, joining over 2 s, staying 3 s. After the
+/// round with the line and the one without, the same crowd goes through a line whose sale asks
+/// 8 bits of proof of work: every member gets a challenge and solves it (the bots on the bench's
+/// cores in their last second) before it joins. The line's checks hold there too, every place
+/// was paid for, no join without a proof of the member's own got in, a double join's second
+/// tab was refused its used challenge, and the report gives the bots' share of the units in
+/// all three rounds and the CPU seconds they paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proof_of_work_round_makes_every_place_paid_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = FlagOverrides {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().join("data")),
+        dev_login: None,
+        ..Default::default()
+    };
+    let config = Config::load(None, test_env(&[]), &flags).unwrap();
+    let running = app::start(&config).await.unwrap();
+    let mut args = short_run(format!("http://{}", running.addr));
+    args.waiting_room = true;
+    args.buyers = 150;
+    args.stock = 20;
+    args.line_lead_secs = 2;
+    args.line_stay_secs = 3;
+    args.admit_per_sec = AdmitRate::Fixed(100);
+    args.cheater_share = 0.2;
+    args.pow_bits = 8;
+
+    let report = flashsale_bench::run(&args).await.unwrap();
+
+    let text = flashsale_bench::report::text(&report);
+    assert!(report.passed(), "{text}");
+    let kinds: Vec<&str> = report.rounds.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        ["waiting room", "no line", "waiting room + pow"],
+        "{text}"
+    );
+    let paid = &report.rounds[2];
+    let verdict = paid.verdict.as_ref().unwrap();
+    for name in [
+        "nobody_bought_without_admission",
+        "admissions_followed_the_line",
+        "draw_matches_seed",
+        "orders_within_stock",
+        "stock_conserved",
+        "every_place_paid_for",
+    ] {
+        let check = verdict
+            .check(name)
+            .unwrap_or_else(|| panic!("{name}: {text}"));
+        assert_eq!(check.passed, Some(true), "{name}: {text}");
+    }
+    let line = paid.line.as_ref().unwrap();
+    let pow = paid.pow.as_ref().unwrap();
+    assert_eq!(pow.difficulty_bits, 8, "{text}");
+    assert_eq!(pow.status_difficulty_bits, Some(8), "{text}");
+    // Every member solved one challenge, and every member who joined had solved one.
+    assert_eq!(line.join_failures, 0, "{text}");
+    assert_eq!(line.joined, args.buyers, "{text}");
+    assert_eq!(pow.bots.solved + pow.humans.solved, args.buyers, "{text}");
+    assert_eq!(
+        pow.bots.failed + pow.humans.failed + pow.challenge_failures,
+        0
+    );
+    assert_eq!(pow.places_held, line.joined, "{text}");
+    assert_eq!(pow.places_without_proof, 0, "{text}");
+    assert_eq!(pow.proofs_sent, args.buyers, "{text}");
+    assert_eq!(pow.line_length, Some(args.buyers), "{text}");
+    assert_eq!(pow.challenges_accepted_twice, 0, "{text}");
+    assert!(
+        pow.challenge_used_refusals > 0,
+        "double joins reuse one challenge: {text}"
+    );
+    // The bots paid in CPU, and what they got for it is in the report.
+    assert!(pow.bots.solved > 0 && pow.bots.cpu_s > 0.0, "{text}");
+    assert!(pow.humans.cpu_s_median.is_some_and(|s| s > 0.0), "{text}");
+    assert!(pow.bot_places > 0, "{text}");
+    assert!(pow.bot_cpu_s_per_place.is_some_and(|s| s > 0.0), "{text}");
+    assert!(pow.bots.tries + pow.humans.tries >= args.buyers, "{text}");
+    for probe in &pow.probes {
+        assert!(probe.tries > 0 && probe.wins == 0, "{probe:?}: {text}");
+    }
+    assert!(paid.statuses.contains_key(&202), "{text}");
+    // Each round gives the bots' share of the units, and the three stand side by side.
+    for round in &report.rounds {
+        let bots = round.bots.unwrap();
+        assert_eq!(bots.bots + bots.humans, args.buyers, "{text}");
+    }
+    let shares = &report.bot_shares;
+    assert_eq!(shares.len(), 1, "{text}");
+    assert_eq!(shares[0].pow_bits, Some(8));
+    assert!(shares[0].without_line.is_some() && shares[0].with_line_and_pow.is_some());
+    assert!(
+        text.contains("proof of work: 8 bits asked (the status showed 8)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("with it and 8 bits of proof of work"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(json["rounds"][2]["pow"]["bots"]["cpu_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        json["bot_shares"][0]["bot_cpu_s_per_place"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(json["rounds"][1]["bots"]["bot_units"].is_u64());
     running.stop().await;
 }
 
