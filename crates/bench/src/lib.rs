@@ -12,6 +12,7 @@ pub mod crowd;
 pub mod report;
 pub mod stats;
 pub mod verdict;
+pub mod verify_line;
 pub mod waiting_room;
 
 use crate::api::{Api, layer_metrics, parse_time};

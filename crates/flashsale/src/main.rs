@@ -36,7 +36,7 @@ enum Command {
     /// Download a sale's published line log and check it: the chains, the seed against its
     /// commitment, the draw, the admissions, and a receipt if given. Exits non-zero unless
     /// every check passes.
-    VerifyLine(flashsale::verify_line::VerifyLineArgs),
+    VerifyLine(flashsale_bench::verify_line::VerifyLineArgs),
 }
 
 #[derive(Args)]
@@ -162,7 +162,7 @@ async fn main() -> std::process::ExitCode {
             Err(error) => Err(error),
         },
         Command::Bench(args) => flashsale_bench::main(*args).await,
-        Command::VerifyLine(args) => flashsale::verify_line::run(args).await,
+        Command::VerifyLine(args) => flashsale_bench::verify_line::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -33,7 +33,7 @@ use crate::client::Pool;
 use crate::crowd::Signer;
 use crate::report::RoundReport;
 use crate::stats::{Percentiles, Recorder};
-use crate::verdict::{Evidence, judge};
+use crate::verdict::{Check, Evidence, judge};
 use crate::{BenchArgs, Deployment, PAYMENTS_QUEUED_MAX, monitor, spawn_payers};
 use anyhow::{Context, Result};
 use bots::BotShare;
@@ -257,6 +257,9 @@ pub(crate) async fn line_round(
         quiet,
     };
     verdict.checks.extend(verdict::check(&observation));
+    verdict
+        .checks
+        .push(line_log_check(target, observation.sale).await);
 
     let places = Places::of(&seen);
     let is_bot = |member: u64| line.plan(&shape, member).arrival == plan::Arrival::LastSecond;
@@ -341,6 +344,45 @@ pub(crate) async fn line_round(
 
 /// Asks every member not done yet where it stands, then asks again, once answers can no
 /// longer be stale, everyone still told to wait at or below a counter the first pass saw.
+/// `line_log_checks_out`: the sale's published line log passes every check
+/// `flashsale verify-line` makes (chains, heads, seed, draw, admissions).
+async fn line_log_check(target: &crate::client::Target, sale: SaleId) -> Check {
+    let (passed, detail) = match crate::verify_line::download(target, sale).await {
+        Ok(log) => {
+            let verdict = flashsale_core::line_log::verify(&log, None);
+            let failed: Vec<String> = verdict
+                .checks
+                .iter()
+                .filter_map(|c| {
+                    c.outcome
+                        .as_ref()
+                        .err()
+                        .map(|why| format!("{}: {why}", c.name))
+                })
+                .collect();
+            if failed.is_empty() {
+                (
+                    true,
+                    format!(
+                        "{} joins ({} drawn), {} events: chains, heads, seed, draw and admissions check out",
+                        log.joins.len(),
+                        log.pre_queue,
+                        log.events.len()
+                    ),
+                )
+            } else {
+                (false, failed.join("; "))
+            }
+        }
+        Err(error) => (false, format!("the log could not be read: {error:#}")),
+    };
+    Check {
+        name: "line_log_checks_out",
+        passed: Some(passed),
+        detail,
+    }
+}
+
 /// The answers go with the others to the verdict. Returns how many were asked in all.
 async fn roll_call(crowd: &Arc<LineCrowd>) -> u64 {
     let last: HashMap<u64, State> = {

@@ -442,6 +442,7 @@ async fn the_line_checks_pass_on_the_small_server_with_an_honest_line() {
         "admissions_followed_the_line",
         "draw_matches_seed",
         "returned_units_went_to_the_next",
+        "line_log_checks_out",
     ] {
         assert_eq!(
             verdict.check(name).unwrap().passed,
@@ -455,7 +456,11 @@ async fn the_line_checks_pass_on_the_small_server_with_an_honest_line() {
 async fn the_line_checks_fail_on_a_server_whose_draw_is_by_arrival() {
     let report = run_line_against(Flaw::LineByArrival).await;
     assert!(!report.passed());
-    assert_eq!(failed(&report), ["draw_matches_seed"]);
+    // The published log shows it too: its positions are not the seeded draw of its joins.
+    assert_eq!(
+        failed(&report),
+        ["draw_matches_seed", "line_log_checks_out"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -726,6 +731,70 @@ async fn join(State(s): Shared, headers: HeaderMap) -> Response {
     where_they_stand(&mut sale, &buyer, now)
 }
 
+/// The line's published log, made by the same core functions and wire type as the real
+/// server's, from the small server's `Line` (with its flaws: a draw by arrival shows in it).
+async fn line_log(State(s): Shared, Query(q): Query<HashMap<String, String>>) -> Response {
+    use flashsale_http::wire::{LineLogBody, LogPartName};
+    use flashsale_service::{LogHeader, LogRecords};
+    let sale = s.sale.lock().unwrap();
+    let Some(mini) = sale.line.as_ref() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let number = |name: &str, default: usize| {
+        q.get(name)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    let (from, limit) = (number("from", 1).max(1), number("limit", 1000));
+    let starts_at = mini.line.times().starts_at;
+    let log = flashsale_core::line_log::publish(
+        mini.sale,
+        &mini.seed,
+        flashsale_core::line::unix_ms(starts_at),
+        mini.line.summary(OffsetDateTime::now_utc()).pre_queue,
+        mini.line.join_records(1, usize::MAX),
+        mini.line.members(),
+        mini.line.events(1, usize::MAX),
+    );
+    let header = LogHeader {
+        starts_at,
+        commitment: log.commitment,
+        seed: log.seed.expect("published"),
+        pre_queue: log.pre_queue,
+        joins_head: log.joins_head,
+        events_head: log.events_head,
+    };
+    let (part, records) = match q.get("part").map(String::as_str) {
+        Some("joins") => (
+            LogPartName::Joins,
+            LogRecords::Joins(log.joins.into_iter().skip(from - 1).take(limit).collect()),
+        ),
+        Some("positions") => (
+            LogPartName::Positions,
+            LogRecords::Positions(
+                log.positions
+                    .into_iter()
+                    .skip(from - 1)
+                    .take(limit)
+                    .collect(),
+            ),
+        ),
+        Some("events") => (
+            LogPartName::Events,
+            LogRecords::Events(log.events.into_iter().skip(from - 1).take(limit).collect()),
+        ),
+        _ => return StatusCode::BAD_REQUEST.into_response(),
+    };
+    Json(LineLogBody::new(
+        mini.sale,
+        part,
+        from as u64,
+        header,
+        records,
+    ))
+    .into_response()
+}
+
 async fn line_me(State(s): Shared, headers: HeaderMap) -> Response {
     let Some(buyer) = buyer_of(&s, &headers) else {
         return StatusCode::UNAUTHORIZED.into_response();
@@ -960,6 +1029,7 @@ async fn run_flawed(flaw: Flaw, args: impl FnOnce(String) -> BenchArgs) -> Repor
         .route("/api/sales/{id}/buy/{token}", post(buy))
         .route("/api/sales/{id}/line", post(join))
         .route("/api/sales/{id}/line/me", get(line_me))
+        .route("/api/sales/{id}/line/log", get(line_log))
         .route("/api/admin/sales/{id}/line", post(line_admin))
         .route("/api/orders/{id}", get(order))
         .route("/api/orders/{id}/pay", post(pay))

@@ -3,7 +3,8 @@
 //! passing an honest line and catching tampered copies of it; embedded and across nodes.
 
 use crate::support::{TestApp, error_code, read, rfc3339};
-use flashsale::verify_line::{VerifyLineArgs, check, download};
+use flashsale_bench::client::Target;
+use flashsale_bench::verify_line::{VerifyLineArgs, check, download};
 use flashsale_core::line::{JoinRecord, LineEvent, Seed, draw_order};
 use flashsale_core::line_log::{PublishedEvent, verify};
 use reqwest::StatusCode;
@@ -173,7 +174,9 @@ async fn the_published_line_checks_out_with_every_receipt_and_tampering_is_caugh
 
     // Tampered copies of the downloaded log: each is caught.
     let sale_id = flashsale_core::SaleId::parse(&sale).unwrap();
-    let honest = download(&app.url(""), sale_id).await.unwrap();
+    let honest = download(&Target::parse(&app.url("")).unwrap(), sale_id)
+        .await
+        .unwrap();
     assert!(verify(&honest, None).passed());
     let mut moved = honest.clone();
     moved.joins.swap(1, 2);

@@ -1,10 +1,11 @@
 //! `flashsale verify-line --url URL --sale ID [--receipt HASH]`: downloads a sale's published
 //! line log (`GET /api/sales/{id}/line/log`, every page of every part) and checks everything
 //! a third party can (`flashsale_core::line_log::verify`), printing one line per check and a
-//! verdict. Needs nothing but the shop's public URL: no token, no buyer ids.
+//! verdict. Needs nothing but the shop's public URL: no token, no buyer ids. The bench's
+//! rounds with a line run the same check on the sale they made (`line_log_checks_out`).
 
+use crate::client::{Conn, Target};
 use anyhow::{Context, Result, anyhow, bail};
-use flashsale_bench::client::{Conn, Target};
 use flashsale_core::SaleId;
 use flashsale_core::line::{JoinRecord, LineEvent, LineId};
 use flashsale_core::line_log::{
@@ -44,7 +45,7 @@ pub async fn check(args: &VerifyLineArgs) -> Result<Verdict> {
         ),
         None => None,
     };
-    let log = download(&args.url, sale).await?;
+    let log = download(&Target::parse(&args.url)?, sale).await?;
     Ok(verify(&log, receipt.as_ref()))
 }
 
@@ -72,8 +73,8 @@ pub async fn run(args: VerifyLineArgs) -> Result<()> {
 
 /// Every page of every part, into one log. Positions are read first and the chains after, so
 /// a line that grows meanwhile only adds records past what the positions and heads cover.
-pub async fn download(url: &str, sale: SaleId) -> Result<PublishedLog> {
-    let mut conn = Conn::new(Target::parse(url)?);
+pub async fn download(target: &Target, sale: SaleId) -> Result<PublishedLog> {
+    let mut conn = Conn::new(target.clone());
     let mut header = None;
     let mut positions = Vec::new();
     let mut joins = Vec::new();
