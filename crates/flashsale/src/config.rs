@@ -592,10 +592,6 @@ mod tests {
             "chain records a node reads per backend call (as MEMBERS_PER_CALL_MAX)",
         ),
         (
-            "PAGES_MAX",
-            "verify-line's bound on pages per part (10 million records), against a server that never ends one",
-        ),
-        (
             "CHALLENGE_EXPIRES_SECS",
             "proof-of-work contract: a challenge issued by one node expires alike on all",
         ),
