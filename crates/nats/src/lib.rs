@@ -60,6 +60,7 @@ use flashsale_service::{
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod anchor;
 mod config;
 mod dead_letter;
 mod delivery;

@@ -39,6 +39,9 @@ impl Drop for TestStream {
 }
 
 async fn fresh_queue(setup: QueueSetup) -> (JetStreamQueue, TestStream) {
+    flashsale_nats::anchor::anchor_shared_account(&NATS.url())
+        .await
+        .unwrap_or_else(|e| panic!("{e} {}", NATS.hint()));
     let name = unique_name("FSTEST_");
     let config = JetStreamQueueConfig {
         stream: name.clone(),

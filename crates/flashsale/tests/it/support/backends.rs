@@ -29,6 +29,11 @@ impl SharedBackends {
     /// On the shared PostgreSQL, with stock in the Redis at `redis_url` and the queue in the
     /// NATS at `nats_url` (the shared ones, or a test's own).
     pub async fn create_on(redis_url: &str, nats_url: &str) -> Self {
+        // Keeps the account's storage from emptying while tests create and delete streams
+        // (`flashsale_nats::anchor`); harmless on a test's own NATS.
+        flashsale_nats::anchor::anchor_shared_account(nats_url)
+            .await
+            .expect("the NATS anchor stream");
         let id = Uuid::new_v4().simple().to_string();
         let database = format!("flashsale_test_{id}");
         let admin_url = format!("{}/postgres", postgres_server());
