@@ -154,6 +154,18 @@ impl InProcessLine {
         }
     }
 
+    /// Reads the sale's line without waiting on the log. Only for what needs no durability
+    /// of its own: a member's receipt (asked after the line told the caller the member's join
+    /// is durable) and the chains a node hashes (a record a crash may still lose is lost with
+    /// this process, which is the node that hashed it, and with its caller's answer). Waiting
+    /// here made every join wait for a second group commit: joins at half the speed.
+    fn read<T>(&self, sale: SaleId, read: impl FnOnce(&Line) -> T) -> LineAnswer<T> {
+        match self.lines().get(&sale) {
+            Some(entry) => Ok(read(&entry.line)),
+            None => Err(LineRefused::NotSetUp),
+        }
+    }
+
     /// Runs `change` on the sale's line, logs the records it made in the same critical
     /// section, and answers once the line's records are durable.
     async fn change<T>(
@@ -340,7 +352,7 @@ impl WaitingLine for InProcessLine {
     }
 
     async fn receipt(&self, sale: SaleId, line: LineId) -> BackendResult<LineAnswer<Option<u64>>> {
-        self.change(sale, |l, _| l.receipt_index(&line)).await
+        Ok(self.read(sale, |l| l.receipt_index(&line)))
     }
 
     async fn join_records(
@@ -349,8 +361,7 @@ impl WaitingLine for InProcessLine {
         from: u64,
         limit: usize,
     ) -> BackendResult<LineAnswer<Vec<JoinRecord>>> {
-        self.change(sale, |l, _| l.join_records(from, limit).to_vec())
-            .await
+        Ok(self.read(sale, |l| l.join_records(from, limit).to_vec()))
     }
 
     async fn events(
@@ -359,7 +370,6 @@ impl WaitingLine for InProcessLine {
         from: u64,
         limit: usize,
     ) -> BackendResult<LineAnswer<Vec<LineEvent>>> {
-        self.change(sale, |l, _| l.events(from, limit).to_vec())
-            .await
+        Ok(self.read(sale, |l| l.events(from, limit).to_vec()))
     }
 }
