@@ -252,7 +252,8 @@ pub fn pow_difficulty_bits(base: u8, max: Option<u8>, joins_per_sec: u64) -> u8 
     bits.min(u32::from(max.max(base))) as u8
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lowercase hex (line ids, seeds, the chains' hashes).
+pub fn hex(bytes: &[u8]) -> String {
     use fmt::Write;
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -261,7 +262,8 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+/// `N` bytes from exactly `2N` lowercase hex characters.
+pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
     if text.len() != N * 2 {
         return None;
     }

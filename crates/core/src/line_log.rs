@@ -23,7 +23,7 @@
 //! that nobody holding a later receipt, or nobody who saw the published head, compares.
 
 use crate::ids::SaleId;
-use crate::line::{JoinRecord, LineEvent, LineId, Seed, draw_order};
+use crate::line::{JoinRecord, LineEvent, LineId, Seed, draw_order, unhex};
 use sha2::{Digest, Sha256};
 
 pub type Hash = [u8; 32];
@@ -124,30 +124,11 @@ impl Chain {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
-}
+pub use crate::line::hex;
 
+/// A hash from 64 lowercase hex characters.
 pub fn parse_hash(text: &str) -> Option<Hash> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        out[i] = (digit(chunk[0])? << 4) | digit(chunk[1])?;
-    }
-    Some(out)
+    unhex(text)
 }
 
 /// A chain's published head: how many records, and the last one's hash.
@@ -497,6 +478,33 @@ fn check_admissions(log: &PublishedLog) -> Result<String, String> {
     ))
 }
 
+/// The event chain as the log publishes it: each event with its hash, each admission with
+/// the first position it admits (the one after the previous admission's last).
+pub fn publish_events(sale: SaleId, events: &[LineEvent]) -> Vec<PublishedEvent> {
+    let mut chain = Chain::new(events_genesis(sale));
+    let mut admitted_up_to = 0;
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let from = match *event {
+                LineEvent::Admitted { up_to, .. } => {
+                    let from = admitted_up_to + 1;
+                    admitted_up_to = up_to;
+                    Some(from)
+                }
+                LineEvent::Bought { .. } => None,
+            };
+            PublishedEvent {
+                index: i as u64 + 1,
+                event: *event,
+                from,
+                hash: chain.push_event(event),
+            }
+        })
+        .collect()
+}
+
 /// The log of a line as the core keeps it: for tests and for a backend that publishes from a
 /// `Line` (the shop builds the same from its backend's pages).
 pub fn publish(
@@ -518,28 +526,11 @@ pub fn publish(
             hash: join_chain.push_join(record),
         })
         .collect();
-    let mut event_chain = Chain::new(events_genesis(sale));
-    let mut admitted_up_to = 0;
-    let events: Vec<PublishedEvent> = events
-        .iter()
-        .enumerate()
-        .map(|(i, event)| {
-            let from = match *event {
-                LineEvent::Admitted { up_to, .. } => {
-                    let from = admitted_up_to + 1;
-                    admitted_up_to = up_to;
-                    Some(from)
-                }
-                LineEvent::Bought { .. } => None,
-            };
-            PublishedEvent {
-                index: i as u64 + 1,
-                event: *event,
-                from,
-                hash: event_chain.push_event(event),
-            }
-        })
-        .collect();
+    let events = publish_events(sale, events);
+    let events_head = Head {
+        length: events.len() as u64,
+        hash: events.last().map_or(events_genesis(sale), |e| e.hash),
+    };
     PublishedLog {
         sale,
         starts_at_ms,
@@ -550,10 +541,7 @@ pub fn publish(
             length: join_chain.len(),
             hash: join_chain.head(),
         },
-        events_head: Head {
-            length: event_chain.len(),
-            hash: event_chain.head(),
-        },
+        events_head,
         joins,
         positions: positions.to_vec(),
         events,

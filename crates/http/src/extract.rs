@@ -25,11 +25,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for ApiJson<T> {
         // Bodies are read only here, so the limits on them live here too (a buy has no body
         // and pays nothing for them). A declared length over the limit is refused before
         // reading: the request would otherwise wait for bytes a hostile client never sends.
-        let declared = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = declared_length(req.headers());
         if declared.is_some_and(|bytes| bytes > state.limits.body_bytes_max.get() as u64) {
             return Err(ApiError::PayloadTooLarge);
         }
@@ -54,10 +50,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for MaybeJson<T> {
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let headers = req.headers();
         let typed = headers.contains_key(axum::http::header::CONTENT_TYPE);
-        let declared = headers
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = declared_length(headers);
         let chunked = headers.contains_key(axum::http::header::TRANSFER_ENCODING);
         if !typed && !chunked && declared.unwrap_or(0) == 0 {
             return Ok(MaybeJson(None));
@@ -65,6 +58,14 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for MaybeJson<T> {
         let ApiJson(value) = ApiJson::<T>::from_request(req, state).await?;
         Ok(MaybeJson(Some(value)))
     }
+}
+
+/// The body length a request declares (`Content-Length`), if it declares one that reads.
+fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {

@@ -193,7 +193,7 @@ impl WaitingLine for RedisLine {
         let proof = match proof {
             JoinProof::NotAsked => String::new(),
             JoinProof::Missing => "-".to_owned(),
-            JoinProof::Solved(id) => id.iter().map(|b| format!("{b:02x}")).collect(),
+            JoinProof::Solved(id) => flashsale_core::line::hex(&id),
         };
         let args = [line.to_hex(), draw_key_hex(&key), ms(now)?, proof];
         let answer: Vec<String> = self

@@ -13,7 +13,7 @@ use super::{ServiceError, Shop};
 use crate::ports::LineRefused;
 use flashsale_core::line::{JoinRecord, LineEvent, LineId};
 use flashsale_core::line_log::{
-    Chain, Hash, Head, PublishedEvent, PublishedJoin, events_genesis, joins_genesis,
+    Chain, Hash, Head, PublishedEvent, PublishedJoin, events_genesis, joins_genesis, publish_events,
 };
 use flashsale_core::{SaleId, Timestamp};
 
@@ -256,7 +256,7 @@ impl Shop {
                     };
                     LogRecords::Joins(published_joins(copy, from, &joins))
                 } else {
-                    LogRecords::Events(published_events(copy, from, limit))
+                    LogRecords::Events(published_events(sale_id, copy, from, limit))
                 }
             }
         };
@@ -294,32 +294,17 @@ fn published_joins(copy: &ChainCopy, from: u64, joins: &[JoinRecord]) -> Vec<Pub
         .collect()
 }
 
-/// The events from `from`, each admission with the first position it admits.
-fn published_events(copy: &ChainCopy, from: u64, limit: usize) -> Vec<PublishedEvent> {
-    let mut admitted_up_to = 0;
-    let mut out = Vec::new();
-    for (i, event) in copy.event_records.iter().enumerate() {
-        let index = i as u64 + 1;
-        let first = match *event {
-            LineEvent::Admitted { up_to, .. } => {
-                let first = admitted_up_to + 1;
-                admitted_up_to = up_to;
-                Some(first)
-            }
-            LineEvent::Bought { .. } => None,
-        };
-        if index < from {
-            continue;
-        }
-        if out.len() == limit {
-            break;
-        }
-        out.push(PublishedEvent {
-            index,
-            event: *event,
-            from: first,
-            hash: copy.events.hash(index).expect("hashed as read"),
-        });
-    }
-    out
+/// The events from `from` (the core's `publish_events`: the events are a few per second of
+/// admitting and one per buy, so a page rehashes them rather than keep a second copy).
+fn published_events(
+    sale: SaleId,
+    copy: &ChainCopy,
+    from: u64,
+    limit: usize,
+) -> Vec<PublishedEvent> {
+    let skip = usize::try_from(from - 1).unwrap_or(usize::MAX);
+    let mut events = publish_events(sale, &copy.event_records);
+    events.drain(..skip.min(events.len()));
+    events.truncate(limit);
+    events
 }
