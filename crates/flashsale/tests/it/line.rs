@@ -8,31 +8,14 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::Duration;
 
-/// A sale whose line opens in a minute and which starts in ten.
+/// A sale whose line opens in a minute and which starts in ten, with a 5 s payment window.
 async fn sale_with_line(app: &TestApp, stock: u32, admit_per_sec: Value) -> String {
-    let now = app.clock_now();
-    let starts_at = now + Duration::minutes(10);
-    let (status, body) = app
-        .admin(
-            reqwest::Method::POST,
-            "/api/admin/sales",
-            Some(json!({
-                "name": "Lined-up phone",
-                "price_cents": 9900,
-                "stock": stock,
-                "starts_at": rfc3339(starts_at),
-                "ends_at": rfc3339(starts_at + Duration::hours(1)),
-                "per_buyer_limit": 1,
-                "payment_window_secs": 5,
-                "waiting_room": {
-                    "opens_at": rfc3339(now + Duration::minutes(1)),
-                    "admit_per_sec": admit_per_sec,
-                    "admission_secs": 60,
-                },
-            })),
+    let body = app
+        .create_lined_sale(
+            json!({ "stock": stock, "payment_window_secs": 5 }),
+            json!({ "admit_per_sec": admit_per_sec }),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["waiting_room"]["admission_secs"], 60, "{body}");
     body["id"].as_str().unwrap().to_owned()
 }

@@ -2,7 +2,7 @@
 //! heads in the status, `line/log` published from the start, and `flashsale verify-line`
 //! passing an honest line and catching tampered copies of it; embedded and across nodes.
 
-use crate::support::{TestApp, error_code, read, rfc3339};
+use crate::support::{TestApp, error_code, read};
 use flashsale_bench::client::Target;
 use flashsale_bench::verify_line::{VerifyLineArgs, check, download};
 use flashsale_core::line::{JoinRecord, LineEvent, Seed, draw_order};
@@ -13,29 +13,9 @@ use time::Duration;
 
 /// A sale of `stock` units whose line opens in a minute, starting in ten.
 async fn sale_with_line(app: &TestApp, stock: u32) -> String {
-    let now = app.clock_now();
-    let starts_at = now + Duration::minutes(10);
-    let (status, body) = app
-        .admin(
-            reqwest::Method::POST,
-            "/api/admin/sales",
-            Some(json!({
-                "name": "Checked phone",
-                "price_cents": 9900,
-                "stock": stock,
-                "starts_at": rfc3339(starts_at),
-                "ends_at": rfc3339(starts_at + Duration::hours(1)),
-                "per_buyer_limit": 1,
-                "payment_window_secs": 60,
-                "waiting_room": {
-                    "opens_at": rfc3339(now + Duration::minutes(1)),
-                    "admit_per_sec": 2,
-                    "admission_secs": 60,
-                },
-            })),
-        )
+    let body = app
+        .create_lined_sale(json!({ "stock": stock }), json!({ "admit_per_sec": 2 }))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
     body["id"].as_str().unwrap().to_owned()
 }
 

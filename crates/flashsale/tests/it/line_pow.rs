@@ -2,7 +2,7 @@
 //! a solution, and every bad solution refused with its own 4xx and no change; on the embedded
 //! default and across nodes sharing a Redis line.
 
-use crate::support::{TestApp, error_code, read, rfc3339};
+use crate::support::{TestApp, error_code, read};
 use flashsale_core::pow;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -13,30 +13,9 @@ const TEST_BITS: u8 = 8;
 
 /// A sale whose line opens in a minute, starting in ten, asking `bits` of proof of work.
 async fn sale_with_pow(app: &TestApp, bits: u8) -> String {
-    let now = app.clock_now();
-    let starts_at = now + Duration::minutes(10);
-    let (status, body) = app
-        .admin(
-            reqwest::Method::POST,
-            "/api/admin/sales",
-            Some(json!({
-                "name": "Worked-for phone",
-                "price_cents": 9900,
-                "stock": 2,
-                "starts_at": rfc3339(starts_at),
-                "ends_at": rfc3339(starts_at + Duration::hours(1)),
-                "per_buyer_limit": 1,
-                "payment_window_secs": 60,
-                "waiting_room": {
-                    "opens_at": rfc3339(now + Duration::minutes(1)),
-                    "admit_per_sec": 10,
-                    "admission_secs": 60,
-                    "pow_difficulty_bits": bits,
-                },
-            })),
-        )
+    let body = app
+        .create_lined_sale(json!({}), json!({ "pow_difficulty_bits": bits }))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["waiting_room"]["pow_difficulty_bits"], bits, "{body}");
     body["id"].as_str().unwrap().to_owned()
 }

@@ -146,6 +146,41 @@ impl TestApp {
         self.admin_client().call(method, path, body).await
     }
 
+    /// Creates a sale whose line opens in a minute and which starts in ten (2 units, an hour
+    /// long, limit 1, a 60 s payment window), with `sale`'s fields over those and `room`'s over
+    /// the waiting room's `{opens_at, admit_per_sec: 10, admission_secs: 60}`. Answers the
+    /// created sale.
+    pub async fn create_lined_sale(&self, sale: Value, room: Value) -> Value {
+        let now = self.clock_now();
+        let starts_at = now + time::Duration::minutes(10);
+        let mut waiting_room = serde_json::json!({
+            "opens_at": rfc3339(now + time::Duration::minutes(1)),
+            "admit_per_sec": 10,
+            "admission_secs": 60,
+        });
+        for (field, value) in room.as_object().expect("room fields") {
+            waiting_room[field] = value.clone();
+        }
+        let mut spec = serde_json::json!({
+            "name": "Lined-up phone",
+            "price_cents": 9900,
+            "stock": 2,
+            "starts_at": rfc3339(starts_at),
+            "ends_at": rfc3339(starts_at + time::Duration::hours(1)),
+            "per_buyer_limit": 1,
+            "payment_window_secs": 60,
+            "waiting_room": waiting_room,
+        });
+        for (field, value) in sale.as_object().expect("sale fields") {
+            spec[field] = value.clone();
+        }
+        let (status, body) = self
+            .admin(reqwest::Method::POST, "/api/admin/sales", Some(spec))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
     /// Creates a sale that starts `starts_in` from the test clock's now and runs an hour.
     pub async fn create_sale(
         &self,
