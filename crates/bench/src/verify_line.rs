@@ -179,6 +179,12 @@ fn read_event(value: &Value) -> Option<PublishedEvent> {
         "bought" => LineEvent::Bought {
             position: value["position"].as_u64()?,
         },
+        "passed" => LineEvent::Passed {
+            up_to: value["up_to"].as_u64()?,
+        },
+        "sold_out" => LineEvent::SoldOut {
+            after: value["after"].as_u64()?,
+        },
         _ => return None,
     };
     Some(PublishedEvent {

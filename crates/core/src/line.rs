@@ -431,6 +431,27 @@ pub enum LineEvent {
     Admitted { up_to: u64, at_ms: i64 },
     /// A buy under the admission of `position` (the first one only).
     Bought { position: u64 },
+    /// The admissions of every position up to `up_to` have ended (`up_to` is the last
+    /// position of an admission): each of them without a `Bought` before this record passed.
+    /// A `Bought` after it is a buy made in the admission's last moments and noted after the
+    /// line saw the end (the buy path notes a buy once it has been accepted).
+    Passed { up_to: u64 },
+    /// No unit was left to admit anyone for while positions up to `after` (the last admitted)
+    /// were admitted: the positions after it wait only for units that come back. An admission
+    /// after it is back-fill for such a unit; the next `SoldOut` has a higher `after`.
+    SoldOut { after: u64 },
+}
+
+/// What one `Line::advance` did, in the order its event records went on the chain: the
+/// admissions that ended, then the stock running out or an admission (never both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Advanced {
+    /// Admissions ended up to this position (`LineEvent::Passed`; replay: `apply_ended`).
+    pub ended_up_to: Option<u64>,
+    /// Out of units after this position (`LineEvent::SoldOut`; replay: `apply_sold_out`).
+    pub sold_out_after: Option<u64>,
+    /// The admission made: (the last position admitted, when) (replay: `apply_admission`).
+    pub admission: Option<(u64, OffsetDateTime)>,
 }
 
 /// Whole Unix milliseconds, floored (as the Redis backend passes times).
@@ -529,6 +550,9 @@ pub struct Line {
     admissions: VecDeque<(u64, OffsetDateTime)>,
     /// Positions at or below this one were admitted in admissions that have ended.
     ended_up_to: u64,
+    /// The last `SoldOut` event's position, so the stock running out is chained once per
+    /// admission.
+    sold_out_after: Option<u64>,
     /// Positions that bought under their admission.
     bought: BTreeSet<u64>,
     /// Members who joined before the start (set at the draw).
@@ -558,6 +582,7 @@ impl Line {
             last_advance: None,
             admissions: VecDeque::new(),
             ended_up_to: 0,
+            sold_out_after: None,
             bought: BTreeSet::new(),
             pre_queue_len: 0,
             control: LineControl::default(),
@@ -768,15 +793,45 @@ impl Line {
         at + Duration::seconds(i64::from(self.times.admission_secs))
     }
 
-    /// Ends the admissions whose time is up.
-    fn end_admissions(&mut self, now: OffsetDateTime) {
-        while let Some(&(up_to, at)) = self.admissions.front() {
-            if self.admission_ends(at) > now {
+    /// Ends the admissions whose time is up; answers the last position they admitted if any
+    /// ended.
+    fn end_admissions(&mut self, now: OffsetDateTime) -> Option<u64> {
+        let ended = self
+            .admissions
+            .iter()
+            .take_while(|(_, at)| self.admission_ends(*at) <= now)
+            .last()
+            .map(|(up_to, _)| *up_to)?;
+        self.apply_ended(ended);
+        Some(ended)
+    }
+
+    /// Ends the admissions of every position up to `up_to`, the last position of an admission
+    /// (what `advance` does when their time is up; a backend replaying its log calls it).
+    pub fn apply_ended(&mut self, up_to: u64) {
+        assert!(
+            self.is_running_admission_end(up_to),
+            "admissions end whole, in order, and only running ones"
+        );
+        while let Some(&(last, _)) = self.admissions.front() {
+            if last > up_to {
                 break;
             }
-            self.ended_up_to = up_to;
             self.admissions.pop_front();
         }
+        self.ended_up_to = up_to;
+        self.events.push(LineEvent::Passed { up_to });
+    }
+
+    /// Notes that no unit was left while positions up to `after` were admitted (what
+    /// `advance` does; a backend replaying its log calls it).
+    pub fn apply_sold_out(&mut self, after: u64) {
+        assert!(
+            after == self.admitted_up_to && self.sold_out_after != Some(after),
+            "the stock runs out once per admission"
+        );
+        self.sold_out_after = Some(after);
+        self.events.push(LineEvent::SoldOut { after });
     }
 
     /// Admitted buyers whose admission runs and who have not bought.
@@ -797,19 +852,27 @@ impl Line {
         live - bought
     }
 
-    /// Moves the admission counter as far as the rate and the units allow at `now`. Returns
-    /// the admission made, if any: (the last position admitted, when), for a backend that logs
-    /// it (`apply_admission` replays it).
-    pub fn advance(
-        &mut self,
-        now: OffsetDateTime,
-        inputs: AdmitInputs,
-    ) -> Option<(u64, OffsetDateTime)> {
+    /// Moves the admission counter as far as the rate and the units allow at `now`, ending
+    /// the admissions whose time is up first. Answers what it did, for a backend that logs it.
+    pub fn advance(&mut self, now: OffsetDateTime, inputs: AdmitInputs) -> Advanced {
         self.draw_if_due(now);
-        self.end_admissions(now);
         if !self.drawn {
-            return None;
+            return Advanced::default();
         }
+        let mut advanced = Advanced {
+            ended_up_to: self.end_admissions(now),
+            ..Advanced::default()
+        };
+        if inputs.units_left == 0 && self.sold_out_after != Some(self.admitted_up_to) {
+            self.apply_sold_out(self.admitted_up_to);
+            advanced.sold_out_after = Some(self.admitted_up_to);
+        }
+        advanced.admission = self.admit(now, inputs);
+        advanced
+    }
+
+    /// The admission `advance` makes, if the rate and the units allow one.
+    fn admit(&mut self, now: OffsetDateTime, inputs: AdmitInputs) -> Option<(u64, OffsetDateTime)> {
         // A caller whose clock is behind the last advance's does not move time backwards.
         let now = self.last_advance.map_or(now, |last| now.max(last));
         let rate = u64::from(inputs.rate_per_sec);
@@ -889,6 +952,17 @@ impl Line {
         if self.bought.insert(position) {
             self.events.push(LineEvent::Bought { position });
         }
+    }
+
+    /// Whether a running admission's last position is `up_to` (so `apply_ended` may end the
+    /// admissions up to it).
+    pub fn is_running_admission_end(&self, up_to: u64) -> bool {
+        self.admissions.iter().any(|(last, _)| *last == up_to)
+    }
+
+    /// The last position admitted when the line was last out of units, if it has been.
+    pub fn sold_out_after(&self) -> Option<u64> {
+        self.sold_out_after
     }
 
     pub fn has_bought(&self, position: u64) -> bool {

@@ -9,10 +9,20 @@
 //!   hash "of record 0" is `SHA-256("flashsale line joins v1" ‖ 0x00 ‖ the sale id as 36 ASCII
 //!   characters)`. A buyer's **receipt** is their record's index and hash: any change, removal
 //!   or insertion before it changes it.
-//! - **The event chain.** Record `i` is an admission (`0x61` 'a', the last position admitted
-//!   as u64 big-endian, the admission's time in Unix ms as i64 big-endian) or a buy under an
-//!   admission (`0x62` 'b', the position as u64 big-endian). Its hash is `SHA-256(hash of record
-//!   i-1 ‖ those bytes)`, from `SHA-256("flashsale line events v1" ‖ 0x00 ‖ the sale id)`.
+//! - **The event chain.** Record `i` is one of
+//!   - an admission: `0x61` 'a', the last position admitted (u64 big-endian), the admission's
+//!     time in Unix ms (i64 big-endian);
+//!   - a buy under an admission: `0x62` 'b', the position (u64 big-endian);
+//!   - admissions ended: `0x70` 'p', the last position of the last admission that ended (u64
+//!     big-endian); every position up to it with no buy before this record **passed**;
+//!   - the stock ran out: `0x73` 's', the last position admitted then (u64 big-endian); the
+//!     positions after it are **sold out** unless units come back (a later admission is that
+//!     back-fill).
+//!
+//!   Its hash is `SHA-256(hash of record i-1 ‖ those bytes)`, from `SHA-256("flashsale line
+//!   events v1" ‖ 0x00 ‖ the sale id)`. A buy noted after the 'p' that covers its position is a
+//!   buy accepted in its admission's last moments: the buy path notes a buy once it has been
+//!   accepted, and the line may see the admission end in between. It counts as bought.
 //! - **The pre-queue** is the first `pre_queue` records of the join chain (everyone who joined
 //!   before the draw at the start); positions `1..=pre_queue` are those line ids in draw order
 //!   (`line::draw_order` with the published seed), and position `pre_queue + k` is join record
@@ -70,6 +80,14 @@ pub fn event_hash(prev: &Hash, event: &LineEvent) -> Hash {
         LineEvent::Bought { position } => {
             hasher.update([b'b']);
             hasher.update(position.to_be_bytes());
+        }
+        LineEvent::Passed { up_to } => {
+            hasher.update([b'p']);
+            hasher.update(up_to.to_be_bytes());
+        }
+        LineEvent::SoldOut { after } => {
+            hasher.update([b's']);
+            hasher.update(after.to_be_bytes());
         }
     }
     hasher.finalize().into()
@@ -147,12 +165,13 @@ pub struct PublishedJoin {
 }
 
 /// An event as the log publishes it. An admission also states the first position it admits
-/// (`from`), which must follow the last admission's.
+/// (`from`), which must follow the last admission's; so does an end of admissions (the first
+/// position whose admission it ends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishedEvent {
     pub index: u64,
     pub event: LineEvent,
-    /// For an admission: the first position it admits.
+    /// For an admission: the first position it admits; for an end: the first it ends.
     pub from: Option<u64>,
     pub hash: Hash,
 }
@@ -252,6 +271,10 @@ pub fn verify(log: &PublishedLog, receipt: Option<&Hash>) -> Verdict {
             name: "admissions follow positions",
             outcome: check_admissions(log),
         },
+        Check {
+            name: "every admission ends bought or passed",
+            outcome: check_outcomes(log).map(|outcomes| outcomes.to_string()),
+        },
     ];
     if let Some(receipt) = receipt {
         checks.push(Check {
@@ -264,7 +287,7 @@ pub fn verify(log: &PublishedLog, receipt: Option<&Hash>) -> Verdict {
                     log.positions
                         .iter()
                         .position(|line| *line == join.record.line)
-                        .map(|p| format!(", position {}", p + 1))
+                        .map(|p| format!(", position {}: {}", p + 1, outcome_of(log, p as u64 + 1)))
                         .unwrap_or_default()
                 )),
                 None => Err(format!("{} is not the hash of any join", hex(receipt))),
@@ -469,6 +492,7 @@ fn check_admissions(log: &PublishedLog) -> Result<String, String> {
                     ));
                 }
             }
+            LineEvent::Passed { .. } | LineEvent::SoldOut { .. } => {}
         }
     }
     Ok(format!(
@@ -478,11 +502,143 @@ fn check_admissions(log: &PublishedLog) -> Result<String, String> {
     ))
 }
 
+/// How the admitted positions of a log ended, as `check_outcomes` counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Outcomes {
+    admitted: u64,
+    bought: u64,
+    /// Bought, noted after the end of the admission was chained.
+    bought_late: u64,
+    passed: u64,
+    /// Admitted, admission not ended in the log yet.
+    running: u64,
+    sold_out: u64,
+    sold_out_after: Option<u64>,
+}
+
+impl std::fmt::Display for Outcomes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} admitted: {} bought ({} noted after their admission's end), {} passed, {} \
+             admission still running",
+            self.admitted, self.bought, self.bought_late, self.passed, self.running
+        )?;
+        match self.sold_out_after {
+            Some(after) => write!(
+                f,
+                "; the stock ran out {} time(s), last with positions up to {after} admitted",
+                self.sold_out
+            ),
+            None => write!(f, "; the stock never ran out"),
+        }
+    }
+}
+
+/// Every end of admissions ('p') ends whole admissions in order, after they were made; every
+/// run-out of stock ('s') names the last position admitted then, once per admission; and so
+/// each admitted position ends bought, passed, or is still running.
+fn check_outcomes(log: &PublishedLog) -> Result<Outcomes, String> {
+    let mut admitted_up_to = 0u64;
+    // The last position of each admission, in order.
+    let mut admission_ends = std::collections::BTreeSet::new();
+    let mut ended_up_to = 0u64;
+    // Each position bought, and whether its buy was noted after its admission's end.
+    let mut bought = std::collections::BTreeMap::new();
+    let mut outcomes = Outcomes::default();
+    for event in &log.events {
+        let index = event.index;
+        match event.event {
+            LineEvent::Admitted { up_to, .. } => {
+                admitted_up_to = admitted_up_to.max(up_to);
+                admission_ends.insert(up_to);
+            }
+            LineEvent::Bought { position } => {
+                let late = (1..=ended_up_to).contains(&position);
+                if bought.insert(position, late).is_none() && late {
+                    // Counted as passed at the end; it bought.
+                    outcomes.bought_late += 1;
+                    outcomes.passed -= 1;
+                }
+            }
+            LineEvent::Passed { up_to } => {
+                let from = event.from.unwrap_or(ended_up_to + 1);
+                if from != ended_up_to + 1 || up_to <= ended_up_to {
+                    return Err(format!(
+                        "event #{index} ends admissions from {from} to {up_to}, but the last \
+                         end was at {ended_up_to} (ended out of order or twice)"
+                    ));
+                }
+                if !admission_ends.contains(&up_to) {
+                    return Err(format!(
+                        "event #{index} ends admissions up to {up_to}, which is not where an \
+                         admission before it ended (admitted up to {admitted_up_to})"
+                    ));
+                }
+                let bought_here = bought.range(from..=up_to).count();
+                outcomes.passed += up_to - ended_up_to - bought_here as u64;
+                ended_up_to = up_to;
+            }
+            LineEvent::SoldOut { after } => {
+                if after != admitted_up_to {
+                    return Err(format!(
+                        "event #{index} says the stock ran out after position {after}, but \
+                         positions up to {admitted_up_to} were admitted"
+                    ));
+                }
+                if outcomes.sold_out_after == Some(after) {
+                    return Err(format!(
+                        "event #{index} says the stock ran out again with no admission since"
+                    ));
+                }
+                outcomes.sold_out += 1;
+                outcomes.sold_out_after = Some(after);
+            }
+        }
+    }
+    outcomes.admitted = admitted_up_to;
+    outcomes.bought = bought.len() as u64;
+    outcomes.running =
+        admitted_up_to - ended_up_to - bought.range(ended_up_to + 1..).count() as u64;
+    Ok(outcomes)
+}
+
+/// What the log says of one position: waiting, admitted, bought, passed, or sold out.
+fn outcome_of(log: &PublishedLog, position: u64) -> String {
+    let mut admitted_at = None;
+    let mut outcome = None;
+    let mut sold_out_at = None;
+    for event in &log.events {
+        match event.event {
+            LineEvent::Admitted { up_to, .. } if admitted_at.is_none() && position <= up_to => {
+                admitted_at = Some(event.index);
+            }
+            LineEvent::Bought { position: p } if p == position => {
+                outcome = Some(format!("bought (event #{})", event.index));
+            }
+            LineEvent::Passed { up_to } if outcome.is_none() && position <= up_to => {
+                outcome = Some(format!("passed (event #{})", event.index));
+            }
+            LineEvent::SoldOut { after } if admitted_at.is_none() && position > after => {
+                sold_out_at = Some(event.index);
+            }
+            _ => {}
+        }
+    }
+    match (admitted_at, outcome, sold_out_at) {
+        (Some(at), Some(outcome), _) => format!("admitted (event #{at}), {outcome}"),
+        (Some(at), None, _) => format!("admitted (event #{at}), admission running"),
+        (None, _, Some(at)) => format!("sold out (event #{at})"),
+        (None, _, None) => "not admitted yet".to_owned(),
+    }
+}
+
 /// The event chain as the log publishes it: each event with its hash, each admission with
-/// the first position it admits (the one after the previous admission's last).
+/// the first position it admits (the one after the previous admission's last), each end of
+/// admissions with the first position it ends.
 pub fn publish_events(sale: SaleId, events: &[LineEvent]) -> Vec<PublishedEvent> {
     let mut chain = Chain::new(events_genesis(sale));
-    let mut admitted_up_to = 0;
+    let (mut admitted_up_to, mut ended_up_to) = (0, 0);
     events
         .iter()
         .enumerate()
@@ -493,7 +649,12 @@ pub fn publish_events(sale: SaleId, events: &[LineEvent]) -> Vec<PublishedEvent>
                     admitted_up_to = up_to;
                     Some(from)
                 }
-                LineEvent::Bought { .. } => None,
+                LineEvent::Passed { up_to } => {
+                    let from = ended_up_to + 1;
+                    ended_up_to = up_to;
+                    Some(from)
+                }
+                LineEvent::Bought { .. } | LineEvent::SoldOut { .. } => None,
             };
             PublishedEvent {
                 index: i as u64 + 1,
@@ -552,7 +713,7 @@ pub fn publish(
 mod tests {
     use super::*;
     use crate::ids::BuyerId;
-    use crate::line::{AdmitInputs, Line, LineTimes, unix_ms};
+    use crate::line::{AdmitInputs, Advanced, Line, LineTimes, unix_ms};
     use time::macros::datetime;
     use time::{Duration, OffsetDateTime};
 
@@ -567,18 +728,36 @@ mod tests {
         LineId::of(sale(), &BuyerId::parse(&format!("chain-{n}")).unwrap())
     }
 
-    /// A line with a drawn pre-queue of 20, 5 later joiners, two admissions and two buys.
-    fn honest() -> PublishedLog {
+    /// A line whose `pre_queue` members joined before the start, a minute to buy once admitted.
+    fn pre_queued(pre_queue: u32) -> Line {
         let mut line = Line::new(LineTimes {
             opens_at: T0 - Duration::minutes(10),
             starts_at: T0,
             ends_at: T0 + Duration::hours(1),
             admission_secs: 60,
         });
-        for n in 0..20 {
+        for n in 0..pre_queue {
             let at = T0 - Duration::seconds(300 - i64::from(n));
             line.join(member(n), SEED.draw_key(&member(n)), at).unwrap();
         }
+        line
+    }
+
+    fn published(line: &Line) -> PublishedLog {
+        publish(
+            sale(),
+            &SEED,
+            unix_ms(T0),
+            line.summary(T0).pre_queue,
+            line.join_records(1, usize::MAX),
+            line.members(),
+            line.events(1, usize::MAX),
+        )
+    }
+
+    /// A line with a drawn pre-queue of 20, 5 later joiners, two admissions and two buys.
+    fn honest() -> PublishedLog {
+        let mut line = pre_queued(20);
         for n in 20..25 {
             let at = T0 + Duration::seconds(i64::from(n));
             line.join(member(n), SEED.draw_key(&member(n)), at).unwrap();
@@ -593,15 +772,7 @@ mod tests {
         line.advance(T0 + Duration::seconds(32), inputs);
         line.record_bought(5);
         line.record_bought(5);
-        publish(
-            sale(),
-            &SEED,
-            unix_ms(T0),
-            line.summary(T0).pre_queue,
-            line.join_records(1, usize::MAX),
-            line.members(),
-            line.events(1, usize::MAX),
-        )
+        published(&line)
     }
 
     fn rehash(log: &mut PublishedLog) {
@@ -634,7 +805,7 @@ mod tests {
         let receipt = log.joins[7].hash;
         let verdict = verify(&log, Some(&receipt));
         assert!(verdict.passed(), "{verdict:#?}");
-        assert_eq!(verdict.checks.len(), 9);
+        assert_eq!(verdict.checks.len(), 10);
         let stranger = [7u8; 32];
         let verdict = verify(&log, Some(&stranger));
         assert_eq!(verdict.failed(), ["receipt in the join chain"]);
@@ -758,7 +929,7 @@ mod tests {
         let second = log
             .events
             .iter_mut()
-            .filter(|e| e.from.is_some())
+            .filter(|e| matches!(e.event, LineEvent::Admitted { .. }))
             .nth(1)
             .unwrap();
         second.from = Some(second.from.unwrap() + 1);
@@ -781,6 +952,159 @@ mod tests {
                 .failed()
                 .contains(&"admissions follow positions")
         );
+    }
+
+    /// Three admitted and one buys; the admissions end (one buy noted late), the stock runs
+    /// out, a unit comes back and is back-filled, and the stock runs out again.
+    fn with_outcomes() -> PublishedLog {
+        let mut line = pre_queued(10);
+        let units = |units_left| AdmitInputs {
+            rate_per_sec: 4,
+            units_left,
+            units_returnable: 0,
+        };
+        let first = line.advance(T0, units(3));
+        assert_eq!(first.admission.map(|a| a.0), Some(3));
+        line.record_bought(1);
+        // Positions 1 to 3 end: 2 and 3 passed, then 3's buy is noted late.
+        let ended = line.advance(T0 + Duration::seconds(60), units(1));
+        assert_eq!(ended.ended_up_to, Some(3));
+        assert_eq!(ended.admission.map(|a| a.0), Some(4));
+        line.record_bought(3);
+        let out = line.advance(T0 + Duration::seconds(61), units(0));
+        assert_eq!(out.sold_out_after, Some(4));
+        assert_eq!(out.admission, None);
+        // Asked again with nothing changed: the stock ran out once.
+        assert_eq!(
+            line.advance(T0 + Duration::seconds(62), units(0)),
+            Advanced::default()
+        );
+        // Two units free (position 4 holds one): back-fill for position 5, then out again.
+        assert_eq!(
+            line.advance(T0 + Duration::seconds(70), units(2))
+                .admission
+                .map(|a| a.0),
+            Some(5)
+        );
+        assert_eq!(
+            line.advance(T0 + Duration::seconds(71), units(0))
+                .sold_out_after,
+            Some(5)
+        );
+        published(&line)
+    }
+
+    #[test]
+    fn passed_and_sold_out_are_chained_and_checked() {
+        let log = with_outcomes();
+        let kinds: Vec<LineEvent> = log.events.iter().map(|e| e.event).collect();
+        assert_eq!(
+            kinds,
+            [
+                LineEvent::Admitted {
+                    up_to: 3,
+                    at_ms: unix_ms(T0)
+                },
+                LineEvent::Bought { position: 1 },
+                LineEvent::Passed { up_to: 3 },
+                LineEvent::Admitted {
+                    up_to: 4,
+                    at_ms: unix_ms(T0) + 60_000
+                },
+                LineEvent::Bought { position: 3 },
+                LineEvent::SoldOut { after: 4 },
+                LineEvent::Admitted {
+                    up_to: 5,
+                    at_ms: unix_ms(T0) + 70_000
+                },
+                LineEvent::SoldOut { after: 5 },
+            ]
+        );
+        assert_eq!(
+            log.events[2].from,
+            Some(1),
+            "the end states its first position"
+        );
+        let verdict = verify(&log, Some(&log.joins[0].hash));
+        assert!(verdict.passed(), "{verdict:#?}");
+        let outcomes = &verdict.checks[8];
+        assert_eq!(outcomes.name, "every admission ends bought or passed");
+        assert_eq!(
+            outcomes.outcome.as_deref(),
+            Ok(
+                "5 admitted: 2 bought (1 noted after their admission's end), 1 passed, 2 \
+                admission still running; the stock ran out 2 time(s), last with positions up \
+                to 5 admitted"
+            )
+        );
+        // Each position's outcome, as a receipt's holder reads it.
+        let position_of = |p: u64| {
+            let line = log.positions[p as usize - 1];
+            let join = log.joins.iter().find(|j| j.record.line == line).unwrap();
+            verify(&log, Some(&join.hash)).checks[9]
+                .outcome
+                .clone()
+                .unwrap()
+        };
+        assert!(position_of(2).ends_with("position 2: admitted (event #1), passed (event #3)"));
+        assert!(position_of(3).ends_with("position 3: admitted (event #1), bought (event #5)"));
+        assert!(position_of(5).ends_with("admitted (event #7), admission running"));
+        assert!(position_of(6).ends_with("position 6: sold out (event #8)"));
+    }
+
+    /// Rewrites a log's events and rehashes them, as a forger would.
+    fn with_events(log: &PublishedLog, events: &[LineEvent]) -> PublishedLog {
+        let mut forged = log.clone();
+        forged.events = publish_events(log.sale, events);
+        forged.events_head = Head {
+            length: forged.events.len() as u64,
+            hash: forged
+                .events
+                .last()
+                .map_or(events_genesis(log.sale), |e| e.hash),
+        };
+        forged
+    }
+
+    #[test]
+    fn a_false_outcome_is_caught() {
+        let log = with_outcomes();
+        let honest: Vec<LineEvent> = log.events.iter().map(|e| e.event).collect();
+        let outcomes = ["every admission ends bought or passed"];
+        // An end of positions never admitted.
+        let mut events = honest.clone();
+        events[2] = LineEvent::Passed { up_to: 7 };
+        assert_eq!(verify(&with_events(&log, &events), None).failed(), outcomes);
+        // An end in the middle of an admission (position 2 passed, 3 not).
+        events[2] = LineEvent::Passed { up_to: 2 };
+        assert_eq!(verify(&with_events(&log, &events), None).failed(), outcomes);
+        // The same admissions ended twice.
+        let mut events = honest.clone();
+        events.insert(3, LineEvent::Passed { up_to: 3 });
+        assert_eq!(verify(&with_events(&log, &events), None).failed(), outcomes);
+        // An end chained before the admission it ends.
+        let mut events = honest.clone();
+        events.swap(0, 2);
+        assert!(
+            verify(&with_events(&log, &events), None)
+                .failed()
+                .contains(&outcomes[0])
+        );
+        // Sold out named after a position not the last admitted, and twice in a row.
+        let mut events = honest.clone();
+        events[5] = LineEvent::SoldOut { after: 3 };
+        assert_eq!(verify(&with_events(&log, &events), None).failed(), outcomes);
+        let mut events = honest.clone();
+        events.insert(6, LineEvent::SoldOut { after: 4 });
+        assert_eq!(verify(&with_events(&log, &events), None).failed(), outcomes);
+        // The honest events, rehashed the same way, pass: the forger's tool is not the catch.
+        assert!(verify(&with_events(&log, &honest), None).passed());
+        // Any of these published under the old head fails the head check too.
+        let mut events = honest.clone();
+        events[2] = LineEvent::Passed { up_to: 4 };
+        let mut forged = with_events(&log, &events);
+        forged.events_head = log.events_head;
+        assert!(verify(&forged, None).failed().contains(&"event chain head"));
     }
 
     #[test]

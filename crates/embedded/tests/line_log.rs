@@ -2,7 +2,8 @@
 //! buy and control; a torn tail is cut; damage in the middle refuses to open.
 
 use flashsale_core::line::{
-    AdmitInputs, AdmitRate, LineControl, LineId, LineSummary, LineTimes, Place, Seed, Standing,
+    AdmitInputs, AdmitRate, JoinRecord, LineControl, LineEvent, LineId, LineSummary, LineTimes,
+    Place, Seed, Standing,
 };
 use flashsale_core::{BuyerId, SaleId, Timestamp};
 use flashsale_embedded::InProcessLine;
@@ -83,6 +84,9 @@ struct Seen {
     standings: Vec<Option<Standing>>,
     members: Vec<LineId>,
     summary: LineSummary,
+    /// The chains.
+    joins: Vec<JoinRecord>,
+    events: Vec<LineEvent>,
 }
 
 async fn seen(line: &InProcessLine, sale: SaleId, candidates: &[LineId], now: Timestamp) -> Seen {
@@ -109,11 +113,23 @@ async fn seen(line: &InProcessLine, sale: SaleId, candidates: &[LineId], now: Ti
         .expect("members")
         .expect("set up");
     let summary = advance(line, sale, now, step).await;
+    let joins = line
+        .join_records(sale, 1, 10_000)
+        .await
+        .expect("joins")
+        .expect("set up");
+    let events = line
+        .events(sale, 1, 10_000)
+        .await
+        .expect("events")
+        .expect("set up");
     Seen {
         places,
         standings,
         members,
         summary,
+        joins,
+        events,
     }
 }
 
@@ -226,6 +242,37 @@ async fn a_restart_keeps_every_place_admission_buy_and_control() {
     drop(line);
     let line = open(&path);
     assert_eq!(seen(&line, sale, &candidates, later).await, after_resume);
+
+    // The admissions end and the units run out: both are chained, and kept.
+    line.set_control(sale, LineControl::default())
+        .await
+        .expect("control")
+        .expect("set up");
+    let out = at(200_000);
+    advance(&line, sale, out, inputs(10, 0)).await;
+    let events = line
+        .events(sale, 1, 10_000)
+        .await
+        .expect("events")
+        .expect("set up");
+    assert_eq!(
+        events[events.len() - 2..],
+        [
+            LineEvent::Passed { up_to: 25 },
+            LineEvent::SoldOut { after: 25 }
+        ],
+        "{events:?}"
+    );
+    // Paused again, so that `seen` cannot admit.
+    line.set_control(sale, paused_again)
+        .await
+        .expect("control")
+        .expect("set up");
+    let ended = seen(&line, sale, &candidates, out).await;
+    assert_eq!(ended.events, events, "asked again, nothing more is chained");
+    drop(line);
+    let line = open(&path);
+    assert_eq!(seen(&line, sale, &candidates, out).await, ended);
 }
 
 /// Writes a log with a set-up and `joins` joins before the start; returns the sale.

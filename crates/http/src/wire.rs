@@ -607,12 +607,15 @@ pub struct JoinBody {
     hash: String,
 }
 
-/// A record of the event chain: an admission (`from`, `up_to`, `at_ms`) or a buy under an
-/// admission (`position`).
+/// A record of the event chain: an admission (`admitted`: `from`, `up_to`, `at_ms`), a buy
+/// under an admission (`bought`: `position`), the end of admissions (`passed`: `from`,
+/// `up_to`; each of those positions with no `bought` before it passed), or the line running
+/// out of units (`sold_out`: `after`, the last position admitted then; the positions after it
+/// wait only for units that come back).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventBody {
     index: u64,
-    /// `admitted` or `bought`.
+    /// `admitted`, `bought`, `passed` or `sold_out`.
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<u64>,
@@ -622,6 +625,8 @@ pub struct EventBody {
     at_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     position: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<u64>,
     hash: String,
 }
 
@@ -656,27 +661,36 @@ impl LineLogBody {
                     records
                         .into_iter()
                         .map(|event| {
-                            let hash = hex(&event.hash);
+                            let mut body = EventBody {
+                                index: event.index,
+                                kind: "",
+                                from: event.from,
+                                up_to: None,
+                                at_ms: None,
+                                position: None,
+                                after: None,
+                                hash: hex(&event.hash),
+                            };
                             match event.event {
-                                LineEvent::Admitted { up_to, at_ms } => EventBody {
-                                    index: event.index,
-                                    kind: "admitted",
-                                    from: event.from,
-                                    up_to: Some(up_to),
-                                    at_ms: Some(at_ms),
-                                    position: None,
-                                    hash,
-                                },
-                                LineEvent::Bought { position } => EventBody {
-                                    index: event.index,
-                                    kind: "bought",
-                                    from: None,
-                                    up_to: None,
-                                    at_ms: None,
-                                    position: Some(position),
-                                    hash,
-                                },
+                                LineEvent::Admitted { up_to, at_ms } => {
+                                    body.kind = "admitted";
+                                    body.up_to = Some(up_to);
+                                    body.at_ms = Some(at_ms);
+                                }
+                                LineEvent::Bought { position } => {
+                                    body.kind = "bought";
+                                    body.position = Some(position);
+                                }
+                                LineEvent::Passed { up_to } => {
+                                    body.kind = "passed";
+                                    body.up_to = Some(up_to);
+                                }
+                                LineEvent::SoldOut { after } => {
+                                    body.kind = "sold_out";
+                                    body.after = Some(after);
+                                }
                             }
+                            body
                         })
                         .collect(),
                 );

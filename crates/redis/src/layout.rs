@@ -16,7 +16,8 @@
 //! - `line:meta` (hash): `opens_ms`, `starts_ms`, `ends_ms` (Unix ms), `admission_ms`,
 //!   `drawn` (`0`/`1`), `admitted_up_to`, `credit_milli` (the bucket, in thousandths of a
 //!   buyer; [`CREDIT_FULL_MILLI`] at the draw), `last_advance_ms` (absent until the first
-//!   advance after the draw), `ended_up_to`, `paused` (`0`/`1`) and `rate` ([`encode_rate`]).
+//!   advance after the draw), `ended_up_to`, `sold_out_after` (absent until the line first runs
+//!   out of units), `paused` (`0`/`1`) and `rate` ([`encode_rate`]).
 //!   Its absence is the answer "not set up": a Redis that restarted empty has no line, never
 //!   an empty one;
 //! - `line:pre` (sorted set, every score 0): one member per pre-queue joiner,
@@ -42,8 +43,9 @@
 //!   and nodes cannot fork it (the hashes follow from the order; nodes compute them);
 //! - `line:idx` (hash): line id hex → its index in `line:chain` (the receipt's place);
 //! - `line:events` (list): the event chain, `a:<up to>:<Unix ms>` per admission (its shared
-//!   time) and `b:<position>` per first buy under an admission, appended by the scripts that
-//!   make them.
+//!   time), `b:<position>` per first buy under an admission, `p:<up to>` when admissions end
+//!   and `s:<after>` when the line runs out of units (once per admission; the meta's
+//!   `sold_out_after` remembers the last), appended by the scripts that make them.
 //!
 //! Numbers in the scripts are Lua numbers (doubles), exact up to [`LUA_EXACT_MAX`]; the Rust
 //! side clamps or refuses what could go beyond it, and the scripts refuse arguments beyond it
@@ -292,6 +294,7 @@ pub(crate) fn line_lua_prelude() -> String {
     let line_first = LINE_HEX_CHARS + 1;
     let sep = CHAIN_FIELD_SEPARATOR;
     let (admitted, bought) = (ADMITTED_EVENT, BOUGHT_EVENT);
+    let (passed, sold_out) = (PASSED_EVENT, SOLD_OUT_EVENT);
     format!(
         "-- Generated from flashsale_redis::layout: the line's constants and record formats.
 local LUA_EXACT_MAX = {LUA_EXACT_MAX}
@@ -304,6 +307,8 @@ local function admitted_event(up_to, ms)
   return '{admitted}{sep}' .. string.format('%d', up_to) .. '{sep}' .. string.format('%d', ms)
 end
 local function bought_event(position) return '{bought}{sep}' .. string.format('%d', position) end
+local function passed_event(up_to) return '{passed}{sep}' .. string.format('%d', up_to) end
+local function sold_out_event(after) return '{sold_out}{sep}' .. string.format('%d', after) end
 "
     )
 }
@@ -314,6 +319,10 @@ pub(crate) const CHAIN_FIELD_SEPARATOR: char = ':';
 pub(crate) const ADMITTED_EVENT: &str = "a";
 /// The first field of a buy in `line:events`.
 pub(crate) const BOUGHT_EVENT: &str = "b";
+/// The first field of an end of admissions in `line:events`.
+pub(crate) const PASSED_EVENT: &str = "p";
+/// The first field of the stock running out in `line:events`.
+pub(crate) const SOLD_OUT_EVENT: &str = "s";
 
 #[cfg(test)]
 mod tests {

@@ -283,9 +283,16 @@ impl WaitingLine for InProcessLine {
     ) -> BackendResult<LineAnswer<LineSummary>> {
         self.change(sale, |l, records| {
             let was_drawn = l.is_drawn();
-            let admission = l.advance(now, inputs);
+            let advanced = l.advance(now, inputs);
             note_draw(sale, was_drawn, l, now, records);
-            if let Some((up_to, at)) = admission {
+            // In the order `advance` chained them.
+            if let Some(up_to) = advanced.ended_up_to {
+                records.push(Record::Ended { sale, up_to });
+            }
+            if let Some(after) = advanced.sold_out_after {
+                records.push(Record::SoldOut { sale, after });
+            }
+            if let Some((up_to, at)) = advanced.admission {
                 records.push(Record::Admission { sale, up_to, at });
             }
             l.summary(now)

@@ -46,6 +46,10 @@ pub(crate) enum Record {
     },
     /// A buy under the admission of `position` (first time only).
     Bought { sale: SaleId, position: u64 },
+    /// What `Line::advance` returned: the admissions up to `up_to` ended.
+    Ended { sale: SaleId, up_to: u64 },
+    /// What `Line::advance` returned: no unit left with positions up to `after` admitted.
+    SoldOut { sale: SaleId, after: u64 },
     /// The admins' control, replaced whole.
     Control { sale: SaleId, control: LineControl },
 }
@@ -58,6 +62,8 @@ const BOUGHT: u8 = 5;
 const CONTROL: u8 = 6;
 /// A join paid with a challenge (kind 3 and the challenge's id).
 const JOIN_PROVED: u8 = 7;
+const ENDED: u8 = 8;
+const SOLD_OUT: u8 = 9;
 
 const RATE_NONE: u8 = 0;
 const RATE_FIXED: u8 = 1;
@@ -125,6 +131,14 @@ impl Record {
                 put_head(out, BOUGHT, *sale);
                 out.extend_from_slice(&position.to_le_bytes());
             }
+            Record::Ended { sale, up_to } => {
+                put_head(out, ENDED, *sale);
+                out.extend_from_slice(&up_to.to_le_bytes());
+            }
+            Record::SoldOut { sale, after } => {
+                put_head(out, SOLD_OUT, *sale);
+                out.extend_from_slice(&after.to_le_bytes());
+            }
             Record::Control { sale, control } => {
                 put_head(out, CONTROL, *sale);
                 out.push(u8::from(control.paused));
@@ -177,6 +191,14 @@ impl Record {
             BOUGHT => Record::Bought {
                 sale,
                 position: u64::from_le_bytes(reader.array()?),
+            },
+            ENDED => Record::Ended {
+                sale,
+                up_to: u64::from_le_bytes(reader.array()?),
+            },
+            SOLD_OUT => Record::SoldOut {
+                sale,
+                after: u64::from_le_bytes(reader.array()?),
             },
             CONTROL => {
                 let paused = match reader.byte()? {
@@ -326,6 +348,14 @@ mod tests {
                 sale: sale(),
                 position: 3,
             },
+            Record::Ended {
+                sale: sale(),
+                up_to: 40,
+            },
+            Record::SoldOut {
+                sale: sale(),
+                after: 41,
+            },
             Record::Control {
                 sale: sale(),
                 control: LineControl {
@@ -369,8 +399,9 @@ mod tests {
                 framed.len()
             })
             .collect();
-        // Set-up, draw, join, a join paid with a challenge, admission, buy, and the three controls.
-        assert_eq!(sizes, [65, 37, 101, 117, 45, 33, 31, 31, 31]);
+        // Set-up, draw, join, a join paid with a challenge, admission, buy, end, sold out, and
+        // the three controls.
+        assert_eq!(sizes, [65, 37, 101, 117, 45, 33, 33, 33, 31, 31, 31]);
         assert_eq!(FRAME_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX, 117);
     }
 

@@ -2,8 +2,9 @@
 //! checked first against the line so far, so a log that does not fit is an error, never a
 //! panic in `Line`'s assertions.
 //!
-//! Replay calls nothing that decides: joins land by the draw keys recorded, admissions are
-//! `Line::apply_admission` of what `advance` returned. What the log does not hold is the rate
+//! Replay calls nothing that decides: joins land by the draw keys recorded, admissions, their
+//! ends and the stock running out are `Line::apply_admission`, `apply_ended` and
+//! `apply_sold_out` of what `advance` returned. What the log does not hold is the rate
 //! bucket's credit: replay empties the bucket at each admission (`Line::empty_bucket_at`), so
 //! after a restart the credit builds up again from the last admission, never more than the
 //! rate allows (a line drawn but never admitted keeps the full bucket of the draw).
@@ -63,6 +64,30 @@ pub(crate) fn apply(lines: &mut HashMap<SaleId, Line>, record: Record) -> Result
         }
         Record::Bought { sale, position } => {
             line_of(lines, sale)?.record_bought(position);
+            Ok(())
+        }
+        Record::Ended { sale, up_to } => {
+            let line = line_of(lines, sale)?;
+            if !line.is_running_admission_end(up_to) {
+                return Err(format!(
+                    "admissions ended up to {up_to}, where no running admission ends \
+                     (admitted up to {})",
+                    line.admitted_up_to()
+                ));
+            }
+            line.apply_ended(up_to);
+            Ok(())
+        }
+        Record::SoldOut { sale, after } => {
+            let line = line_of(lines, sale)?;
+            if after != line.admitted_up_to() || line.sold_out_after() == Some(after) {
+                return Err(format!(
+                    "out of units after {after} (admitted up to {}, last out after {:?})",
+                    line.admitted_up_to(),
+                    line.sold_out_after()
+                ));
+            }
+            line.apply_sold_out(after);
             Ok(())
         }
         Record::Control { sale, control } => {

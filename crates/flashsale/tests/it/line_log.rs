@@ -11,10 +11,14 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::Duration;
 
-/// A sale of `stock` units whose line opens in a minute, starting in ten.
+/// A sale of `stock` units whose line opens in a minute, starting in ten; orders wait an hour
+/// for payment, so none expires (and returns its unit) while a test moves the clock.
 async fn sale_with_line(app: &TestApp, stock: u32) -> String {
     let body = app
-        .create_lined_sale(json!({ "stock": stock }), json!({ "admit_per_sec": 2 }))
+        .create_lined_sale(
+            json!({ "stock": stock, "payment_window_secs": 3600 }),
+            json!({ "admit_per_sec": 2 }),
+        )
         .await;
     body["id"].as_str().unwrap().to_owned()
 }
@@ -31,6 +35,11 @@ async fn line_call(app: &TestApp, method: reqwest::Method, path: &str, token: &s
     .await;
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
     body
+}
+
+async fn line_me(app: &TestApp, sale: &str, token: &str) -> Value {
+    let path = format!("/api/sales/{sale}/line/me");
+    line_call(app, reqwest::Method::GET, &path, token).await
 }
 
 async fn log_page(app: &TestApp, sale: &str, query: &str) -> (StatusCode, Value) {
@@ -86,13 +95,7 @@ async fn the_published_line_checks_out_with_every_receipt_and_tampering_is_caugh
     let mut bought = false;
     for name in &names {
         let token = app.buyer(name);
-        let me = line_call(
-            &app,
-            reqwest::Method::GET,
-            &format!("/api/sales/{sale}/line/me"),
-            &token,
-        )
-        .await;
+        let me = line_me(&app, &sale, &token).await;
         assert!(receipts.contains(&me["receipt"]["hash"].as_str().unwrap().to_owned()));
         if me["state"] == "admitted" && !bought {
             let (status, body) = app.buy(me["buy_path"].as_str().unwrap(), &token, "k").await;
@@ -114,6 +117,44 @@ async fn the_published_line_checks_out_with_every_receipt_and_tampering_is_caugh
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert_eq!(events, 1, "the buy is on the event chain");
+
+    // The admissions end: the next two are admitted for the two units left and buy them; the
+    // line then runs out of units. Each outcome is chained (polls move the line).
+    app.advance(Duration::seconds(61));
+    let mut kinds = Vec::new();
+    let mut buyers = std::collections::HashSet::new();
+    for _ in 0..200 {
+        for name in &names {
+            let token = app.buyer(name);
+            let me = line_me(&app, &sale, &token).await;
+            if me["state"] == "admitted" && buyers.insert(name.clone()) {
+                let (status, body) = app.buy(me["buy_path"].as_str().unwrap(), &token, "k").await;
+                assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            }
+        }
+        let (_, page) = log_page(&app, &sale, "part=events").await;
+        kinds = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect();
+        if kinds.iter().filter(|k| *k == "bought").count() == 3
+            && kinds.contains(&"sold_out".to_owned())
+        {
+            break;
+        }
+        // A node moves its line once its copy of the summary is a second old.
+        app.advance(Duration::seconds(1));
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        kinds,
+        [
+            "admitted", "bought", "passed", "admitted", "bought", "bought", "sold_out"
+        ],
+        "position 2 passed, 3 and 4 bought the last two units"
+    );
 
     // Bad queries are 400s.
     for query in [
@@ -143,11 +184,29 @@ async fn the_published_line_checks_out_with_every_receipt_and_tampering_is_caugh
         "{status}"
     );
 
-    // The honest line checks out, with every receipt; a stranger's hash is not in it.
+    // The honest line checks out, with every receipt, each telling its holder's outcome; a
+    // stranger's hash is not in it.
+    let mut outcomes = Vec::new();
     for receipt in &receipts {
         let verdict = check(&args(&app, &sale, Some(receipt))).await.unwrap();
         assert!(verdict.passed(), "{verdict:#?}");
+        let told = verdict.checks.last().unwrap().outcome.clone().unwrap();
+        outcomes.push(told.split(": ").nth(1).unwrap_or_default().to_owned());
     }
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            "admitted (event #1), bought (event #2)",
+            "admitted (event #1), passed (event #3)",
+            "admitted (event #4), bought (event #5)",
+            "admitted (event #4), bought (event #6)",
+            "sold out (event #7)",
+            "sold out (event #7)",
+            "sold out (event #7)",
+            "sold out (event #7)",
+        ]
+    );
     let stranger = "ab".repeat(32);
     let verdict = check(&args(&app, &sale, Some(&stranger))).await.unwrap();
     assert_eq!(verdict.failed(), ["receipt in the join chain"]);

@@ -2,7 +2,9 @@
 //! its numbers, all as text (`line_*.lua` document theirs). An answer this code never gives
 //! is an error whose outcome is unknown: the script may have run.
 
-use crate::layout::{ADMITTED_EVENT, BOUGHT_EVENT, CHAIN_FIELD_SEPARATOR, decode_rate};
+use crate::layout::{
+    ADMITTED_EVENT, BOUGHT_EVENT, CHAIN_FIELD_SEPARATOR, PASSED_EVENT, SOLD_OUT_EVENT, decode_rate,
+};
 use flashsale_core::Timestamp;
 use flashsale_core::line::{
     JoinRecord, LineControl, LineEvent, LineId, LineSummary, Place, Standing,
@@ -181,7 +183,8 @@ pub(super) fn join_records(answer: &[String]) -> BackendResult<LineAnswer<Vec<Jo
     })
 }
 
-/// `line_chain.lua`'s answer to `events`: `a:<up to>:<Unix ms>` or `b:<position>` each.
+/// `line_chain.lua`'s answer to `events`: `a:<up to>:<Unix ms>`, `b:<position>`, `p:<up to>`
+/// or `s:<after>` each.
 pub(super) fn events(answer: &[String]) -> BackendResult<LineAnswer<Vec<LineEvent>>> {
     decode("reading the event chain", answer, |word, fields| {
         if word != "ok" {
@@ -196,6 +199,12 @@ pub(super) fn events(answer: &[String]) -> BackendResult<LineAnswer<Vec<LineEven
                 },
                 (BOUGHT_EVENT, Some(position), None) => LineEvent::Bought {
                     position: number(position)?,
+                },
+                (PASSED_EVENT, Some(up_to), None) => LineEvent::Passed {
+                    up_to: number(up_to)?,
+                },
+                (SOLD_OUT_EVENT, Some(after), None) => LineEvent::SoldOut {
+                    after: number(after)?,
                 },
                 _ => return None,
             };

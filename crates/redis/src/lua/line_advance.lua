@@ -22,6 +22,12 @@ end
 
 draw_if_due(now)
 end_admissions(now)
+if m.drawn and units_left == 0 and m.sold_out_after ~= m.admitted then
+  -- Out of units: chained once per admission (`Line::apply_sold_out`).
+  m.sold_out_after = m.admitted
+  redis.call('HSET', META, 'sold_out_after', int(m.admitted))
+  redis.call('RPUSH', EVENTS, sold_out_event(m.admitted))
+end
 if m.drawn then
   -- A caller whose clock is behind the last advance's does not move time backwards.
   local t = now

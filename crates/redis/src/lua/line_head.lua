@@ -23,13 +23,15 @@ end
 local m = nil
 local function load_meta()
   local v = redis.call('HMGET', META, 'opens_ms', 'starts_ms', 'ends_ms', 'admission_ms',
-    'drawn', 'admitted_up_to', 'credit_milli', 'last_advance_ms', 'ended_up_to', 'paused', 'rate')
+    'drawn', 'admitted_up_to', 'credit_milli', 'last_advance_ms', 'ended_up_to', 'paused', 'rate',
+    'sold_out_after')
   if not v[1] then return nil end
   m = {
     opens = tonumber(v[1]), starts = tonumber(v[2]), ends = tonumber(v[3]),
     admission = tonumber(v[4]), drawn = v[5] == '1', admitted = tonumber(v[6]),
     credit = tonumber(v[7]), last_advance = v[8] and tonumber(v[8]) or nil,
     ended_up_to = tonumber(v[9]), paused = v[10] == '1', rate = v[11],
+    sold_out_after = v[12] and tonumber(v[12]) or nil,
   }
   return m
 end
@@ -61,7 +63,7 @@ local function admission(i)
   return tonumber(e[1]), tonumber(e[2])
 end
 
--- Ends the admissions whose time is up (`Line::end_admissions`).
+-- Ends the admissions whose time is up, and chains their end (`Line::end_admissions`).
 local function end_admissions(now)
   local ended = m.ended_up_to
   while true do
@@ -73,6 +75,7 @@ local function end_admissions(now)
   if ended ~= m.ended_up_to then
     m.ended_up_to = ended
     redis.call('HSET', META, 'ended_up_to', int(ended))
+    redis.call('RPUSH', EVENTS, passed_event(ended))
   end
 end
 

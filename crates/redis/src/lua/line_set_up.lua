@@ -5,7 +5,7 @@
 local opens, starts, ends, admission = arg_int(1), arg_int(2), arg_int(3), arg_int(4)
 if redis.call('EXISTS', META) == 0 then
   -- A new line starts empty, even where pieces of a lost one survived (a partial loss).
-  redis.call('UNLINK', PRE, KEY, POS, LATE, ADM, BOUGHT)
+  redis.call('UNLINK', PRE, KEY, POS, LATE, ADM, BOUGHT, USED, CHAIN, IDX, EVENTS)
   redis.call('HSET', META, 'drawn', '0', 'admitted_up_to', '0', 'credit_milli', '0',
     'ended_up_to', '0', 'paused', '0', 'rate', '', 'opens_ms', int(opens),
     'starts_ms', int(starts), 'ends_ms', int(ends), 'admission_ms', int(admission))

@@ -6,7 +6,7 @@ use super::*;
 use crate::ports::{
     AdmitInputs, LineControl, LineId, LineRefused, LineTimes, Place, Standing, WaitingLine,
 };
-use flashsale_core::line::{AdmitRate, Line, Seed, draw_order};
+use flashsale_core::line::{AdmitRate, Line, LineEvent, Seed, draw_order};
 use time::Duration as TimeDuration;
 
 /// The cases' seed; the service derives a real one per sale.
@@ -447,7 +447,9 @@ pub async fn line_a_challenge_buys_one_place_once(line: Arc<dyn WaitingLine>) {
 
 /// The join chain and the event chain hold what the reference `Line` holds, in its order:
 /// first joins only (a repeat and a refused join add nothing), each member's receipt index,
-/// the admissions with their shared times, first buys only; read whole or in pages.
+/// the admissions with their shared times, first buys only, the admissions' ends (a buy noted
+/// after one included), the line running out of units once per admission and its back-fill;
+/// read whole or in pages.
 pub async fn line_chains_follow_the_reference(line: Arc<dyn WaitingLine>) {
     let sale = set_up(&line).await;
     let mut reference = Line::new(times());
@@ -497,12 +499,38 @@ pub async fn line_chains_follow_the_reference(line: Arc<dyn WaitingLine>) {
             .expect("set up");
         assert_eq!(got.admitted_up_to, expected.admitted_up_to);
     }
-    for position in [2, 2, 1] {
+    let mut bought = |position| {
         reference.record_bought(position);
         line.record_bought(sale, position)
+    };
+    for position in [2, 2, 1] {
+        bought(position).await.expect("bought").expect("set up");
+    }
+    // The admissions end (positions 3 to 7 passed, then 4's buy is noted late), 8 and 9 are
+    // admitted, the units run out, asked again nothing changes, one more comes back (8 and 9
+    // hold two of the three free) and 10 is admitted for it, and the units run out again.
+    let outcomes = [
+        (at_ms(70_000), inputs(3, 2)),
+        (at_ms(70_500), inputs(3, 0)),
+        (at_ms(71_000), inputs(3, 0)),
+        (at_ms(75_000), inputs(3, 3)),
+        (at_ms(76_000), inputs(3, 0)),
+    ];
+    for (i, (now, step)) in outcomes.into_iter().enumerate() {
+        reference.advance(now, step);
+        let summary = line
+            .advance(sale, now, step)
             .await
-            .expect("bought")
+            .expect("advance")
             .expect("set up");
+        assert_eq!(summary, reference.summary(now), "at {now}");
+        if i == 0 {
+            reference.record_bought(4);
+            line.record_bought(sale, 4)
+                .await
+                .expect("bought")
+                .expect("set up");
+        }
     }
     for n in [0, 5, 11, 12, 15, 99] {
         let who = member(sale, n);
@@ -532,13 +560,21 @@ pub async fn line_chains_follow_the_reference(line: Arc<dyn WaitingLine>) {
         .expect("events")
         .expect("set up");
     assert_eq!(events, reference.events(1, 100));
+    let count = |kind: fn(&LineEvent) -> bool| events.iter().filter(|e| kind(e)).count();
     assert_eq!(
-        events
-            .iter()
-            .filter(|e| matches!(e, flashsale_core::line::LineEvent::Bought { .. }))
-            .count(),
-        2,
+        count(|e| matches!(e, LineEvent::Bought { .. })),
+        3,
         "a repeated buy is not a second event: {events:?}"
+    );
+    assert_eq!(
+        count(|e| matches!(e, LineEvent::Passed { .. })),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(
+        count(|e| matches!(e, LineEvent::SoldOut { .. })),
+        2,
+        "once per admission: {events:?}"
     );
     assert_eq!(
         line.events(sale, 2, 1)
