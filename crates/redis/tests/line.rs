@@ -154,6 +154,12 @@ async fn a_line_set_up_over_the_pieces_of_a_lost_one_starts_empty() {
         .expect("advance")
         .expect("set up");
     assert_eq!(summary.length, 0);
+    // Nor does its record in the join chain, or its receipt.
+    assert_eq!(
+        line.join_records(sale, 1, 10).await.expect("joins"),
+        Ok(vec![])
+    );
+    assert_eq!(line.receipt(sale, who).await.expect("receipt"), Ok(None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
