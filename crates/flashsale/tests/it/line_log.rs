@@ -144,7 +144,7 @@ async fn the_published_line_checks_out_with_every_receipt_and_tampering_is_caugh
         {
             break;
         }
-        // A node moves its line once its copy of the summary is a second old.
+        // A node moves its line once its copy of the summary is a quarter second old.
         app.advance(Duration::seconds(1));
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }

@@ -23,8 +23,16 @@ use std::time::{Duration, Instant};
 
 /// How long a node answers `line/me` from its copy of a line's summary.
 pub(crate) const LINE_SUMMARY_CACHE_MS: u64 = 250;
-/// Positions a node keeps in its cache (fixed once drawn), across sales.
+/// Members a node remembers (`Known`), across sales.
 pub(crate) const LINE_POSITIONS_CACHED_MAX: usize = 1_000_000;
+
+/// What a node knows of a line member; each part is fixed once known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Known {
+    /// After the draw.
+    pub(super) position: Option<u64>,
+    pub(super) receipt: Option<Receipt>,
+}
 /// "auto" admits at least this many buyers per second, so a line starts moving before the
 /// durable path has measured anything.
 pub(crate) const AUTO_ADMIT_PER_SEC_MIN: u32 = 50;
@@ -278,10 +286,8 @@ impl Shop {
             .await?;
         match joined {
             Ok(place) => {
-                if let Place::Position(position) = place {
-                    self.positions.insert((sale_id, line), position);
-                }
-                self.line_me_at(&slot, line, place, now).await
+                let known = self.known(sale_id, line);
+                self.line_me_at(&slot, line, place, known, now).await
             }
             Err(refused) => Ok(self.refused(&slot, refused, now)),
         }
@@ -298,20 +304,21 @@ impl Shop {
             Err(outcome) => return Ok(outcome),
         };
         let line = LineId::of(sale_id, buyer);
-        let place = match self.positions.get(&(sale_id, line)) {
+        let known = self.known(sale_id, line);
+        let place = match known.position {
             Some(position) => Place::Position(position),
             None => match self.backends.line.place(sale_id, line, now).await? {
-                Ok(Some(place)) => {
-                    if let Place::Position(position) = place {
-                        self.positions.insert((sale_id, line), position);
-                    }
-                    place
-                }
+                Ok(Some(place)) => place,
                 Ok(None) => return Ok(LineOutcome::NotInLine),
                 Err(refused) => return Ok(self.refused(&slot, refused, now)),
             },
         };
-        self.line_me_at(&slot, line, place, now).await
+        self.line_me_at(&slot, line, place, known, now).await
+    }
+
+    /// What this node knows of a member (nothing yet for a stranger).
+    fn known(&self, sale_id: SaleId, line: LineId) -> Known {
+        self.members.get(&(sale_id, line)).unwrap_or_default()
     }
 
     /// The sale's slot and the time, if the sale exists, has a line, and the line is open.
@@ -325,11 +332,14 @@ impl Shop {
         Ok((slot, now))
     }
 
+    /// Where a member stands, from their `place` and what this node knew of them (`known`,
+    /// which it keeps with whatever this answer learned).
     async fn line_me_at(
         &self,
         slot: &SaleSlot,
         line: LineId,
         place: Place,
+        known: Known,
         now: Timestamp,
     ) -> Result<LineOutcome, ServiceError> {
         let sale = &slot.sale;
@@ -364,8 +374,9 @@ impl Shop {
                 Err(refused) => return Ok(self.refused(slot, refused, now)),
             },
         };
+        let mut learned = known;
         if let Some(position) = standing_position(&standing) {
-            self.positions.insert((sale.id, line), position);
+            learned.position = Some(position);
         }
         let eta_secs = match standing {
             Standing::PreQueue => Some(until_start_secs),
@@ -391,10 +402,17 @@ impl Shop {
                 .as_ref()
                 .map_or(line::ADMISSION_SECS_MAX, |r| r.admission_secs),
         );
-        let receipt = match self.receipt(slot, line).await? {
-            Ok(receipt) => receipt,
-            Err(refused) => return Ok(self.refused(slot, refused, now)),
+        let receipt = match known.receipt {
+            Some(receipt) => Some(receipt),
+            None => match self.receipt(slot, line).await? {
+                Ok(receipt) => receipt,
+                Err(refused) => return Ok(self.refused(slot, refused, now)),
+            },
         };
+        learned.receipt = receipt;
+        if learned != known {
+            self.members.insert((sale.id, line), learned);
+        }
         Ok(LineOutcome::Standing(Box::new(LineMe {
             standing,
             admitted_up_to: summary.admitted_up_to,

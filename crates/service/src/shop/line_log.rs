@@ -164,8 +164,9 @@ impl Shop {
         Ok(Ok(()))
     }
 
-    /// A member's receipt (`None` for someone who never joined). Fixed once joined, so
-    /// cached per node: a poll finds it without the chains' lock, which a node catching up
+    /// A member's receipt (`None` for someone who never joined), from the line and this
+    /// node's copy of the join chain. Fixed once joined, so the caller keeps it with what it
+    /// knows of the member: a poll finds it without the chains' lock, which a node catching up
     /// holds across backend calls.
     pub(super) async fn receipt(
         &self,
@@ -173,9 +174,6 @@ impl Shop {
         line: LineId,
     ) -> Result<Result<Option<Receipt>, LineRefused>, ServiceError> {
         let sale = slot.sale.id;
-        if let Some(receipt) = self.receipts.get(&(sale, line)) {
-            return Ok(Ok(Some(receipt)));
-        }
         let index = match self.backends.line.receipt(sale, line).await? {
             Ok(Some(index)) => index,
             Ok(None) => return Ok(Ok(None)),
@@ -189,9 +187,7 @@ impl Shop {
             .as_ref()
             .and_then(|copy| copy.joins.hash(index))
             .expect("caught up to the receipt's index");
-        let receipt = Receipt { index, hash };
-        self.receipts.insert((sale, line), receipt);
-        Ok(Ok(Some(receipt)))
+        Ok(Ok(Some(Receipt { index, hash })))
     }
 
     /// Keeps this node's copy of the chains current (after a refresh of the summary), so the

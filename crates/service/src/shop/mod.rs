@@ -141,10 +141,9 @@ pub struct Shop {
     line_signer: LineSigner,
     /// The lines' proof-of-work challenges.
     challenge_signer: ChallengeSigner,
-    /// Buyers' positions in lines (fixed once drawn), so a poll does not ask the line.
-    positions: TtlCache<(SaleId, LineId), u64>,
-    /// Buyers' receipts in lines' join chains (fixed once joined).
-    receipts: TtlCache<(SaleId, LineId), Receipt>,
+    /// What this node knows of line members (positions fixed once drawn, receipts once
+    /// joined), so a poll asks the line nothing: one entry a member, one lookup a poll.
+    members: TtlCache<(SaleId, LineId), line::Known>,
 }
 
 impl Shop {
@@ -192,8 +191,7 @@ impl Shop {
             rescan_returns: AtomicBool::new(true),
             line_signer,
             challenge_signer,
-            positions: TtlCache::new(None, line::LINE_POSITIONS_CACHED_MAX as u64),
-            receipts: TtlCache::new(None, line::LINE_POSITIONS_CACHED_MAX as u64),
+            members: TtlCache::new(None, line::LINE_POSITIONS_CACHED_MAX as u64),
         });
         shop.recover().await?;
         if let Some(gathered) = gathered {
