@@ -4,6 +4,7 @@
 
 use crate::support::{TestApp, error_code, read};
 use flashsale_core::pow;
+use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::Duration;
@@ -285,4 +286,61 @@ async fn a_challenge_works_once_across_nodes() {
         (status, error_code(&body)),
         (StatusCode::FORBIDDEN, "challenge_required")
     );
+}
+
+/// A flood of joins makes each new place dearer: one bit more at 1,000 joins a second across
+/// the line, never past the sale's max, and back down once the flood stops. A challenge asks
+/// the difficulty of the moment it was issued; the status shows the current one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_joins_raises_the_difficulty_up_to_its_max() {
+    const FLOOD: usize = 1_000;
+    let app = TestApp::spawn().await;
+    let body = app
+        .create_lined_sale(
+            json!({}),
+            json!({ "pow_difficulty_bits": 1, "pow_difficulty_bits_max": 2 }),
+        )
+        .await;
+    let sale = body["id"].as_str().unwrap().to_owned();
+    app.advance(Duration::minutes(2));
+    let paid_join = |name: String| {
+        let (app, sale) = (&app, &sale);
+        async move {
+            let token = app.buyer(&name);
+            let (status, issued) = challenge(app, sale, &token).await;
+            assert_eq!(status, StatusCode::OK, "{issued}");
+            let (status, joined) = join(app, sale, &token, Some(solved(&issued))).await;
+            assert_eq!(status, StatusCode::OK, "{joined}");
+            issued["difficulty_bits"].as_u64().unwrap()
+        }
+    };
+    let bits_now = || async {
+        let (_, issued) = challenge(&app, &sale, &app.buyer("flood-asker")).await;
+        let status = app.status(&sale).await;
+        assert_eq!(
+            status["line"]["pow_difficulty_bits"], issued["difficulty_bits"],
+            "{status}"
+        );
+        issued["difficulty_bits"].as_u64().unwrap()
+    };
+    // The first join takes the join rate's first sample (the node's clock stands still).
+    assert_eq!(paid_join("flood-first".to_owned()).await, 1);
+    // A thousand more in the same second of the test's clock.
+    let flood: Vec<_> = (0..FLOOD)
+        .map(|n| paid_join(format!("flood-{n}")))
+        .collect();
+    let paid: Vec<u64> = futures_util::stream::iter(flood)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(paid.iter().all(|bits| *bits == 1), "issued before the rise");
+    assert_eq!(bits_now().await, 1, "the rate is sampled once a second");
+    // A second later the next join moves the line, and the node samples 1,001 joins a second.
+    app.advance(Duration::seconds(1));
+    paid_join("flood-after".to_owned()).await;
+    assert_eq!(bits_now().await, 2, "one bit more, and the max");
+    // The flood is over: one join in the next second, and the difficulty is back at the base.
+    app.advance(Duration::seconds(1));
+    assert_eq!(paid_join("flood-calm".to_owned()).await, 2);
+    assert_eq!(bits_now().await, 1);
 }
