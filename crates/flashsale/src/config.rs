@@ -574,6 +574,10 @@ mod tests {
         ),
         ("TICKET_MAC_BYTES", "admission ticket format"),
         ("TICKET_BYTES", "admission ticket format"),
+        (
+            "HS256_SIGNATURE_CHARS",
+            "JWT format: an HS256 signature is 32 bytes, 43 base64url characters",
+        ),
         // Proof of work for a place in line (issue 15): the contract's bounds, the same on
         // every node (a challenge issued by one is checked by another).
         ("DIFFICULTY_BITS_MAX", "proof-of-work contract"),
