@@ -273,7 +273,7 @@ impl BuyerTokens {
 
     /// The buyer named by a valid, unexpired token: three base64url (unpadded) parts, a header
     /// whose `alg` is `HS256`, the HMAC-SHA256 of `header.payload` under the secret (checked in
-    /// constant time), and claims with an integer `exp` after `now` and a `sub` that is a valid
+    /// constant time), and claims with an integer `exp` after `now` (and not before 1970) and a `sub` that is a valid
     /// buyer id.
     pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<BuyerId, TokenError> {
         if token.len() > BUYER_TOKEN_BYTES_MAX {
@@ -303,6 +303,10 @@ impl BuyerTokens {
         }
         let claims = decode_part(payload, &mut buffer)?;
         let claims: ClaimsSeen = serde_json::from_slice(claims).map_err(|_| TokenError::Invalid)?;
+        // As jsonwebtoken reads it: a time before 1970 is a malformed `exp`, not an expired one.
+        if claims.exp < 0 {
+            return Err(TokenError::Invalid);
+        }
         if claims.exp <= now.unix_timestamp() {
             return Err(TokenError::Expired);
         }
@@ -559,6 +563,23 @@ mod tests {
                 &key,
             ),
             sign_raw(r#"{"alg":"HS256"}"#, r#"{"sub":"alice"}"#, &key),
+            sign_raw(r#"{"alg":"HS256"}"#, r#"{"sub":"alice","exp":-5}"#, &key),
+            sign_raw(r#"{"alg":"HS256"}"#, r#"{"sub":"alice","exp":0}"#, &key),
+            sign_raw(
+                r#"{"alg":"HS256"}"#,
+                r#"{"sub":"alice","exp":9223372036854775807}"#,
+                &key,
+            ),
+            sign_raw(
+                r#"{"alg":"HS256"}"#,
+                r#"{"sub":"alice","exp":9223372036854775808}"#,
+                &key,
+            ),
+            sign_raw(
+                r#"{"alg":"HS256"}"#,
+                r#"{"sub":"alice","exp":1999999999.5}"#,
+                &key,
+            ),
             sign_raw(r#"{"alg":"HS256"}"#, r#"[1,2]"#, &key),
         ];
         let good = cases[0].clone();
