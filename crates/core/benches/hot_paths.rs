@@ -1,12 +1,12 @@
 //! Micro-benchmarks of the core's hot paths: a reservation in the stock ledger, the two
 //! token checks every buy passes (buyer JWT, buy-path HMAC), and proof of work for a place in
 //! line (the server's check, and a client's 4,096 tries: what each difficulty bit costs a
-//! core). `cargo bench -p flashsale-core`.
+//! core), and a join's draw key. `cargo bench -p flashsale-core`.
 
 #![allow(clippy::unwrap_used)]
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use flashsale_core::line::LineId;
+use flashsale_core::line::{LineId, Seed};
 use flashsale_core::pow::{self, ChallengeSigner};
 use flashsale_core::tokens::{BuyPathSigner, BuyerTokens};
 use flashsale_core::{BatchId, BuyerId, IdempotencyKey, OrderId, SaleId, SaleLedger};
@@ -85,5 +85,21 @@ fn proof_of_work(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, reservation, tokens, proof_of_work);
+/// A join's draw key: from the seed each time, or from the seed's keyed state kept per sale.
+fn draw_key(c: &mut Criterion) {
+    let seed = Seed([9; 32]);
+    let line = LineId::of(
+        SaleId(Uuid::from_u128(7)),
+        &BuyerId::parse("alice").unwrap(),
+    );
+    c.bench_function("draw_key_from_the_seed", |b| {
+        b.iter(|| black_box(seed.draw_key(black_box(&line))))
+    });
+    let keys = seed.draw_keys();
+    c.bench_function("draw_key_keyed_once", |b| {
+        b.iter(|| black_box(keys.of(black_box(&line))))
+    });
+}
+
+criterion_group!(benches, reservation, tokens, proof_of_work, draw_key);
 criterion_main!(benches);

@@ -254,15 +254,21 @@ pub fn pow_difficulty_bits(base: u8, max: Option<u8>, joins_per_sec: u64) -> u8 
 
 /// Bytes as lowercase hex (line ids, seeds, the chains' hashes).
 pub fn hex(bytes: &[u8]) -> String {
-    // By table, not `write!("{b:02x}")`: a poll's answer carries a 64-character hash, and the
-    // formatter's per-byte machinery showed in the `line/me` profile.
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0x0f)]);
-    }
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(bytes, &mut out);
     String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// Writes `bytes` as lowercase hex into `out`, which is exactly twice as long. By table, not
+/// `write!("{b:02x}")`: a poll's answer carries a 64-character hash, and the formatter's
+/// per-byte machinery showed in the `line/me` profile.
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    assert_eq!(out.len(), bytes.len() * 2, "two digits a byte");
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    }
 }
 
 /// `N` bytes from exactly `2N` lowercase hex characters.
@@ -349,18 +355,47 @@ impl Seed {
 
     /// `HMAC-SHA256(key = seed, message = the line id's 64 hex characters)`.
     pub fn draw_key(&self, line: &LineId) -> DrawKey {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(line.to_hex().as_bytes());
+        self.draw_keys().of(line)
+    }
+
+    /// The draw keys of this seed, keyed once: for many line ids (every join of a sale, a
+    /// verifier redoing a draw of a million), cheaper than `draw_key` one at a time.
+    pub fn draw_keys(&self) -> DrawKeys {
+        DrawKeys {
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length"),
+        }
+    }
+}
+
+/// A seed's keyed HMAC state (`Seed::draw_keys`); never shows the seed.
+#[derive(Clone)]
+pub struct DrawKeys {
+    mac: Hmac<Sha256>,
+}
+
+impl fmt::Debug for DrawKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DrawKeys(<seed>)")
+    }
+}
+
+impl DrawKeys {
+    /// `Seed::draw_key` of `line`.
+    pub fn of(&self, line: &LineId) -> DrawKey {
+        let mut text = [0u8; 64];
+        hex_into(&line.0, &mut text);
+        let mut mac = self.mac.clone();
+        mac.update(&text);
         mac.finalize().into_bytes().into()
     }
 }
 
 /// The pre-queue in draw order: line ids sorted by (draw key, line id).
 pub fn draw_order(seed: &Seed, members: impl IntoIterator<Item = LineId>) -> Vec<LineId> {
+    let keys = seed.draw_keys();
     let mut keyed: Vec<(DrawKey, LineId)> = members
         .into_iter()
-        .map(|line| (seed.draw_key(&line), line))
+        .map(|line| (keys.of(&line), line))
         .collect();
     keyed.sort_unstable();
     keyed.into_iter().map(|(_, line)| line).collect()

@@ -259,12 +259,7 @@ impl LineKeys {
 
 /// A draw key as the scripts take it: 64 lowercase hex characters.
 pub(crate) fn draw_key_hex(key: &DrawKey) -> String {
-    use std::fmt::Write as _;
-    key.iter()
-        .fold(String::with_capacity(LINE_HEX_CHARS), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
+    flashsale_core::line::hex(key)
 }
 
 /// The control's rate as the `rate` field of `line:meta` holds it.

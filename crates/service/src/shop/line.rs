@@ -134,6 +134,8 @@ pub(super) struct LineCache {
     joins: std::sync::Mutex<JoinRate>,
     /// This node's copy of the line's chains (`line_log.rs`).
     pub(super) chains: Chains,
+    /// The draw's keyed HMAC (the seed never changes for a sale): a join needs its draw key.
+    draw_keys: std::sync::OnceLock<line::DrawKeys>,
 }
 
 /// The line's join rate as this node sees it: members added between two summaries at least
@@ -278,7 +280,12 @@ impl Shop {
                 Err(refused) => return Ok(LineOutcome::Challenge(refused)),
             },
         };
-        let key = self.line_signer.seed(sale_id).draw_key(&line);
+        let key = slot
+            .shared
+            .line
+            .draw_keys
+            .get_or_init(|| self.line_signer.seed(sale_id).draw_keys())
+            .of(&line);
         let joined = self
             .backends
             .line
