@@ -104,6 +104,15 @@ macro_rules! uuid_id {
             pub fn parse(text: &str) -> Result<Self, uuid::Error> {
                 Uuid::try_parse(text).map(Self)
             }
+
+            /// The id's text as `Display` writes it (36 lowercase characters), in `buffer`,
+            /// without allocating: for ids hashed into other ids and chains.
+            pub fn encode<'b>(
+                &self,
+                buffer: &'b mut [u8; uuid::fmt::Hyphenated::LENGTH],
+            ) -> &'b str {
+                self.0.hyphenated().encode_lower(buffer)
+            }
         }
 
         impl fmt::Display for $name {

@@ -295,9 +295,10 @@ pub struct LineId(pub [u8; 32]);
 impl LineId {
     pub fn of(sale: SaleId, buyer: &BuyerId) -> Self {
         let mut hash = Sha256::new();
-        // The sale id's 36 lowercase characters (its `Display`), written without allocating.
-        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        hash.update(sale.0.hyphenated().encode_lower(&mut text).as_bytes());
+        hash.update(
+            sale.encode(&mut [0; uuid::fmt::Hyphenated::LENGTH])
+                .as_bytes(),
+        );
         hash.update(b":");
         hash.update(buyer.as_str().as_bytes());
         Self(hash.finalize().into())

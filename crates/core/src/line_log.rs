@@ -49,11 +49,12 @@ pub fn events_genesis(sale: SaleId) -> Hash {
 }
 
 fn genesis(domain: &[u8], sale: SaleId) -> Hash {
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id = sale.0.hyphenated().encode_lower(&mut text);
     Sha256::new()
         .chain_update(domain)
-        .chain_update(id.as_bytes())
+        .chain_update(
+            sale.encode(&mut [0; uuid::fmt::Hyphenated::LENGTH])
+                .as_bytes(),
+        )
         .finalize()
         .into()
 }
@@ -638,32 +639,37 @@ fn outcome_of(log: &PublishedLog, position: u64) -> String {
 /// admissions with the first position it ends.
 pub fn publish_events(sale: SaleId, events: &[LineEvent]) -> Vec<PublishedEvent> {
     let mut chain = Chain::new(events_genesis(sale));
-    let (mut admitted_up_to, mut ended_up_to) = (0, 0);
     events
         .iter()
+        .zip(first_positions(events))
         .enumerate()
-        .map(|(i, event)| {
-            let from = match *event {
-                LineEvent::Admitted { up_to, .. } => {
-                    let from = admitted_up_to + 1;
-                    admitted_up_to = up_to;
-                    Some(from)
-                }
-                LineEvent::Passed { up_to } => {
-                    let from = ended_up_to + 1;
-                    ended_up_to = up_to;
-                    Some(from)
-                }
-                LineEvent::Bought { .. } | LineEvent::SoldOut { .. } => None,
-            };
-            PublishedEvent {
-                index: i as u64 + 1,
-                event: *event,
-                from,
-                hash: chain.push_event(event),
-            }
+        .map(|(i, (event, from))| PublishedEvent {
+            index: i as u64 + 1,
+            event: *event,
+            from,
+            hash: chain.push_event(event),
         })
         .collect()
+}
+
+/// Each event's `from` as the log publishes it: for an admission the first position it
+/// admits, for an end of admissions the first position it ends (each the one after the
+/// previous one's last); `None` for the others. Hashing aside, what a published page needs.
+pub fn first_positions(events: &[LineEvent]) -> impl Iterator<Item = Option<u64>> + '_ {
+    let (mut admitted_up_to, mut ended_up_to) = (0, 0);
+    events.iter().map(move |event| match *event {
+        LineEvent::Admitted { up_to, .. } => {
+            let from = admitted_up_to + 1;
+            admitted_up_to = up_to;
+            Some(from)
+        }
+        LineEvent::Passed { up_to } => {
+            let from = ended_up_to + 1;
+            ended_up_to = up_to;
+            Some(from)
+        }
+        LineEvent::Bought { .. } | LineEvent::SoldOut { .. } => None,
+    })
 }
 
 /// The log of a line as the core keeps it: for tests and for a backend that publishes from a

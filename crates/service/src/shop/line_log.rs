@@ -13,7 +13,8 @@ use super::{ServiceError, Shop};
 use crate::ports::LineRefused;
 use flashsale_core::line::{JoinRecord, LineEvent, LineId};
 use flashsale_core::line_log::{
-    Chain, Hash, Head, PublishedEvent, PublishedJoin, events_genesis, joins_genesis, publish_events,
+    Chain, Hash, Head, PublishedEvent, PublishedJoin, events_genesis, first_positions,
+    joins_genesis,
 };
 use flashsale_core::{SaleId, Timestamp};
 
@@ -252,7 +253,7 @@ impl Shop {
                     };
                     LogRecords::Joins(published_joins(copy, from, &joins))
                 } else {
-                    LogRecords::Events(published_events(sale_id, copy, from, limit))
+                    LogRecords::Events(published_events(copy, from, limit))
                 }
             }
         };
@@ -290,17 +291,24 @@ fn published_joins(copy: &ChainCopy, from: u64, joins: &[JoinRecord]) -> Vec<Pub
         .collect()
 }
 
-/// The events from `from` (the core's `publish_events`: the events are a few per second of
-/// admitting and one per buy, so a page rehashes them rather than keep a second copy).
-fn published_events(
-    sale: SaleId,
-    copy: &ChainCopy,
-    from: u64,
-    limit: usize,
-) -> Vec<PublishedEvent> {
+/// The events from `from`, with the hashes this node computed as it read them (a page never
+/// rehashes the chain: the route is public and uncached).
+fn published_events(copy: &ChainCopy, from: u64, limit: usize) -> Vec<PublishedEvent> {
     let skip = usize::try_from(from - 1).unwrap_or(usize::MAX);
-    let mut events = publish_events(sale, &copy.event_records);
-    events.drain(..skip.min(events.len()));
-    events.truncate(limit);
-    events
+    copy.event_records
+        .iter()
+        .zip(first_positions(&copy.event_records))
+        .enumerate()
+        .skip(skip)
+        .take(limit)
+        .map(|(i, (event, first))| {
+            let index = i as u64 + 1;
+            PublishedEvent {
+                index,
+                event: *event,
+                from: first,
+                hash: copy.events.hash(index).expect("hashed as read"),
+            }
+        })
+        .collect()
 }
