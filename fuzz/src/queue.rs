@@ -5,7 +5,7 @@ use crate::NOW;
 use arbitrary::{Arbitrary, Unstructured};
 use flashsale_core::{BatchId, BuyerId, OrderId, Reservation, SaleId};
 use flashsale_embedded::queue::{decode_record, encode_record};
-use flashsale_embedded::{RedbQueue, RedbQueueConfig};
+use flashsale_embedded::{RedbQueue, QueueConfig};
 use flashsale_service::ReservationQueue;
 use std::path::PathBuf;
 use std::sync::{Once, OnceLock};
@@ -87,7 +87,7 @@ fn valid_queue_file() -> &'static [u8] {
         let path = scratch_dir().join("valid.redb");
         let _ = std::fs::remove_file(&path);
         {
-            let queue = RedbQueue::open(&path, RedbQueueConfig::default()).unwrap();
+            let queue = RedbQueue::open(&path, QueueConfig::default()).unwrap();
             runtime().block_on(async {
                 // One alone and two in a batch: both kinds of record are in the file.
                 let mut all = reservations();
@@ -139,7 +139,7 @@ pub fn check_queue_file(data: &[u8]) {
     }
     let path = scratch_dir().join("damaged.redb");
     std::fs::write(&path, &file).unwrap();
-    match RedbQueue::open(&path, RedbQueueConfig::default()) {
+    match RedbQueue::open(&path, QueueConfig::default()) {
         Err(error) => assert_eq!(error.path, path),
         Ok(queue) => {
             let written = reservations();

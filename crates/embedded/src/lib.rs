@@ -1,10 +1,12 @@
 //! Embedded backends, for running flashsale as one process with no outside services: stock in
-//! memory (`InProcessStock`), the durable reservation queue in a redb file (`RedbQueue`), the
+//! memory (`InProcessStock`), the durable reservation queue in an append-only log (`LogQueue`;
+//! `RedbQueue` is the engine before it), the
 //! order store in a SQLite file (`SqliteStore`), and the waiting lines in memory made durable by
 //! an append-only log (`InProcessLine`). Each implements a port of `flashsale_service` and runs
 //! its conformance suite.
 
 mod config;
+mod frame;
 pub mod line;
 pub mod queue;
 pub mod stock;
@@ -12,7 +14,7 @@ pub mod stock;
 pub mod store;
 
 pub use line::{InProcessLine, LineOpenError};
-pub use queue::{QueueOpenError, RedbQueue, RedbQueueConfig};
+pub use queue::{LogQueue, QueueConfig, QueueEngine, QueueOpenError, RedbQueue};
 pub use stock::InProcessStock;
 #[cfg(feature = "sqlite")]
 pub use store::{SqliteStore, StoreOpenError};

@@ -1,7 +1,9 @@
 //! Runs the ports' conformance suites against the embedded backends, each test on a fresh
 //! backend in its own temp dir.
 
-use flashsale_embedded::{InProcessLine, InProcessStock, RedbQueue, RedbQueueConfig, SqliteStore};
+use flashsale_embedded::{
+    InProcessLine, InProcessStock, LogQueue, QueueConfig, RedbQueue, SqliteStore,
+};
 use flashsale_service::conformance::QueueSetup;
 use flashsale_service::{OrderStore, ReservationQueue, StockLedger, WaitingLine};
 use std::sync::Arc;
@@ -19,12 +21,27 @@ mod redb_queue {
 
     flashsale_service::reservation_queue_conformance!(|setup: QueueSetup| async move {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = RedbQueueConfig {
+        let config = QueueConfig {
             capacity_reservations: setup.capacity,
             ack_deadline_ms: u64::try_from(setup.ack_deadline.as_millis()).expect("deadline fits"),
-            ..RedbQueueConfig::default()
+            ..QueueConfig::default()
         };
         let queue = RedbQueue::open(dir.path().join("queue.redb"), config).expect("open queue");
+        (Arc::new(queue) as Arc<dyn ReservationQueue>, dir)
+    });
+}
+
+mod log_queue {
+    use super::*;
+
+    flashsale_service::reservation_queue_conformance!(|setup: QueueSetup| async move {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = QueueConfig {
+            capacity_reservations: setup.capacity,
+            ack_deadline_ms: u64::try_from(setup.ack_deadline.as_millis()).expect("deadline fits"),
+            ..QueueConfig::default()
+        };
+        let queue = LogQueue::open(dir.path().join("queue"), config).expect("open queue");
         (Arc::new(queue) as Arc<dyn ReservationQueue>, dir)
     });
 }

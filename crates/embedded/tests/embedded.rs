@@ -1,14 +1,71 @@
-//! Tests of what only the embedded backends promise: the queue file survives a reopen, group
-//! commit batches many enqueues into few fsyncs, damaged files fail with a clear error, and
-//! the SQLite store keeps its data across a reopen.
+//! Tests of what only the embedded backends promise: the queue survives a reopen, group
+//! commit batches many enqueues into few syncs, damaged files fail with a clear error, and
+//! the SQLite store keeps its data across a reopen. The queue's tests run on both of its
+//! storages (the reservation log and redb), each in a module of that name.
 
 use flashsale_core::{BatchId, BuyerId, OrderId, OrderStatus, Reservation, SaleId};
-use flashsale_embedded::{RedbQueue, RedbQueueConfig, SqliteStore};
+use flashsale_embedded::{LogQueue, QueueConfig, QueueOpenError, RedbQueue, SqliteStore};
 use flashsale_service::{BackendResult, Enqueued, OrderStore, PayOutcome, ReservationQueue};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use time::macros::datetime;
 use uuid::Uuid;
+
+/// One storage of the embedded queue, opened in a test's directory.
+trait Engine: ReservationQueue + Sized + 'static {
+    fn open_in(dir: &Path, config: QueueConfig) -> Result<Self, QueueOpenError>;
+    fn commits(&self) -> u64;
+}
+
+impl Engine for RedbQueue {
+    fn open_in(dir: &Path, config: QueueConfig) -> Result<Self, QueueOpenError> {
+        RedbQueue::open(dir.join("queue.redb"), config)
+    }
+    fn commits(&self) -> u64 {
+        RedbQueue::commits(self)
+    }
+}
+
+impl Engine for LogQueue {
+    fn open_in(dir: &Path, config: QueueConfig) -> Result<Self, QueueOpenError> {
+        LogQueue::open(dir.join("queue"), config)
+    }
+    fn commits(&self) -> u64 {
+        LogQueue::commits(self)
+    }
+}
+
+/// Runs each generic queue test on both storages.
+macro_rules! on_both_engines {
+    ($($test:ident),* $(,)?) => {
+        mod log {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test::<flashsale_embedded::LogQueue>().await
+                }
+            )*
+        }
+        mod redb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test::<flashsale_embedded::RedbQueue>().await
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    queue_survives_reopen_and_forgets_acked,
+    group_commit_batches_concurrent_enqueues,
+    queue_commit_batches_respect_the_batch_max,
+    queue_refuses_zero_limits,
+    cancelled_enqueues_do_not_leak_capacity,
+    a_batch_that_does_not_fit_is_refused_whole,
+);
 
 fn reservation(n: usize) -> Reservation {
     Reservation::new(
@@ -28,7 +85,7 @@ trait EnqueueAlone {
     ) -> impl Future<Output = BackendResult<Enqueued>> + Send + '_;
 }
 
-impl EnqueueAlone for RedbQueue {
+impl<Q: ReservationQueue> EnqueueAlone for Q {
     fn enqueue_alone(
         &self,
         reservation: Reservation,
@@ -42,13 +99,11 @@ fn sorted(mut reservations: Vec<Reservation>) -> Vec<Reservation> {
     reservations
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_survives_reopen_and_forgets_acked() {
+async fn queue_survives_reopen_and_forgets_acked<Q: Engine>() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("queue.redb");
     let sent: Vec<Reservation> = (0..5).map(reservation).collect();
     {
-        let queue = RedbQueue::open(&path, RedbQueueConfig::default()).expect("open");
+        let queue = Q::open_in(dir.path(), QueueConfig::default()).expect("open");
         for r in &sent {
             assert_eq!(
                 queue.enqueue_alone(r.clone()).await.expect("enqueue"),
@@ -64,7 +119,7 @@ async fn queue_survives_reopen_and_forgets_acked() {
         assert_eq!(taken.len(), 2);
         queue.ack(&[taken[0].order_id]).await.expect("ack");
     }
-    let queue = RedbQueue::open(&path, RedbQueueConfig::default()).expect("reopen");
+    let queue = Q::open_in(dir.path(), QueueConfig::default()).expect("reopen");
     let expected: Vec<Reservation> = sent
         .iter()
         .filter(|r| r.order_id != sent[0].order_id)
@@ -94,13 +149,10 @@ async fn queue_survives_reopen_and_forgets_acked() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_commit_batches_concurrent_enqueues() {
+async fn group_commit_batches_concurrent_enqueues<Q: Engine>() {
     const ENQUEUES: usize = 1_000;
     let dir = tempfile::tempdir().expect("temp dir");
-    let queue = Arc::new(
-        RedbQueue::open(dir.path().join("queue.redb"), RedbQueueConfig::default()).expect("open"),
-    );
+    let queue = Arc::new(Q::open_in(dir.path(), QueueConfig::default()).expect("open"));
     let tasks: Vec<_> = (0..ENQUEUES)
         .map(|n| {
             let queue = queue.clone();
@@ -119,14 +171,13 @@ async fn group_commit_batches_concurrent_enqueues() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_commit_batches_respect_the_batch_max() {
+async fn queue_commit_batches_respect_the_batch_max<Q: Engine>() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = RedbQueueConfig {
+    let config = QueueConfig {
         commit_batch_max: 8,
-        ..RedbQueueConfig::default()
+        ..QueueConfig::default()
     };
-    let queue = Arc::new(RedbQueue::open(dir.path().join("queue.redb"), config).expect("open"));
+    let queue = Arc::new(Q::open_in(dir.path(), config).expect("open"));
     let tasks: Vec<_> = (0..200)
         .map(|n| {
             let queue = queue.clone();
@@ -144,12 +195,12 @@ async fn queue_commit_batches_respect_the_batch_max() {
 }
 
 #[tokio::test]
-async fn queue_refuses_a_garbage_file_naming_it() {
+async fn redb_queue_refuses_a_garbage_file_naming_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("queue.redb");
     std::fs::write(&path, vec![0xAB; 64 * 1024]).expect("write garbage");
     let error =
-        RedbQueue::open(&path, RedbQueueConfig::default()).expect_err("garbage must not open");
+        RedbQueue::open(&path, QueueConfig::default()).expect_err("garbage must not open");
     assert!(
         error.to_string().contains(&path.display().to_string()),
         "{error}"
@@ -157,11 +208,11 @@ async fn queue_refuses_a_garbage_file_naming_it() {
 }
 
 #[tokio::test]
-async fn queue_refuses_a_truncated_file_naming_it() {
+async fn redb_queue_refuses_a_truncated_file_naming_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("queue.redb");
     {
-        let queue = RedbQueue::open(&path, RedbQueueConfig::default()).expect("open");
+        let queue = RedbQueue::open(&path, QueueConfig::default()).expect("open");
         for n in 0..200 {
             queue.enqueue_alone(reservation(n)).await.expect("enqueue");
         }
@@ -174,7 +225,7 @@ async fn queue_refuses_a_truncated_file_naming_it() {
             .expect("open file");
         file.set_len(len).expect("truncate");
         drop(file);
-        let error = RedbQueue::open(&path, RedbQueueConfig::default())
+        let error = RedbQueue::open(&path, QueueConfig::default())
             .expect_err("a truncated file must not open");
         assert!(
             error.to_string().contains(&path.display().to_string()),
@@ -183,36 +234,33 @@ async fn queue_refuses_a_truncated_file_naming_it() {
     }
 }
 
-#[tokio::test]
-async fn queue_refuses_zero_limits() {
+async fn queue_refuses_zero_limits<Q: Engine>() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("queue.redb");
     for config in [
-        RedbQueueConfig {
+        QueueConfig {
             capacity_reservations: 0,
-            ..RedbQueueConfig::default()
+            ..QueueConfig::default()
         },
-        RedbQueueConfig {
+        QueueConfig {
             commit_batch_max: 0,
-            ..RedbQueueConfig::default()
+            ..QueueConfig::default()
         },
-        RedbQueueConfig {
+        QueueConfig {
             ack_deadline_ms: 0,
-            ..RedbQueueConfig::default()
+            ..QueueConfig::default()
         },
     ] {
-        assert!(RedbQueue::open(&path, config).is_err());
+        assert!(Q::open_in(dir.path(), config).is_err());
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelled_enqueues_do_not_leak_capacity() {
+async fn cancelled_enqueues_do_not_leak_capacity<Q: Engine>() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = RedbQueueConfig {
+    let config = QueueConfig {
         capacity_reservations: 4,
-        ..RedbQueueConfig::default()
+        ..QueueConfig::default()
     };
-    let queue = Arc::new(RedbQueue::open(dir.path().join("queue.redb"), config).expect("open"));
+    let queue = Arc::new(Q::open_in(dir.path(), config).expect("open"));
     // Callers that give up at once (a client hanging up): their futures are dropped mid-way.
     for n in 0..50 {
         let enqueue = queue.enqueue_alone(reservation(n));
@@ -291,14 +339,13 @@ async fn sqlite_store_refuses_in_memory_databases() {
 
 /// The embedded queue counts reservations exactly: a batch that does not fit in the room left
 /// is refused whole, and one that fits is taken whole.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_that_does_not_fit_is_refused_whole() {
+async fn a_batch_that_does_not_fit_is_refused_whole<Q: Engine>() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let queue = RedbQueue::open(
-        dir.path().join("queue.redb"),
-        RedbQueueConfig {
+    let queue = Q::open_in(
+        dir.path(),
+        QueueConfig {
             capacity_reservations: 5,
-            ..RedbQueueConfig::default()
+            ..QueueConfig::default()
         },
     )
     .expect("open");

@@ -16,7 +16,7 @@ use flashsale_core::invariants::{
     self, Acknowledged, AnsweredPaid, Observation, SeenOrder, SeenReservation,
 };
 use flashsale_core::{BuyerId, IdempotencyKey, OrderId, OrderStatus, PaymentId, SaleId, SaleSpec};
-use flashsale_embedded::{InProcessStock, RedbQueue, RedbQueueConfig, SqliteStore};
+use flashsale_embedded::{InProcessStock, LogQueue, QueueConfig, SqliteStore};
 use flashsale_service::filters::FilterConfig;
 use flashsale_service::shop::{
     Backends, BuyOutcome, PayAnswer, ReaperConfig, ReservationConfig, Shop, ShopConfig,
@@ -56,7 +56,7 @@ enum HeldUntilRestart {
 struct Node {
     shop: Arc<Shop>,
     stock: Arc<InProcessStock>,
-    queue: Arc<RedbQueue>,
+    queue: Arc<LogQueue>,
     store: Arc<SqliteStore>,
 }
 
@@ -98,15 +98,15 @@ fn shop_config() -> ShopConfig {
 }
 
 async fn open_node(dir: &TempDir, clock: &Arc<ManualClock>) -> Result<Node, String> {
-    let queue_path = dir.path().join("queue.redb");
+    let queue_path = dir.path().join("queue");
     // The previous node's queue closes when its last handle drops; give it a moment.
     let mut attempts = 0;
     let queue = loop {
-        match RedbQueue::open(
+        match LogQueue::open(
             &queue_path,
-            RedbQueueConfig {
+            QueueConfig {
                 ack_deadline_ms: ACK_DEADLINE_MS,
-                ..RedbQueueConfig::default()
+                ..QueueConfig::default()
             },
         ) {
             Ok(queue) => break Arc::new(queue),
@@ -488,10 +488,10 @@ fault_point_tests! {
     buy_before_reserve: "shop.buy.before_reserve", HeldUntilRestart::Never;
     buy_between_reserve_and_enqueue: "shop.buy.after_reserve", HeldUntilRestart::Never;
     buy_after_enqueue_before_confirm: "shop.buy.after_enqueue", HeldUntilRestart::Never;
-    queue_before_handing_to_committer: "redb_queue.enqueue.before_send", HeldUntilRestart::OnPanic;
-    queue_before_fsync: "redb_queue.commit.before", HeldUntilRestart::OnPanic;
-    queue_after_fsync: "redb_queue.commit.after", HeldUntilRestart::OnErrorOrPanic;
-    queue_before_ack: "redb_queue.ack.before", HeldUntilRestart::Never;
+    queue_before_handing_to_committer: "queue.enqueue.before_send", HeldUntilRestart::OnPanic;
+    queue_before_fsync: "queue.commit.before", HeldUntilRestart::OnPanic;
+    queue_after_fsync: "queue.commit.after", HeldUntilRestart::OnErrorOrPanic;
+    queue_before_ack: "queue.ack.before", HeldUntilRestart::Never;
     writer_between_take_and_write: "writer.after_take", HeldUntilRestart::Never;
     writer_between_write_and_ack: "writer.after_insert", HeldUntilRestart::Never;
     store_insert_before_commit: "sqlite.insert_orders.before_commit", HeldUntilRestart::Never;

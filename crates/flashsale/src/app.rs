@@ -4,13 +4,17 @@
 use crate::config::{Config, Deployment};
 use anyhow::{Context, Result};
 use flashsale_core::tokens::BuyerTokens;
-use flashsale_embedded::{InProcessLine, InProcessStock, RedbQueue, SqliteStore};
+use flashsale_embedded::{
+    InProcessLine, InProcessStock, LogQueue, QueueEngine, RedbQueue, SqliteStore,
+};
 use flashsale_http::AppState;
 use flashsale_nats::{JetStreamQueue, JetStreamQueueConfig};
 use flashsale_postgres::PgStore;
 use flashsale_redis::{LeaseConfig, RedisLine, RedisStock, RedisStockConfig};
 use flashsale_service::ports::redact_password;
-use flashsale_service::{Backends, Clock, Design, Shop, ShopConfig, SystemClock};
+use flashsale_service::{
+    Backends, Clock, Design, Enqueued, ReservationQueue, Shop, ShopConfig, SystemClock,
+};
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,7 +24,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// File names inside the data directory.
+/// The reservation log's directory (`queue.engine = "log"`, the default).
+pub const QUEUE_DIR: &str = "queue";
+/// The redb queue's file (`queue.engine = "redb"`); imported into the log at start otherwise.
 pub const QUEUE_FILE: &str = "queue.redb";
+/// What an imported redb queue file is renamed to.
+pub const QUEUE_FILE_IMPORTED: &str = "queue.redb.imported";
 /// The waiting lines' log, in the data directory.
 pub const LINE_FILE: &str = "line.log";
 pub const BUY_PATH_SECRET_FILE: &str = "buy_path.secret";
@@ -70,23 +79,89 @@ pub async fn migrate(config: &Config) -> Result<String> {
     }
 }
 
+/// The embedded default's durable queue, on the engine `[queue]` names. With the log (the
+/// default), a `queue.redb` the engine before it left in the data directory is imported first:
+/// its reservations are appended to the log (durably; an import a crash interrupts is done
+/// again, and a batch already in the log is not stored twice), then the file is renamed
+/// `queue.redb.imported`.
+pub async fn open_embedded_queue(config: &Config) -> Result<Arc<dyn ReservationQueue>> {
+    let redb_path = config.data_dir.join(QUEUE_FILE);
+    if config.queue.engine == QueueEngine::Redb {
+        let queue = RedbQueue::open(&redb_path, config.queue.clone()).with_context(|| {
+            format!("cannot open the durable queue {}", redb_path.display())
+        })?;
+        return Ok(Arc::new(queue));
+    }
+    let dir = config.data_dir.join(QUEUE_DIR);
+    let queue = LogQueue::open(&dir, config.queue.clone())
+        .with_context(|| format!("cannot open the durable queue {}", dir.display()))?;
+    if redb_path.exists() {
+        import_redb_queue(&redb_path, &queue, config).await?;
+    }
+    Ok(Arc::new(queue))
+}
+
+async fn import_redb_queue(path: &Path, log: &LogQueue, config: &Config) -> Result<()> {
+    let context = || {
+        format!(
+            "cannot import the redb queue {} into the reservation log (to drain it with the \
+             engine that wrote it instead, set queue.engine = \"redb\" until its depth is 0)",
+            path.display()
+        )
+    };
+    let old = RedbQueue::open(path, config.queue.clone()).with_context(context)?;
+    let queued = old.all_queued().await.with_context(context)?;
+    // Whole batches, oldest first: a batch is durable all or none in either engine.
+    let mut batches: Vec<(flashsale_core::BatchId, Vec<flashsale_core::Reservation>)> =
+        Vec::new();
+    let mut slot_of = std::collections::HashMap::new();
+    for q in &queued {
+        let slot = *slot_of.entry(q.batch).or_insert_with(|| {
+            batches.push((q.batch, Vec::new()));
+            batches.len() - 1
+        });
+        batches[slot].1.push(q.reservation.clone());
+    }
+    for (batch, reservations) in batches {
+        match log.enqueue(batch, reservations).await.with_context(context)? {
+            Enqueued::Durable => {}
+            Enqueued::Full => anyhow::bail!(
+                "{}: it holds {} reservations, more than queue.capacity_reservations ({})",
+                context(),
+                queued.len(),
+                config.queue.capacity_reservations
+            ),
+        }
+    }
+    drop(old);
+    let renamed = path.with_file_name(QUEUE_FILE_IMPORTED);
+    std::fs::rename(path, &renamed).with_context(context)?;
+    std::fs::File::open(&config.data_dir)
+        .and_then(|dir| dir.sync_all())
+        .with_context(context)?;
+    tracing::info!(
+        reservations = queued.len(),
+        from = %path.display(),
+        renamed = %renamed.display(),
+        "imported the redb queue into the reservation log"
+    );
+    Ok(())
+}
+
 /// The stock ledger, queue and order store the configuration names. A backend that cannot be
 /// reached is an error naming it (`backends.*`) and why.
 async fn open_backends(config: &Config, clock: Arc<dyn Clock>) -> Result<Backends> {
     match config.deployment()? {
         Deployment::Embedded { orders_file } => {
             let store = open_sqlite_store(&orders_file).await?;
-            let queue_path = config.data_dir.join(QUEUE_FILE);
-            let queue = RedbQueue::open(&queue_path, config.queue.clone()).with_context(|| {
-                format!("cannot open the durable queue {}", queue_path.display())
-            })?;
+            let queue = open_embedded_queue(config).await?;
             let line_path = config.data_dir.join(LINE_FILE);
             let line = InProcessLine::open(&line_path).with_context(|| {
                 format!("cannot open the waiting lines' log {}", line_path.display())
             })?;
             Ok(Backends {
                 stock: Arc::new(InProcessStock::new()),
-                queue: Arc::new(queue),
+                queue,
                 store: Arc::new(store),
                 line: Arc::new(line),
                 clock,
@@ -270,4 +345,81 @@ pub fn random_secret() -> String {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FlagOverrides;
+    use flashsale_core::{BatchId, BuyerId, OrderId, Reservation, SaleId};
+    use time::macros::datetime;
+
+    fn config_in(dir: &Path) -> Config {
+        let flags = FlagOverrides {
+            data_dir: Some(dir.to_path_buf()),
+            ..FlagOverrides::default()
+        };
+        Config::load(None, Vec::new(), &flags).expect("config")
+    }
+
+    fn reservation(n: u128) -> Reservation {
+        Reservation::new(
+            OrderId(uuid::Uuid::from_u128(n)),
+            SaleId(uuid::Uuid::from_u128(9)),
+            BuyerId::parse(&format!("buyer-{n}")).expect("buyer"),
+            datetime!(2030-01-01 12:00 UTC),
+            600,
+        )
+    }
+
+    /// A data directory the redb engine left reservations in: the log takes them over once
+    /// (whole batches, nothing twice, also when the import is run again after a crash), and the
+    /// file is set aside.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redb_queue_left_in_the_data_dir_is_imported_into_the_log_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = config_in(dir.path());
+        let redb_path = dir.path().join(QUEUE_FILE);
+        let batch = BatchId(uuid::Uuid::from_u128(1 << 100));
+        let alone = reservation(1);
+        {
+            let old = RedbQueue::open(&redb_path, config.queue.clone()).expect("redb");
+            old.enqueue(batch, vec![reservation(2), reservation(3)])
+                .await
+                .expect("enqueue");
+            old.enqueue(BatchId::of_order(alone.order_id), vec![alone.clone()])
+                .await
+                .expect("enqueue");
+        }
+        // A crash after the import's appends and before the rename: the first run's work is
+        // in the log already, and the import runs again.
+        {
+            let log = LogQueue::open(dir.path().join(QUEUE_DIR), config.queue.clone())
+                .expect("log");
+            log.enqueue(batch, vec![reservation(2), reservation(3)])
+                .await
+                .expect("enqueue");
+        }
+        let queue = open_embedded_queue(&config).await.expect("open");
+        let mut held: Vec<(BatchId, u128)> = queue
+            .all_queued()
+            .await
+            .expect("all")
+            .into_iter()
+            .map(|q| (q.batch, q.reservation.order_id.0.as_u128()))
+            .collect();
+        held.sort();
+        let mut expected = vec![
+            (batch, 2),
+            (batch, 3),
+            (BatchId::of_order(alone.order_id), 1),
+        ];
+        expected.sort();
+        assert_eq!(held, expected);
+        assert!(!redb_path.exists());
+        assert!(dir.path().join(QUEUE_FILE_IMPORTED).exists());
+        drop(queue);
+        let again = open_embedded_queue(&config).await.expect("reopen");
+        assert_eq!(again.depth(), 3, "imported once");
+    }
 }

@@ -4,7 +4,7 @@
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Value};
-use flashsale_embedded::RedbQueueConfig;
+use flashsale_embedded::QueueConfig;
 use flashsale_http::HttpConfig;
 use flashsale_nats::JetStreamQueueConfig;
 use flashsale_postgres::PgStoreConfig;
@@ -50,7 +50,7 @@ pub struct Config {
     pub reservations: ReservationConfig,
     pub http: HttpConfig,
     pub filters: FilterConfig,
-    pub queue: RedbQueueConfig,
+    pub queue: QueueConfig,
     pub writers: WriterConfig,
     pub reaper: ReaperConfig,
     pub shutdown: ShutdownSection,
@@ -417,7 +417,7 @@ mod tests {
             ("reservations", json(ReservationConfig::default())),
             ("http", json(HttpConfig::default())),
             ("filters", json(FilterConfig::default())),
-            ("queue", json(RedbQueueConfig::default())),
+            ("queue", json(QueueConfig::default())),
             ("writers", json(WriterConfig::default())),
             ("reaper", json(ReaperConfig::default())),
         ];

@@ -7,18 +7,14 @@
 //! that dominates a log, takes `FRAME_HEADER_BYTES + 93` = 101 bytes (117 with the challenge
 //! that paid for it, kind 7): a million joins are about 101 MB.
 
+use crate::frame::{self, Reader, TIME_BYTES, put_time};
 use flashsale_core::line::{AdmitRate, ChallengeId, DrawKey, LineControl, LineId, LineTimes};
 use flashsale_core::{SaleId, Timestamp};
-use time::OffsetDateTime;
 
-/// The length and the checksum in front of every payload.
-pub(crate) const FRAME_HEADER_BYTES: usize = 8;
+pub(crate) use crate::frame::FRAME_HEADER_BYTES;
 /// The longest payload (a join). A frame claiming more is damage, not a record: a format
 /// bound, so a damaged length can never make the reader allocate or skip far.
-pub(crate) const RECORD_PAYLOAD_BYTES_MAX: usize = 1 + 16 + 32 + 32 + TIME_LEN + 16;
-
-const TIME_LEN: usize = 12;
-const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+pub(crate) const RECORD_PAYLOAD_BYTES_MAX: usize = 1 + 16 + 32 + 32 + TIME_BYTES + 16;
 
 /// One change of one sale's line, in the order it was applied in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,18 +68,9 @@ const RATE_AUTO: u8 = 2;
 impl Record {
     /// Appends the framed record to `out`.
     pub(crate) fn encode_framed(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
-        self.encode_payload(out);
-        let length = out.len() - start - FRAME_HEADER_BYTES;
-        assert!(
-            length <= RECORD_PAYLOAD_BYTES_MAX,
-            "a record is at most RECORD_PAYLOAD_BYTES_MAX"
-        );
-        let length = (length as u32).to_le_bytes();
-        out[start..start + 4].copy_from_slice(&length);
-        let crc = checksum(length, &out[start + FRAME_HEADER_BYTES..]);
-        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        frame::encode_framed(out, RECORD_PAYLOAD_BYTES_MAX, |out| {
+            self.encode_payload(out)
+        });
     }
 
     fn encode_payload(&self, out: &mut Vec<u8>) {
@@ -231,76 +218,15 @@ impl Record {
     }
 }
 
-/// The checksum of a frame: its length bytes, then its payload.
-pub(crate) fn checksum(length: [u8; 4], payload: &[u8]) -> u32 {
-    let mut digest = CASTAGNOLI.digest();
-    digest.update(&length);
-    digest.update(payload);
-    digest.finalize()
-}
-
-/// The payload length a frame header claims, if it is one a record can have.
-pub(crate) fn claimed_length(header: &[u8; FRAME_HEADER_BYTES]) -> Option<usize> {
-    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    (1..=RECORD_PAYLOAD_BYTES_MAX)
-        .contains(&length)
-        .then_some(length)
-}
-
-/// Whether `payload` is what the frame header promises.
-pub(crate) fn frame_matches(header: &[u8; FRAME_HEADER_BYTES], payload: &[u8]) -> bool {
-    let length = [header[0], header[1], header[2], header[3]];
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    checksum(length, payload) == crc
-}
-
-/// Whether a whole valid frame starts at the beginning of `bytes`.
+#[cfg(test)]
+/// Whether a whole valid line log frame starts at the beginning of `bytes`.
 pub(crate) fn valid_frame_at(bytes: &[u8]) -> bool {
-    let Some(header) = bytes.first_chunk::<FRAME_HEADER_BYTES>() else {
-        return false;
-    };
-    let Some(length) = claimed_length(header) else {
-        return false;
-    };
-    bytes
-        .get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + length)
-        .is_some_and(|payload| frame_matches(header, payload))
+    frame::valid_frame_at(bytes, RECORD_PAYLOAD_BYTES_MAX)
 }
 
 fn put_head(out: &mut Vec<u8>, tag: u8, sale: SaleId) {
     out.push(tag);
     out.extend_from_slice(sale.0.as_bytes());
-}
-
-fn put_time(out: &mut Vec<u8>, at: Timestamp) {
-    out.extend_from_slice(&at.unix_timestamp().to_le_bytes());
-    out.extend_from_slice(&at.nanosecond().to_le_bytes());
-}
-
-/// Reads fixed-size fields off the front of a payload.
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        let (head, rest) = self
-            .0
-            .split_first_chunk::<N>()
-            .ok_or_else(|| format!("the record ends early ({} bytes left)", self.0.len()))?;
-        self.0 = rest;
-        Ok(*head)
-    }
-
-    fn byte(&mut self) -> Result<u8, String> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn time(&mut self) -> Result<Timestamp, String> {
-        let secs = i64::from_le_bytes(self.array()?);
-        let nanos = u32::from_le_bytes(self.array()?);
-        OffsetDateTime::from_unix_timestamp(secs)
-            .and_then(|at| at.replace_nanosecond(nanos))
-            .map_err(|e| format!("a time out of range ({secs} s, {nanos} ns): {e}"))
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,12 @@
-//! The group-commit writer: one thread that drains every waiting request into one redb write
-//! transaction with immediate durability (one fsync for many batches), then indexes and
-//! replies.
+//! The group-commit writer: one thread that drains every waiting request into one commit of
+//! the storage (one sync for many batches), then indexes and replies; and the `Storage` port
+//! the two storages implement.
 
-use super::record::RESERVATIONS;
-use super::{BACKEND, Shared, Slots, voided};
+use super::index::Index;
+use super::{Shared, Slots, voided};
 use crate::panic_message;
 use flashsale_core::{BatchId, OrderId, Reservation};
 use flashsale_service::{BackendError, VoidOutcome, faults};
-use redb::{Database, Durability};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Why a commit failed, as the committer tells it.
 #[derive(Debug, Clone)]
-pub(crate) struct CommitFailure {
+pub struct CommitFailure {
     /// True when the transaction surely was not committed.
     determinate: bool,
     message: String,
@@ -31,13 +30,55 @@ impl From<BackendError> for CommitFailure {
 }
 
 impl CommitFailure {
-    pub(crate) fn into_backend_error(self) -> BackendError {
+    pub(crate) fn into_backend_error(self, backend: &'static str) -> BackendError {
         if self.determinate {
-            BackendError::determinate(BACKEND, self.message)
+            BackendError::determinate(backend, self.message)
         } else {
-            BackendError::indeterminate(BACKEND, self.message)
+            BackendError::indeterminate(backend, self.message)
         }
     }
+
+    /// A failure before anything could reach the disk.
+    pub(crate) fn before_write(what: &str, e: &dyn std::fmt::Display) -> Self {
+        Self {
+            determinate: true,
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    /// A failure after part of the commit may have reached the disk.
+    pub(crate) fn unknown(message: String) -> Self {
+        Self {
+            determinate: false,
+            message,
+        }
+    }
+}
+
+/// Where the queue's records are kept. Every method runs on the committer thread, except
+/// `encode`, which runs on the enqueuing caller's.
+pub trait Storage: Send + 'static {
+    /// The backend's name in errors.
+    const BACKEND: &'static str;
+
+    /// How a reservation of `batch` is stored.
+    fn encode(batch: BatchId, reservation: &Reservation) -> Result<Vec<u8>, String>;
+
+    /// Makes one group durable: the records `writes` (as `encode` made them, under their
+    /// order ids) stored, the reservations `deletes` acked. Returns the segment the records
+    /// went to. Returns only after the sync: this is the acknowledgement point.
+    fn commit(
+        &mut self,
+        writes: &[(OrderId, &[u8])],
+        deletes: &[OrderId],
+    ) -> Result<u64, CommitFailure>;
+
+    /// After a commit was indexed: lets go of the space no held reservation needs.
+    /// `holds(segment)` says whether any reservation is still held in that segment.
+    fn tidy(&mut self, holds: &dyn Fn(u64) -> bool);
+
+    /// Segment files on disk (1 for a single-file storage).
+    fn segments(&self) -> u64;
 }
 
 pub(crate) type CommitReply = oneshot::Sender<Result<(), CommitFailure>>;
@@ -66,8 +107,8 @@ pub(crate) enum Command {
 
 /// The committer thread: one write transaction per batch of waiting requests. A plain thread,
 /// not a tokio task: every step blocks on the disk.
-pub(crate) fn run_committer(
-    db: Database,
+pub(crate) fn run_committer<S: Storage>(
+    mut storage: S,
     mut requests: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
     batch_max: usize,
@@ -82,15 +123,15 @@ pub(crate) fn run_committer(
                 Err(_) => break,
             }
         }
-        commit_batch(&db, &mut batch, &shared);
+        commit_batch(&mut storage, &mut batch, &shared);
     }
 }
 
-pub(crate) fn commit_batch(db: &Database, batch: &mut Vec<Command>, shared: &Shared) {
+fn commit_batch<S: Storage>(storage: &mut S, batch: &mut Vec<Command>, shared: &Shared) {
     // Skip what is indexed already (a retry of a durable batch) or repeated in this commit:
     // each order id is stored once.
-    let mut writes: Vec<(u128, &[u8])> = Vec::new();
-    let mut deletes: Vec<u128> = Vec::new();
+    let mut writes: Vec<(OrderId, &[u8])> = Vec::new();
+    let mut deletes: Vec<OrderId> = Vec::new();
     let mut void_replies = Vec::new();
     {
         let mut index = shared.index();
@@ -107,10 +148,10 @@ pub(crate) fn commit_batch(db: &Database, batch: &mut Vec<Command>, shared: &Sha
                         continue;
                     }
                     seen_batches.insert(*batch);
-                    for (reservation, json) in reservations {
+                    for (reservation, record) in reservations {
                         let id = reservation.order_id;
                         if !index.entries.contains_key(&id) && seen_orders.insert(id) {
-                            writes.push((id.0.as_u128(), json.as_slice()));
+                            writes.push((id, record.as_slice()));
                         }
                     }
                 }
@@ -124,9 +165,7 @@ pub(crate) fn commit_batch(db: &Database, batch: &mut Vec<Command>, shared: &Sha
                         VoidOutcome::Voided
                     });
                 }
-                Command::Delete { orders, .. } => {
-                    deletes.extend(orders.iter().map(|id| id.0.as_u128()))
-                }
+                Command::Delete { orders, .. } => deletes.extend_from_slice(orders),
             }
         }
     }
@@ -134,11 +173,12 @@ pub(crate) fn commit_batch(db: &Database, batch: &mut Vec<Command>, shared: &Sha
     // A panic in a commit fails that batch (outcome unknown: it may have reached the disk),
     // not the committer thread, which every later enqueue needs.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        faults::blocking_point("redb_queue.commit.before", faults::Happened::No)
+        faults::blocking_point("queue.commit.before", faults::Happened::No)
             .map_err(CommitFailure::from)?;
-        write(db, &writes, &deletes)?;
-        faults::blocking_point("redb_queue.commit.after", faults::Happened::Yes)
-            .map_err(CommitFailure::from)
+        let segment = storage.commit(&writes, &deletes)?;
+        faults::blocking_point("queue.commit.after", faults::Happened::Yes)
+            .map_err(CommitFailure::from)?;
+        Ok(segment)
     }))
     .unwrap_or_else(|panic| {
         Err(CommitFailure {
@@ -161,24 +201,21 @@ pub(crate) fn commit_batch(db: &Database, batch: &mut Vec<Command>, shared: &Sha
             } => {
                 let answer = if index.voided.contains(&batch) && !index.batches.contains_key(&batch)
                 {
-                    Err(CommitFailure {
-                        determinate: false,
-                        message: voided(batch).message,
-                    })
+                    Err(CommitFailure::unknown(voided(S::BACKEND, batch).message))
                 } else {
-                    if result.is_ok() {
+                    if let Ok(segment) = result {
                         for (reservation, _) in reservations {
-                            index.insert(batch, reservation);
+                            index.insert(batch, reservation, segment);
                         }
                     }
-                    result.clone()
+                    result.clone().map(drop)
                 };
                 // Freed under the index lock, after indexing: an enqueue checking capacity
                 // never sees this batch counted zero times.
                 drop(slots);
                 replies.push((reply, answer));
             }
-            Command::Delete { reply, .. } => replies.push((reply, result.clone())),
+            Command::Delete { reply, .. } => replies.push((reply, result.clone().map(drop))),
             Command::Void { reply, .. } => {
                 // Decided before the write, under the index lock; the tombstone needs no disk.
                 let _ = reply.send(void_replies.next().unwrap_or(VoidOutcome::AlreadyStored));
@@ -193,43 +230,12 @@ pub(crate) fn commit_batch(db: &Database, batch: &mut Vec<Command>, shared: &Sha
         // A caller that gave up waiting is fine: its reservation is durable (or not) anyway.
         let _ = reply.send(answer);
     }
+    // After the replies: dropping consumed segments is no caller's business.
+    storage.tidy(&|segment| held_in(shared, segment));
+    shared.segments.store(storage.segments(), Ordering::Relaxed);
 }
 
-pub(crate) fn write(
-    db: &Database,
-    writes: &[(u128, &[u8])],
-    deletes: &[u128],
-) -> Result<(), CommitFailure> {
-    let before_commit = |what: &str, e: &dyn std::fmt::Display| CommitFailure {
-        determinate: true,
-        message: format!("{what}: {e}"),
-    };
-    let mut txn = db
-        .begin_write()
-        .map_err(|e| before_commit("cannot begin a write", &e))?;
-    // Immediate: the commit returns only after fsync, which is what makes `Durable` true.
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| before_commit("cannot set durability", &e))?;
-    {
-        let mut table = txn
-            .open_table(RESERVATIONS)
-            .map_err(|e| before_commit("cannot open the table", &e))?;
-        // Deletes first: an order id enqueued again after its ack (in the same batch) must
-        // stay, as it does in the index.
-        for key in deletes {
-            table
-                .remove(key)
-                .map_err(|e| before_commit("cannot delete", &e))?;
-        }
-        for &(key, json) in writes {
-            table
-                .insert(key, json)
-                .map_err(|e| before_commit("cannot insert", &e))?;
-        }
-    }
-    // A failed commit (say, fsync failed) may or may not have reached the disk.
-    txn.commit().map_err(|e| CommitFailure {
-        determinate: false,
-        message: format!("commit failed: {e}"),
-    })
+fn held_in(shared: &Shared, segment: u64) -> bool {
+    let index: std::sync::MutexGuard<'_, Index> = shared.index();
+    index.per_segment.contains_key(&segment)
 }

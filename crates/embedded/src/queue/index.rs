@@ -2,7 +2,7 @@
 //! when, how many each batch holds, and the voided batches. Lost on a restart on purpose.
 
 use flashsale_core::{BatchId, OrderId, Reservation};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -11,6 +11,8 @@ use tokio::time::Instant;
 pub(crate) struct Entry {
     pub(crate) batch: BatchId,
     pub(crate) reservation: Reservation,
+    /// Where its record is stored: the segment of the reservation log (always 0 in redb).
+    pub(crate) segment: u64,
     /// Handed to a consumer and not yet acked, nacked or timed out.
     pub(crate) delivered: bool,
     /// Bumped on every delivery state change; entries in `ready` / `in_flight` that carry an
@@ -35,10 +37,12 @@ pub(crate) struct Index {
     /// in memory only: the reconciler that writes them runs on shared backends, and a restart
     /// of the embedded default rebuilds the ledger without any pending reservation.
     pub(crate) voided: HashSet<BatchId>,
+    /// Reservations held per storage segment: a segment none is held in may be dropped.
+    pub(crate) per_segment: BTreeMap<u64, usize>,
 }
 
 impl Index {
-    pub(crate) fn insert(&mut self, batch: BatchId, reservation: Reservation) {
+    pub(crate) fn insert(&mut self, batch: BatchId, reservation: Reservation, segment: u64) {
         let id = reservation.order_id;
         if self.entries.contains_key(&id) {
             return;
@@ -48,11 +52,13 @@ impl Index {
             Entry {
                 batch,
                 reservation,
+                segment,
                 delivered: false,
                 generation: 0,
             },
         );
         *self.batches.entry(batch).or_default() += 1;
+        *self.per_segment.entry(segment).or_default() += 1;
         self.ready.push_back((id, 0));
     }
 
@@ -64,6 +70,12 @@ impl Index {
             *held -= 1;
             if *held == 0 {
                 self.batches.remove(&entry.batch);
+            }
+        }
+        if let Some(held) = self.per_segment.get_mut(&entry.segment) {
+            *held -= 1;
+            if *held == 0 {
+                self.per_segment.remove(&entry.segment);
             }
         }
         true

@@ -1,20 +1,24 @@
-//! `RedbQueue`: the embedded durable reservation queue, a redb file on local disk written by a
-//! single group-commit thread, with an in-memory index for delivery.
+//! The embedded durable reservation queue: reservations written by a single group-commit
+//! thread to local disk, with an in-memory index for delivery. Two storages sit under the same
+//! queue: the reservation log (`LogQueue`, the default: append-only segment files, `log.rs`)
+//! and a redb file (`RedbQueue`, the engine before it, kept so a data directory written by it
+//! can still be opened and drained, `redb.rs`).
 //!
 //! How it works:
 //! - `enqueue` takes capacity slots for its batch, hands the batch to the committer thread and
 //!   waits for its reply. The committer drains every request waiting (up to
-//!   `commit_batch_max`), writes them all in one redb write transaction with immediate
-//!   durability (one fsync), then indexes them in memory and replies to all. So a burst of
-//!   buyers costs one fsync per group of batches, not one per buyer, and nobody hears `Durable`
-//!   before the fsync returned. A batch is in one transaction, so it is durable all or none.
+//!   `commit_batch_max`), writes them all with one sync (`Storage::commit`), then indexes them
+//!   in memory and replies to all. So a burst of buyers costs one sync per group of batches,
+//!   not one per buyer, and nobody hears `Durable` before the sync returned. A batch is in one
+//!   commit, so it is durable all or none.
 //! - Delivery state (queued, handed out until a deadline) lives only in memory: after a restart
-//!   everything in the file is queued again, which is exactly the redelivery a crash calls for.
-//! - `ack` drops reservations from the index at once and deletes them from the file through the
-//!   same committer, so acks ride along in enqueue batches. A crash that loses an ack's delete
-//!   only brings the reservation back once more; order writers insert idempotently, so that is
-//!   harmless.
+//!   everything stored and not acked is queued again, which is exactly the redelivery a crash
+//!   calls for.
+//! - `ack` drops reservations from the index at once and records the ack through the same
+//!   committer, so acks ride along in enqueue groups. A crash that loses an ack only brings the
+//!   reservation back once more; order writers insert idempotently, so that is harmless.
 
+use crate::panic_message;
 use async_trait::async_trait;
 use flashsale_core::{BatchId, OrderId, Reservation};
 use flashsale_service::{
@@ -30,21 +34,29 @@ use tokio::time::Instant;
 
 mod committer;
 mod index;
+mod log;
+mod log_record;
 mod record;
+mod redb;
 
-pub use crate::config::RedbQueueConfig;
+pub use crate::config::{QueueConfig, QueueEngine};
+pub use log::{LogStorage, SEGMENT_BYTES_MAX};
+pub use log_record::{LogRecord, decode_log_record, encode_log_record};
 pub use record::{decode_record, encode_record};
+pub use redb::RedbStorage;
 
-use crate::panic_message;
 use committer::{Command, run_committer};
+pub use committer::{CommitFailure, Storage};
 use index::Index;
-use record::load;
 
-const BACKEND: &str = "redb reservation queue";
+/// The queue on the reservation log: the embedded default.
+pub type LogQueue = DurableQueue<LogStorage>;
+/// The queue on a redb file: the engine before the log.
+pub type RedbQueue = DurableQueue<RedbStorage>;
 
-/// The queue file could not be opened or read. Names the file.
+/// The queue's storage could not be opened or read. Names the file or directory.
 #[derive(Debug, thiserror::Error)]
-#[error("reservation queue file {}: {message}", path.display())]
+#[error("reservation queue {}: {message}", path.display())]
 pub struct QueueOpenError {
     pub path: PathBuf,
     pub message: String,
@@ -60,6 +72,8 @@ struct Shared {
     /// Woken when reservations become deliverable.
     arrivals: Notify,
     commits: AtomicU64,
+    /// Segment files on disk (the reservation log only).
+    segments: AtomicU64,
 }
 
 impl Shared {
@@ -83,9 +97,9 @@ impl Drop for Slots {
     }
 }
 
-/// The embedded durable queue. See the module docs for how it works.
+/// The embedded durable queue on storage `S`. See the module docs for how it works.
 #[derive(Debug)]
-pub struct RedbQueue {
+pub struct DurableQueue<S: Storage> {
     shared: Arc<Shared>,
     /// `None` only while dropping.
     requests: Option<mpsc::Sender<Command>>,
@@ -93,13 +107,39 @@ pub struct RedbQueue {
     capacity: usize,
     ack_deadline: Duration,
     path: PathBuf,
+    storage: std::marker::PhantomData<fn() -> S>,
 }
 
 impl RedbQueue {
-    /// Opens (or creates) the queue file and loads every reservation in it as queued. Blocks
+    /// Opens (or creates) the redb file and loads every reservation in it as queued. Blocks
     /// while it reads the file; call it at start, not on a hot path.
-    pub fn open(path: impl AsRef<Path>, config: RedbQueueConfig) -> Result<Self, QueueOpenError> {
+    pub fn open(path: impl AsRef<Path>, config: QueueConfig) -> Result<Self, QueueOpenError> {
         let path = path.as_ref().to_path_buf();
+        Self::start(path.clone(), config, || RedbStorage::open(&path))
+    }
+}
+
+impl LogQueue {
+    /// Opens (or creates) the reservation log in `dir` and loads every reservation stored and
+    /// not acked as queued. Blocks while it reads the segments; call it at start.
+    pub fn open(dir: impl AsRef<Path>, config: QueueConfig) -> Result<Self, QueueOpenError> {
+        let dir = dir.as_ref().to_path_buf();
+        Self::start(dir.clone(), config, || LogStorage::open(&dir))
+    }
+
+    /// The segment files on disk: shows that consumed segments are dropped.
+    pub fn segments(&self) -> usize {
+        self.shared.segments.load(Ordering::Relaxed) as usize
+    }
+}
+
+impl<S: Storage> DurableQueue<S> {
+    /// Checks the limits, opens the storage, indexes what it holds and starts the committer.
+    fn start(
+        path: PathBuf,
+        config: QueueConfig,
+        open: impl FnOnce() -> Result<(S, Vec<(Queued, u64)>), String>,
+    ) -> Result<Self, QueueOpenError> {
         let fail = |message: String| QueueOpenError {
             path: path.clone(),
             message,
@@ -116,30 +156,31 @@ impl RedbQueue {
             return Err(fail("ack_deadline_ms must be at least 1".into()));
         }
 
-        // redb may panic on a file damaged outside of it; turn that into an error naming the
-        // file instead of taking the process down.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&path)))
-            .map_err(|panic| {
+        // A storage may panic on a file damaged outside of it (redb does); turn that into an
+        // error naming the file instead of taking the process down.
+        let opened =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)).map_err(|panic| {
                 fail(format!(
                     "the file is damaged (reading it panicked: {})",
                     panic_message(&panic)
                 ))
             })?;
-        let (db, records) = opened.map_err(fail)?;
+        let (storage, records) = opened.map_err(fail)?;
 
         let shared = Arc::new(Shared {
             index: Mutex::new(Index::default()),
             slots_in_commit: AtomicUsize::new(0),
             arrivals: Notify::new(),
             commits: AtomicU64::new(0),
+            segments: AtomicU64::new(0),
         });
         {
-            // Everything in the file is queued again: whatever was delivered before a crash
-            // was never acked. More than the capacity can be here if the capacity was lowered;
+            // Everything stored is queued again: whatever was delivered before a crash was
+            // never acked. More than the capacity can be here if the capacity was lowered;
             // then enqueues answer Full until the backlog drains.
             let mut index = shared.index();
-            for queued in records {
-                index.insert(queued.batch, queued.reservation);
+            for (queued, segment) in records {
+                index.insert(queued.batch, queued.reservation, segment);
             }
         }
 
@@ -148,8 +189,8 @@ impl RedbQueue {
             let shared = shared.clone();
             let batch_max = config.commit_batch_max;
             std::thread::Builder::new()
-                .name("redb-queue-committer".into())
-                .spawn(move || run_committer(db, receiver, shared, batch_max))
+                .name("queue-committer".into())
+                .spawn(move || run_committer(storage, receiver, shared, batch_max))
                 .map_err(|e| fail(format!("cannot start the committer thread: {e}")))?
         };
         Ok(Self {
@@ -159,6 +200,7 @@ impl RedbQueue {
             capacity: config.capacity_reservations,
             ack_deadline: Duration::from_millis(config.ack_deadline_ms),
             path,
+            storage: std::marker::PhantomData,
         })
     }
 
@@ -168,6 +210,7 @@ impl RedbQueue {
         self.shared.commits.load(Ordering::Relaxed)
     }
 
+    /// The file (redb) or directory (log) the queue is stored in.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -176,15 +219,15 @@ impl RedbQueue {
         let requests = self
             .requests
             .as_ref()
-            .ok_or_else(|| BackendError::determinate(BACKEND, "the queue is closing"))?;
+            .ok_or_else(|| BackendError::determinate(S::BACKEND, "the queue is closing"))?;
         requests
             .send(command)
             .await
-            .map_err(|_| BackendError::determinate(BACKEND, "the committer thread has stopped"))
+            .map_err(|_| BackendError::determinate(S::BACKEND, "the committer thread has stopped"))
     }
 }
 
-impl Drop for RedbQueue {
+impl<S: Storage> Drop for DurableQueue<S> {
     /// Lets the committer finish the requests already handed to it, then waits for it, so the
     /// file is closed (and its lock released) when the queue is gone: a reopen right after
     /// works. The wait is at most the commits already queued.
@@ -199,7 +242,7 @@ impl Drop for RedbQueue {
 }
 
 #[async_trait]
-impl ReservationQueue for RedbQueue {
+impl<S: Storage> ReservationQueue for DurableQueue<S> {
     async fn enqueue(
         &self,
         batch: BatchId,
@@ -220,7 +263,7 @@ impl ReservationQueue for RedbQueue {
                 return Ok(Enqueued::Durable);
             }
             if index.voided.contains(&batch) {
-                return Err(voided(batch));
+                return Err(voided(S::BACKEND, batch));
             }
             // Checked and taken under the index lock, so two enqueues cannot both take the
             // last slots.
@@ -233,14 +276,14 @@ impl ReservationQueue for RedbQueue {
                 .fetch_add(wanted, Ordering::AcqRel);
             Slots(self.shared.clone(), wanted)
         };
-        // Serialized here, on the caller's thread, to keep the single committer lean.
+        // Encoded here, on the caller's thread, to keep the single committer lean.
         let mut encoded = Vec::with_capacity(wanted);
         for reservation in reservations {
-            let (_, json) = encode_record(batch, &reservation)
-                .map_err(|e| BackendError::determinate(BACKEND, e))?;
-            encoded.push((reservation, json));
+            let record = S::encode(batch, &reservation)
+                .map_err(|e| BackendError::determinate(S::BACKEND, e))?;
+            encoded.push((reservation, record));
         }
-        faults::point("redb_queue.enqueue.before_send", faults::Happened::No).await?;
+        faults::point("queue.enqueue.before_send", faults::Happened::No).await?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Enqueue {
             batch,
@@ -251,9 +294,9 @@ impl ReservationQueue for RedbQueue {
         .await?;
         match answer.await {
             Ok(Ok(())) => Ok(Enqueued::Durable),
-            Ok(Err(failure)) => Err(failure.into_backend_error()),
+            Ok(Err(failure)) => Err(failure.into_backend_error(S::BACKEND)),
             Err(_) => Err(BackendError::indeterminate(
-                BACKEND,
+                S::BACKEND,
                 "the committer stopped before answering",
             )),
         }
@@ -288,7 +331,7 @@ impl ReservationQueue for RedbQueue {
     }
 
     async fn ack(&self, orders: &[OrderId]) -> BackendResult<()> {
-        faults::point("redb_queue.ack.before", faults::Happened::No).await?;
+        faults::point("queue.ack.before", faults::Happened::No).await?;
         let removed: Vec<OrderId> = {
             let mut index = self.shared.index();
             orders
@@ -310,9 +353,9 @@ impl ReservationQueue for RedbQueue {
             Ok(Ok(())) => Ok(()),
             // The reservations are out of the index either way; if the delete did not reach
             // the file they come back after a restart, a harmless redelivery.
-            Ok(Err(failure)) => Err(failure.into_backend_error()),
+            Ok(Err(failure)) => Err(failure.into_backend_error(S::BACKEND)),
             Err(_) => Err(BackendError::indeterminate(
-                BACKEND,
+                S::BACKEND,
                 "the committer stopped before answering",
             )),
         }
@@ -333,7 +376,7 @@ impl ReservationQueue for RedbQueue {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Void { batch, reply }).await?;
         answer.await.map_err(|_| {
-            BackendError::indeterminate(BACKEND, "the committer stopped before answering")
+            BackendError::indeterminate(S::BACKEND, "the committer stopped before answering")
         })
     }
 
@@ -373,6 +416,6 @@ impl ReservationQueue for RedbQueue {
 
 /// An enqueue of a batch the reconciler voided: as far as the caller knows, the outcome is
 /// unknown (the units stay taken until the reconciler, which already settled them, says so).
-fn voided(batch: BatchId) -> BackendError {
-    BackendError::indeterminate(BACKEND, format!("batch {batch} was voided"))
+fn voided(backend: &'static str, batch: BatchId) -> BackendError {
+    BackendError::indeterminate(backend, format!("batch {batch} was voided"))
 }
