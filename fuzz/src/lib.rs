@@ -37,6 +37,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("stored_rows", stored::check_stored_rows),
     ("queue_record", queue::check_queue_record),
     ("queue_file", queue::check_queue_file),
+    ("queue_log", queue::check_queue_log),
 ];
 
 #[cfg(test)]

@@ -603,8 +603,28 @@ mod tests {
             "JOIN_RATE_SAMPLE_MS",
             "the window of the join rate the rising difficulty follows (its curve is the contract)",
         ),
-        ("FRAME_HEADER_BYTES", "line log record format"),
-        ("RECORD_PAYLOAD_BYTES_MAX", "line log record format bound"),
+        (
+            "FRAME_HEADER_BYTES",
+            "line log and reservation log record format",
+        ),
+        (
+            "RECORD_PAYLOAD_BYTES_MAX",
+            "line log and reservation log record format bounds",
+        ),
+        ("TIME_BYTES", "record format of both logs"),
+        // The reservation log (issue 16): its record format, and the segment size, which is
+        // how often a consumed part of the log can be dropped, not a capacity.
+        ("ENQUEUE_FIXED_BYTES", "reservation log record format"),
+        ("ACK_BYTES_MAX", "reservation log record format bound"),
+        ("ACK_IDS_PER_RECORD_MAX", "reservation log record format"),
+        (
+            "SEGMENT_BYTES_MAX",
+            "reservation log segment size (how soon consumed space is freed)",
+        ),
+        // Writers giving way (issue 16): what "the buy path is hot" means, and how often a
+        // pausing writer looks again; the pause itself is writers.give_way_ms.
+        ("BUY_PATH_HOT_MS", "what a hot buy path is"),
+        ("GIVE_WAY_POLL_MS", "a pausing writer's pace"),
         ("LINE_HEX_CHARS", "Redis line member encoding"),
         (
             "LUA_EXACT_MAX",

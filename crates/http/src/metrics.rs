@@ -56,6 +56,10 @@ fn describe() {
     );
     metrics::describe_gauge!("flashsale_writers", "Order writers running on this node.");
     metrics::describe_gauge!(
+        "flashsale_writers_giving_way",
+        "Order writers pausing right now so a hot buy path has the cores (writers.give_way_ms)."
+    );
+    metrics::describe_gauge!(
         "flashsale_writer_lag_seconds",
         metrics::Unit::Seconds,
         "Age of the oldest reservation in the batch most recently written."

@@ -1,5 +1,15 @@
 //! Order writers: tasks that move reservations from the durable queue into the order store in
 //! batches. Their number can change while the server runs.
+//!
+//! **Writers give way during the spike.** A reservation's 202 needs only the durable queue; the
+//! order store can be written later (the seed's peak shaving). Writers and the buy path share
+//! the node's cores, so while the buy path is hot (it made a reservation durable in the last
+//! `BUY_PATH_HOT_MS`) a writer pauses before taking its next batch, for at most
+//! `[writers] give_way_ms` at a time and only while the queue is less than half as full as where
+//! shedding starts. When the pause runs out while the buy path is still hot, the writer drains
+//! the backlog (until a take finds less than a full batch waiting) before it gives way again.
+//! So the writers' lag stays within about `give_way_ms` plus one drain, the queue never fills
+//! into shedding for it, and the admin's writer count stays the upper bound.
 
 use crate::faults;
 use crate::ports::{Clock, OrderStore, ReservationQueue};
@@ -8,12 +18,59 @@ use serde::{Deserialize, Serialize};
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Most writers one node may run; more only contend for the same order store.
 pub const WRITERS_COUNT_MAX: usize = 64;
+
+/// The buy path is hot while it made a reservation durable this recently.
+pub const BUY_PATH_HOT_MS: u64 = 100;
+
+/// How often a writer that gives way looks again.
+const GIVE_WAY_POLL_MS: u64 = 20;
+
+/// When the buy path last made reservations durable, on the real monotonic clock (this is
+/// about sharing the CPU now, not about the shop's clock). Written once per accepted batch.
+#[derive(Debug)]
+pub struct BuyHeat {
+    epoch: Instant,
+    /// Milliseconds after `epoch`, plus one (0: never).
+    last_ms: AtomicU64,
+}
+
+impl Default for BuyHeat {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl BuyHeat {
+    /// The buy path made reservations durable just now.
+    pub fn note(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Whether the buy path made reservations durable within the last `BUY_PATH_HOT_MS`.
+    pub fn is_hot(&self) -> bool {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        last != 0 && now.saturating_sub(last) < BUY_PATH_HOT_MS
+    }
+}
+
+/// When writers give way to the buy path (module docs).
+#[derive(Debug, Clone)]
+pub struct GiveWay {
+    pub heat: Arc<BuyHeat>,
+    /// Writers give way only while the queue is fuller than this, in percent of its capacity.
+    pub queue_fill_percent_max: u32,
+}
 
 /// `[writers]`: the order writers that move reservations from the queue to the order store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +88,10 @@ pub struct WriterConfig {
     pub linger_ms: u64,
     /// Longest pause after a failed write before trying again.
     pub retry_backoff_ms_max: u64,
+    /// Longest a writer pauses at a time while the buy path is hot (module docs); 0 never
+    /// pauses.
+    #[serde(default)]
+    pub give_way_ms: u64,
 }
 
 impl Default for WriterConfig {
@@ -41,6 +102,7 @@ impl Default for WriterConfig {
             idle_wait_ms: NonZeroU64::new(50).expect("not zero"),
             linger_ms: 10,
             retry_backoff_ms_max: 2000,
+            give_way_ms: 1000,
         }
     }
 }
@@ -144,6 +206,7 @@ pub struct WriterPool {
     /// The writers' lag as the last batch written or idle turn saw it, in ms (what the
     /// `flashsale_writer_lag_seconds` gauge shows); the line's "auto" rate reads it.
     lag_ms: Arc<AtomicU64>,
+    give_way: GiveWay,
 }
 
 impl WriterPool {
@@ -156,6 +219,7 @@ impl WriterPool {
         store: Arc<dyn OrderStore>,
         clock: Arc<dyn Clock>,
         config: WriterConfig,
+        give_way: GiveWay,
     ) -> Self {
         Self {
             queue,
@@ -164,7 +228,13 @@ impl WriterPool {
             config,
             lag_ms: Arc::default(),
             writers: Mutex::new(Vec::new()),
+            give_way,
         }
+    }
+
+    /// The buy path tells the writers here when it made reservations durable.
+    pub fn heat(&self) -> &BuyHeat {
+        &self.give_way.heat
     }
 
     pub fn count(&self) -> usize {
@@ -192,6 +262,7 @@ impl WriterPool {
                     self.clock.clone(),
                     self.config.clone(),
                     self.lag_ms.clone(),
+                    self.give_way.clone(),
                     cancel.clone(),
                 ));
                 writers.push(Writer { cancel, handle });
@@ -225,12 +296,26 @@ async fn run_writer(
     clock: Arc<dyn Clock>,
     config: WriterConfig,
     lag_ms: Arc<AtomicU64>,
+    give_way: GiveWay,
     cancel: CancellationToken,
 ) {
     let written = crate::layers::NodeOutcome::Written.counter();
     let lag = metrics::gauge!("flashsale_writer_lag_seconds");
+    let giving_way = metrics::gauge!("flashsale_writers_giving_way");
     let mut backoff_ms = 10;
+    // Set when a pause ran out with the buy path still hot: drain the backlog before pausing
+    // again.
+    let mut draining = false;
     while !cancel.is_cancelled() {
+        if config.give_way_ms > 0 && !draining && give_way.heat.is_hot() {
+            giving_way.increment(1.0);
+            let ran_out = pause_while_hot(queue.as_ref(), &config, &give_way, &cancel).await;
+            giving_way.decrement(1.0);
+            draining = ran_out;
+            if cancel.is_cancelled() {
+                break;
+            }
+        }
         // Each batch runs as a task of its own, so a panic costs that batch (it is delivered
         // again after the ack deadline), not the writer.
         let batch = tokio::spawn({
@@ -248,6 +333,10 @@ async fn run_writer(
                 oldest_reserved_at,
             } => {
                 backoff_ms = 10;
+                // Less than a full batch was waiting: caught up, free to give way again.
+                if taken < config.batch_max.get() {
+                    draining = false;
+                }
                 written.increment(new);
                 // How far the writers run behind the buyers' 202s: the age of the oldest
                 // reservation in the batch just written.
@@ -263,6 +352,7 @@ async fn run_writer(
             }
             WriteOutcome::Idle => {
                 backoff_ms = 10;
+                draining = false;
                 lag.set(0.0);
                 lag_ms.store(0, Ordering::Relaxed);
             }
@@ -273,6 +363,31 @@ async fn run_writer(
                 }
                 backoff_ms = (backoff_ms * 2).min(config.retry_backoff_ms_max.max(10));
             }
+        }
+    }
+}
+
+/// Pauses while the buy path is hot, for at most `give_way_ms`, and only while the queue stays
+/// under the give-way fill. Returns whether the pause ran out with the buy path still hot.
+async fn pause_while_hot(
+    queue: &dyn ReservationQueue,
+    config: &WriterConfig,
+    give_way: &GiveWay,
+    cancel: &CancellationToken,
+) -> bool {
+    let until = Instant::now() + Duration::from_millis(config.give_way_ms);
+    let fill_max = u64::from(give_way.queue_fill_percent_max);
+    loop {
+        let fill_percent = (queue.depth() as u64 * 100) / (queue.capacity().max(1) as u64);
+        if !give_way.heat.is_hot() || fill_percent >= fill_max || cancel.is_cancelled() {
+            return false;
+        }
+        if Instant::now() >= until {
+            return true;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(GIVE_WAY_POLL_MS)) => {}
         }
     }
 }

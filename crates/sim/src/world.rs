@@ -352,6 +352,9 @@ impl World {
                 idle_wait_ms: NonZeroU64::new(rng.between(10, 100)).expect("from 10"),
                 linger_ms: rng.between(0, 50),
                 retry_backoff_ms_max: 200,
+                // Real time: would make the run depend on the host (the simulation) or slow the
+                // drain the test waits for.
+                give_way_ms: 0,
             },
             reaper: ReaperConfig {
                 interval_ms: NonZeroU64::new(rng.between(100, 2000)).expect("from 100"),

@@ -406,6 +406,7 @@ async fn metrics_show_every_layer_and_the_latency_histograms() {
         r#"flashsale_request_duration_seconds_bucket{route="status""#,
         "flashsale_queue_depth",
         "flashsale_writers",
+        "flashsale_writers_giving_way",
     ] {
         assert!(
             text.contains(expected),

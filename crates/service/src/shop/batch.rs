@@ -304,6 +304,7 @@ impl Shop {
         );
         self.counters
             .record(&slot.shared.stats, Layer::Queued, reserved.len() as u64);
+        self.writers.heat().note();
         let orders: Vec<OrderId> = reserved.iter().map(|r| r.reservation.order_id).collect();
         for request in reserved {
             let order_id = request.reservation.order_id;

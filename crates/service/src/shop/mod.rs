@@ -26,7 +26,7 @@ use crate::ports::{
     BackendError, Clock, LineId, OrderStore, ReservationQueue, StockLedger, WaitingLine,
 };
 use crate::ttl_cache::TtlCache;
-use crate::writers::WriterPool;
+use crate::writers::{GiveWay, WriterPool};
 pub use admin::{AdminError, SaleCounters, SaleView};
 use batch::{BuyRequest, batcher_waiting_max, run_batcher};
 use buy::WindowCache;
@@ -160,6 +160,11 @@ impl Shop {
             backends.store.clone(),
             backends.clock.clone(),
             config.writers.clone(),
+            GiveWay {
+                heat: Arc::default(),
+                // Half of where shedding starts: pausing writers never makes the shop shed.
+                queue_fill_percent_max: config.filters.shed_queue_fill_percent_start / 2,
+            },
         );
         let window = (config.filters.buyer_window_ms > 0).then(|| {
             TtlCache::new(
