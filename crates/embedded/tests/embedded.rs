@@ -199,8 +199,7 @@ async fn redb_queue_refuses_a_garbage_file_naming_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("queue.redb");
     std::fs::write(&path, vec![0xAB; 64 * 1024]).expect("write garbage");
-    let error =
-        RedbQueue::open(&path, QueueConfig::default()).expect_err("garbage must not open");
+    let error = RedbQueue::open(&path, QueueConfig::default()).expect_err("garbage must not open");
     assert!(
         error.to_string().contains(&path.display().to_string()),
         "{error}"

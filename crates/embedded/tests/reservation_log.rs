@@ -140,7 +140,8 @@ async fn a_torn_tail_is_cut_and_everything_before_it_kept() {
     let segment = segment_files(&log_dir).pop().expect("a segment");
     let synced = std::fs::metadata(&segment).expect("size").len();
     // Every cut of a whole further record, and garbage after it.
-    let extra = flashsale_embedded::queue::encode_log_record(BatchId(Uuid::now_v7()), &reservation(9));
+    let extra =
+        flashsale_embedded::queue::encode_log_record(BatchId(Uuid::now_v7()), &reservation(9));
     for keep in [1, extra.len() / 2, extra.len() - 1] {
         let mut bytes = std::fs::read(&segment).expect("read");
         bytes.truncate(synced as usize);
@@ -155,7 +156,10 @@ async fn a_torn_tail_is_cut_and_everything_before_it_kept() {
     let queue = LogQueue::open(&log_dir, config(100)).expect("open");
     enqueue_range(&queue, 5, 6).await;
     drop(queue);
-    assert_eq!(LogQueue::open(&log_dir, config(100)).expect("open").depth(), 6);
+    assert_eq!(
+        LogQueue::open(&log_dir, config(100)).expect("open").depth(),
+        6
+    );
 }
 
 /// A flipped byte followed by valid records is damage in what was acknowledged: refused,
@@ -177,7 +181,10 @@ async fn damage_before_valid_records_refuses_to_open_naming_the_segment() {
     std::fs::write(&segment, &bytes).expect("write");
     let error = LogQueue::open(&log_dir, config(100)).expect_err("damage in the middle");
     let message = error.to_string();
-    assert!(message.contains(&segment.display().to_string()), "{message}");
+    assert!(
+        message.contains(&segment.display().to_string()),
+        "{message}"
+    );
     assert!(message.contains("byte offset 8"), "{message}");
     assert_eq!(
         std::fs::metadata(&segment).expect("size").len(),
@@ -216,8 +223,14 @@ async fn a_segment_that_is_not_one_refuses_to_open_naming_it() {
     let path = log_dir.join("00000000000000000001.seg");
     std::fs::write(&path, vec![0xAB; 4096]).expect("garbage");
     let error = LogQueue::open(&log_dir, config(100)).expect_err("garbage");
-    assert!(error.to_string().contains(&path.display().to_string()), "{error}");
-    assert!(error.to_string().contains("not a reservation log"), "{error}");
+    assert!(
+        error.to_string().contains(&path.display().to_string()),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("not a reservation log"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

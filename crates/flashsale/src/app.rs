@@ -87,9 +87,8 @@ pub async fn migrate(config: &Config) -> Result<String> {
 pub async fn open_embedded_queue(config: &Config) -> Result<Arc<dyn ReservationQueue>> {
     let redb_path = config.data_dir.join(QUEUE_FILE);
     if config.queue.engine == QueueEngine::Redb {
-        let queue = RedbQueue::open(&redb_path, config.queue.clone()).with_context(|| {
-            format!("cannot open the durable queue {}", redb_path.display())
-        })?;
+        let queue = RedbQueue::open(&redb_path, config.queue.clone())
+            .with_context(|| format!("cannot open the durable queue {}", redb_path.display()))?;
         return Ok(Arc::new(queue));
     }
     let dir = config.data_dir.join(QUEUE_DIR);
@@ -112,8 +111,7 @@ async fn import_redb_queue(path: &Path, log: &LogQueue, config: &Config) -> Resu
     let old = RedbQueue::open(path, config.queue.clone()).with_context(context)?;
     let queued = old.all_queued().await.with_context(context)?;
     // Whole batches, oldest first: a batch is durable all or none in either engine.
-    let mut batches: Vec<(flashsale_core::BatchId, Vec<flashsale_core::Reservation>)> =
-        Vec::new();
+    let mut batches: Vec<(flashsale_core::BatchId, Vec<flashsale_core::Reservation>)> = Vec::new();
     let mut slot_of = std::collections::HashMap::new();
     for q in &queued {
         let slot = *slot_of.entry(q.batch).or_insert_with(|| {
@@ -123,7 +121,11 @@ async fn import_redb_queue(path: &Path, log: &LogQueue, config: &Config) -> Resu
         batches[slot].1.push(q.reservation.clone());
     }
     for (batch, reservations) in batches {
-        match log.enqueue(batch, reservations).await.with_context(context)? {
+        match log
+            .enqueue(batch, reservations)
+            .await
+            .with_context(context)?
+        {
             Enqueued::Durable => {}
             Enqueued::Full => anyhow::bail!(
                 "{}: it holds {} reservations, more than queue.capacity_reservations ({})",
@@ -394,8 +396,8 @@ mod tests {
         // A crash after the import's appends and before the rename: the first run's work is
         // in the log already, and the import runs again.
         {
-            let log = LogQueue::open(dir.path().join(QUEUE_DIR), config.queue.clone())
-                .expect("log");
+            let log =
+                LogQueue::open(dir.path().join(QUEUE_DIR), config.queue.clone()).expect("log");
             log.enqueue(batch, vec![reservation(2), reservation(3)])
                 .await
                 .expect("enqueue");
