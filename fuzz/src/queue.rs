@@ -150,16 +150,7 @@ pub fn check_queue_file(data: &[u8]) {
     std::fs::write(&path, &file).unwrap();
     match RedbQueue::open(&path, QueueConfig::default()) {
         Err(error) => assert_eq!(error.path, path),
-        Ok(queue) => {
-            let written = reservations();
-            let held = runtime().block_on(queue.all_queued()).unwrap();
-            for queued in held {
-                assert!(
-                    written.contains(&queued.reservation),
-                    "a damaged file gave a reservation never written: {queued:?}"
-                );
-            }
-        }
+        Ok(queue) => holds_only_what_was_written(&queue),
     }
 }
 
@@ -239,15 +230,18 @@ fn check_log_segment(data: &[u8]) {
     std::fs::write(dir.join("00000000000000000001.seg"), &segment).unwrap();
     match LogQueue::open(&dir, QueueConfig::default()) {
         Err(error) => assert_eq!(error.path, dir),
-        Ok(queue) => {
-            let written = reservations();
-            let held = runtime().block_on(queue.all_queued()).unwrap();
-            for queued in held {
-                assert!(
-                    written.contains(&queued.reservation),
-                    "a damaged segment gave a reservation never written: {queued:?}"
-                );
-            }
-        }
+        Ok(queue) => holds_only_what_was_written(&queue),
+    }
+}
+
+/// A queue opened from damaged storage holds nothing but reservations that were written.
+fn holds_only_what_was_written(queue: &dyn ReservationQueue) {
+    let written = reservations();
+    let held = runtime().block_on(queue.all_queued()).unwrap();
+    for queued in held {
+        assert!(
+            written.contains(&queued.reservation),
+            "damaged storage gave a reservation never written: {queued:?}"
+        );
     }
 }

@@ -200,6 +200,49 @@ pub(crate) fn cut_torn_tail(
         .map_err(|e| format!("cannot cut the torn tail at byte offset {offset}: {e}"))
 }
 
+/// Reads every frame of `file` (`length` bytes long) from byte `start` to its end, handing each
+/// payload and its offset to `each`. A damaged frame with nothing valid after it is a torn
+/// tail, cut when `tail_may_be_torn` (the file was being written when a crash came) and refused
+/// otherwise; one with a valid frame after it is refused either way. Returns the offset after
+/// the last valid frame, where the file is left positioned.
+pub(crate) fn read_all(
+    path: &Path,
+    file: &mut File,
+    (start, length): (u64, u64),
+    max: usize,
+    what: &str,
+    tail_may_be_torn: bool,
+    mut each: impl FnMut(&[u8], u64) -> Result<(), String>,
+) -> Result<u64, String> {
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| format!("cannot seek to its first record: {e}"))?;
+    let mut reader = std::io::BufReader::new(&*file);
+    let mut offset = start;
+    let mut payload = vec![0u8; max];
+    loop {
+        let size = match next_frame(&mut reader, &mut payload, max).map_err(|e| e.to_string())? {
+            Frame::End => break,
+            Frame::Damaged if tail_may_be_torn => {
+                drop(reader);
+                cut_torn_tail(path, file, offset, length, max, what)?;
+                break;
+            }
+            Frame::Damaged => {
+                return Err(format!(
+                    "damaged record at byte offset {offset} of a {what} that is not the last \
+                     written: damage in what was acknowledged, refusing to open"
+                ));
+            }
+            Frame::Valid(size) => size,
+        };
+        each(&payload[..size], offset)?;
+        offset += (FRAME_HEADER_BYTES + size) as u64;
+    }
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| format!("cannot seek to the end of its records: {e}"))?;
+    Ok(offset)
+}
+
 /// Writes a time as unix seconds (`i64` LE) and nanoseconds (`u32` LE): 12 bytes.
 pub(crate) fn put_time(out: &mut Vec<u8>, at: OffsetDateTime) {
     out.extend_from_slice(&at.unix_timestamp().to_le_bytes());

@@ -8,6 +8,15 @@ use flashsale_service::conformance::QueueSetup;
 use flashsale_service::{OrderStore, ReservationQueue, StockLedger, WaitingLine};
 use std::sync::Arc;
 
+/// The queue's limits a conformance case asks for.
+fn queue_config(setup: &QueueSetup) -> QueueConfig {
+    QueueConfig {
+        capacity_reservations: setup.capacity,
+        ack_deadline_ms: u64::try_from(setup.ack_deadline.as_millis()).expect("deadline fits"),
+        ..QueueConfig::default()
+    }
+}
+
 mod in_process_stock {
     use super::*;
 
@@ -21,11 +30,7 @@ mod redb_queue {
 
     flashsale_service::reservation_queue_conformance!(|setup: QueueSetup| async move {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = QueueConfig {
-            capacity_reservations: setup.capacity,
-            ack_deadline_ms: u64::try_from(setup.ack_deadline.as_millis()).expect("deadline fits"),
-            ..QueueConfig::default()
-        };
+        let config = queue_config(&setup);
         let queue = RedbQueue::open(dir.path().join("queue.redb"), config).expect("open queue");
         (Arc::new(queue) as Arc<dyn ReservationQueue>, dir)
     });
@@ -36,11 +41,7 @@ mod log_queue {
 
     flashsale_service::reservation_queue_conformance!(|setup: QueueSetup| async move {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = QueueConfig {
-            capacity_reservations: setup.capacity,
-            ack_deadline_ms: u64::try_from(setup.ack_deadline.as_millis()).expect("deadline fits"),
-            ..QueueConfig::default()
-        };
+        let config = queue_config(&setup);
         let queue = LogQueue::open(dir.path().join("queue"), config).expect("open queue");
         (Arc::new(queue) as Arc<dyn ReservationQueue>, dir)
     });

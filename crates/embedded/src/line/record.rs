@@ -11,7 +11,6 @@ use crate::frame::{self, Reader, TIME_BYTES, put_time};
 use flashsale_core::line::{AdmitRate, ChallengeId, DrawKey, LineControl, LineId, LineTimes};
 use flashsale_core::{SaleId, Timestamp};
 
-pub(crate) use crate::frame::FRAME_HEADER_BYTES;
 /// The longest payload (a join). A frame claiming more is damage, not a record: a format
 /// bound, so a damaged length can never make the reader allocate or skip far.
 pub(crate) const RECORD_PAYLOAD_BYTES_MAX: usize = 1 + 16 + 32 + 32 + TIME_BYTES + 16;
@@ -218,12 +217,6 @@ impl Record {
     }
 }
 
-#[cfg(test)]
-/// Whether a whole valid line log frame starts at the beginning of `bytes`.
-pub(crate) fn valid_frame_at(bytes: &[u8]) -> bool {
-    frame::valid_frame_at(bytes, RECORD_PAYLOAD_BYTES_MAX)
-}
-
 fn put_head(out: &mut Vec<u8>, tag: u8, sale: SaleId) {
     out.push(tag);
     out.extend_from_slice(sale.0.as_bytes());
@@ -232,7 +225,13 @@ fn put_head(out: &mut Vec<u8>, tag: u8, sale: SaleId) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::FRAME_HEADER_BYTES;
     use time::macros::datetime;
+
+    /// Whether a whole valid line log frame starts at the beginning of `bytes`.
+    fn valid_frame_at(bytes: &[u8]) -> bool {
+        frame::valid_frame_at(bytes, RECORD_PAYLOAD_BYTES_MAX)
+    }
 
     fn sale() -> SaleId {
         SaleId(uuid::Uuid::from_u128(0xfeed))

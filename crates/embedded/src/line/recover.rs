@@ -6,10 +6,10 @@
 //! - A record whose checksum matches but which this code cannot have written, or which does
 //!   not fit the lines replayed so far, refuses to open the same way.
 
-use super::record::{FRAME_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, Record};
-use crate::frame::{Frame, cut_torn_tail, next_frame, start_new_file};
+use super::record::{RECORD_PAYLOAD_BYTES_MAX, Record};
+use crate::frame::{read_all, start_new_file};
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The first bytes of a line log: what it is and which format.
@@ -66,51 +66,33 @@ pub(crate) fn open_and_replay(
         });
     }
 
-    let mut reader = BufReader::new(&file);
     let mut magic = [0u8; 8];
-    reader
-        .read_exact(&mut magic)
+    file.read_exact(&mut magic)
         .map_err(|e| fail(format!("cannot read: {e}")))?;
     if &magic != MAGIC {
         return Err(fail(
             "not a line log (its first bytes are not the line log's)".into(),
         ));
     }
-    let mut offset = MAGIC.len() as u64;
     let mut records = 0u64;
-    let mut payload = [0u8; RECORD_PAYLOAD_BYTES_MAX];
-    loop {
-        let frame = next_frame(&mut reader, &mut payload, RECORD_PAYLOAD_BYTES_MAX)
-            .map_err(|e| fail(e.to_string()))?;
-        let length = match frame {
-            Frame::End => break,
-            Frame::Damaged => {
-                drop(reader);
-                cut_torn_tail(
-                    path,
-                    &mut file,
-                    offset,
-                    length,
-                    RECORD_PAYLOAD_BYTES_MAX,
-                    WHAT,
-                )
-                .map_err(fail)?;
-                break;
-            }
-            Frame::Valid(length) => length,
-        };
-        let record = Record::decode(&payload[..length])
-            .map_err(|e| fail(format!("unreadable record at byte offset {offset}: {e}")))?;
-        apply(record).map_err(|e| {
-            fail(format!(
-                "the record at byte offset {offset} does not fit the lines before it: {e}"
-            ))
-        })?;
-        records += 1;
-        offset += (FRAME_HEADER_BYTES + length) as u64;
-    }
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| fail(format!("cannot seek to the end of its records: {e}")))?;
+    let offset = read_all(
+        path,
+        &mut file,
+        (MAGIC.len() as u64, length),
+        RECORD_PAYLOAD_BYTES_MAX,
+        WHAT,
+        true,
+        |payload, offset| {
+            let record = Record::decode(payload)
+                .map_err(|e| format!("unreadable record at byte offset {offset}: {e}"))?;
+            apply(record).map_err(|e| {
+                format!("the record at byte offset {offset} does not fit the lines before it: {e}")
+            })?;
+            records += 1;
+            Ok(())
+        },
+    )
+    .map_err(fail)?;
     Ok(Recovered {
         file,
         records,

@@ -24,12 +24,12 @@ use super::committer::{CommitFailure, Storage};
 use super::log_record::{
     LogRecord, RECORD_PAYLOAD_BYTES_MAX, decode_log_record, encode_acks, encode_log_record,
 };
-use crate::frame::{Frame, cut_torn_tail, next_frame, start_new_file, sync_directory};
+use crate::frame::{read_all, start_new_file, sync_directory};
 use flashsale_core::{BatchId, OrderId, Reservation};
 use flashsale_service::Queued;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The first bytes of every segment: what it is and which format.
@@ -319,49 +319,29 @@ fn replay_segment(
         start_new_file(path, &mut file, length, MAGIC, WHAT)?;
         return Ok((file, MAGIC.len() as u64));
     }
-    let mut reader = BufReader::new(&file);
     let mut magic = [0u8; 8];
-    reader
-        .read_exact(&mut magic)
+    file.read_exact(&mut magic)
         .map_err(|e| format!("cannot read: {e}"))?;
     if &magic != MAGIC {
         return Err("not a reservation log segment (its first bytes are not a segment's)".into());
     }
-    let mut offset = MAGIC.len() as u64;
-    let mut payload = [0u8; RECORD_PAYLOAD_BYTES_MAX];
-    loop {
-        let frame = next_frame(&mut reader, &mut payload, RECORD_PAYLOAD_BYTES_MAX)
-            .map_err(|e| e.to_string())?;
-        let size = match frame {
-            Frame::End => break,
-            Frame::Damaged if is_last => {
-                drop(reader);
-                cut_torn_tail(
-                    path,
-                    &mut file,
-                    offset,
-                    length,
-                    RECORD_PAYLOAD_BYTES_MAX,
-                    WHAT,
-                )?;
-                break;
-            }
-            Frame::Damaged => {
-                return Err(format!(
-                    "damaged record at byte offset {offset} of a segment that is not the \
-                     last: damage in what was acknowledged, refusing to open"
-                ));
-            }
-            Frame::Valid(size) => size,
-        };
-        let record = decode_log_record(&payload[..size])
-            .map_err(|e| format!("unreadable record at byte offset {offset}: {e}"))?;
-        apply(record);
-        offset += (crate::frame::FRAME_HEADER_BYTES + size) as u64;
-    }
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| format!("cannot seek to the end of its records: {e}"))?;
-    Ok((file, offset))
+    let end = read_all(
+        path,
+        &mut file,
+        (MAGIC.len() as u64, length),
+        RECORD_PAYLOAD_BYTES_MAX,
+        WHAT,
+        // Segments are started only after the one before was synced: only the last can
+        // have been cut by a crash.
+        is_last,
+        |payload, offset| {
+            let record = decode_log_record(payload)
+                .map_err(|e| format!("unreadable record at byte offset {offset}: {e}"))?;
+            apply(record);
+            Ok(())
+        },
+    )?;
+    Ok((file, end))
 }
 
 #[cfg(test)]
