@@ -83,6 +83,23 @@ fn scratch_dir() -> PathBuf {
     dir
 }
 
+/// Stores the three reservations: one alone and two in a batch, so both kinds of batch are
+/// in the storage. Returns the one stored alone.
+async fn store_three(queue: &dyn ReservationQueue) -> OrderId {
+    let mut all = reservations();
+    let alone = all.remove(0);
+    let id = alone.order_id;
+    queue
+        .enqueue(BatchId::of_order(alone.order_id), vec![alone])
+        .await
+        .unwrap();
+    queue
+        .enqueue(BatchId(Uuid::from_u128(1 << 120)), all)
+        .await
+        .unwrap();
+    id
+}
+
 /// A queue file holding three reservations, written once by the queue itself.
 fn valid_queue_file() -> &'static [u8] {
     static FILE: OnceLock<Vec<u8>> = OnceLock::new();
@@ -91,19 +108,7 @@ fn valid_queue_file() -> &'static [u8] {
         let _ = std::fs::remove_file(&path);
         {
             let queue = RedbQueue::open(&path, QueueConfig::default()).unwrap();
-            runtime().block_on(async {
-                // One alone and two in a batch: both kinds of record are in the file.
-                let mut all = reservations();
-                let alone = all.remove(0);
-                queue
-                    .enqueue(BatchId::of_order(alone.order_id), vec![alone])
-                    .await
-                    .unwrap();
-                queue
-                    .enqueue(BatchId(Uuid::from_u128(1 << 120)), all)
-                    .await
-                    .unwrap();
-            });
+            runtime().block_on(store_three(&queue));
         }
         std::fs::read(&path).unwrap()
     })
@@ -192,17 +197,7 @@ fn valid_log_segment() -> &'static [u8] {
         {
             let queue = LogQueue::open(&dir, QueueConfig::default()).unwrap();
             runtime().block_on(async {
-                let mut all = reservations();
-                let alone = all.remove(0);
-                let acked = alone.order_id;
-                queue
-                    .enqueue(BatchId::of_order(alone.order_id), vec![alone])
-                    .await
-                    .unwrap();
-                queue
-                    .enqueue(BatchId(Uuid::from_u128(1 << 120)), all)
-                    .await
-                    .unwrap();
+                let acked = store_three(&queue).await;
                 let taken = queue
                     .take_batch(1, std::time::Duration::from_secs(1))
                     .await
