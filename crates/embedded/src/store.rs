@@ -32,6 +32,12 @@ const STORED: Stored = Stored::new(BACKEND);
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Read-only connections beside the writer.
 const READ_CONNECTIONS_MAX: u32 = 4;
+/// The writer connection's page cache (SQLite's default is 2 MB). Order ids are random, so
+/// every insert lands on a random leaf of the primary key and of `orders_by_sale`'s tree; with
+/// the default cache a drain of a few hundred thousand orders reads pages back from the file
+/// for most inserts. 64 MiB holds the hot trees of a large sale: the drain measured 40k → 47k
+/// orders a second (BENCHMARKS.md, 2026-12-03 fifth session).
+const WRITER_PAGE_CACHE_BYTES: u64 = 64 << 20;
 /// Rows per multi-row INSERT: 8 parameters each, 8,000 in all, well under the 32,766 bound
 /// parameters of the bundled SQLite.
 const INSERT_ROWS_PER_STATEMENT_MAX: usize = 1_000;
@@ -80,6 +86,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a commit survives power loss, which an acknowledged order must.
             .synchronous(SqliteSynchronous::Full)
+            // Negative: a size in KiB, not in pages.
+            .pragma("cache_size", format!("-{}", WRITER_PAGE_CACHE_BYTES / 1024))
             .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS));
         let writer = SqlitePoolOptions::new()
             .min_connections(1)

@@ -539,6 +539,10 @@ mod tests {
         ),
         ("BUSY_TIMEOUT_MS", "SQLite lock wait against outside tools"),
         (
+            "WRITER_PAGE_CACHE_BYTES",
+            "SQLite writer's page cache (sized from the order trees)",
+        ),
+        (
             "READ_CONNECTIONS_MAX",
             "SQLite readers beside its one writer",
         ),
