@@ -200,29 +200,64 @@ pub(crate) fn cut_torn_tail(
         .map_err(|e| format!("cannot cut the torn tail at byte offset {offset}: {e}"))
 }
 
-/// Reads every frame of `file` (`length` bytes long) from byte `start` to its end, handing each
-/// payload and its offset to `each`. A damaged frame with nothing valid after it is a torn
-/// tail, cut when `tail_may_be_torn` (the file was being written when a crash came) and refused
-/// otherwise; one with a valid frame after it is refused either way. Returns the offset after
-/// the last valid frame, where the file is left positioned.
-pub(crate) fn read_all(
+/// One kind of our append-only files.
+#[derive(Debug)]
+pub(crate) struct FileKind {
+    /// Its first bytes: what it is and which format.
+    pub(crate) magic: &'static [u8],
+    /// Its name in messages ("line log").
+    pub(crate) what: &'static str,
+    /// The longest payload a frame of it may claim.
+    pub(crate) payload_bytes_max: usize,
+}
+
+/// Opens a file of `kind` for appending: checks its header and reads every frame after it,
+/// handing each payload and its offset to `each`. `last_written` says the file may have been
+/// being written when a crash came: then a header cut short is written again and a torn tail
+/// (a damaged frame with nothing valid after it) is cut; otherwise both are refused. A damaged
+/// frame with a valid frame after it is refused either way. Returns the offset after the last
+/// valid frame, where the file is left positioned.
+pub(crate) fn replay(
     path: &Path,
     file: &mut File,
-    (start, length): (u64, u64),
-    max: usize,
-    what: &str,
-    tail_may_be_torn: bool,
+    kind: &FileKind,
+    last_written: bool,
     mut each: impl FnMut(&[u8], u64) -> Result<(), String>,
 ) -> Result<u64, String> {
-    file.seek(SeekFrom::Start(start))
-        .map_err(|e| format!("cannot seek to its first record: {e}"))?;
+    let FileKind {
+        magic,
+        what,
+        payload_bytes_max: max,
+    } = *kind;
+    let length = file
+        .metadata()
+        .map_err(|e| format!("cannot read its size: {e}"))?
+        .len();
+    let start = magic.len() as u64;
+    if length < start {
+        if !last_written {
+            return Err(format!(
+                "shorter than its header, and not the last {what} written"
+            ));
+        }
+        start_new_file(path, file, length, magic, what)?;
+        return Ok(start);
+    }
+    let mut header = vec![0u8; magic.len()];
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_exact(&mut header))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if header != magic {
+        return Err(format!("not a {what} (its first bytes are not a {what}'s)"));
+    }
+    // Right after the header: where the first frame starts.
     let mut reader = std::io::BufReader::new(&*file);
     let mut offset = start;
     let mut payload = vec![0u8; max];
     loop {
         let size = match next_frame(&mut reader, &mut payload, max).map_err(|e| e.to_string())? {
             Frame::End => break,
-            Frame::Damaged if tail_may_be_torn => {
+            Frame::Damaged if last_written => {
                 drop(reader);
                 cut_torn_tail(path, file, offset, length, max, what)?;
                 break;

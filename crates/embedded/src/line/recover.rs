@@ -7,16 +7,18 @@
 //!   not fit the lines replayed so far, refuses to open the same way.
 
 use super::record::{RECORD_PAYLOAD_BYTES_MAX, Record};
-use crate::frame::{read_all, start_new_file};
+use crate::frame::{FileKind, replay};
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The first bytes of a line log: what it is and which format.
 pub(crate) const MAGIC: &[u8; 8] = b"FSLINE\x00\x01";
 
-/// The file kind, in messages.
-const WHAT: &str = "line log";
+const KIND: FileKind = FileKind {
+    magic: MAGIC,
+    what: "line log",
+    payload_bytes_max: RECORD_PAYLOAD_BYTES_MAX,
+};
 
 /// The line log could not be opened or read. Names the file (and, for damage, the offset).
 #[derive(Debug, thiserror::Error)]
@@ -53,45 +55,17 @@ pub(crate) fn open_and_replay(
     // Two writers appending to one log would interleave records.
     file.try_lock()
         .map_err(|e| fail(format!("cannot lock (is another process using it?): {e}")))?;
-    let length = file
-        .metadata()
-        .map_err(|e| fail(format!("cannot read its size: {e}")))?
-        .len();
-    if length < MAGIC.len() as u64 {
-        start_new_file(path, &mut file, length, MAGIC, WHAT).map_err(fail)?;
-        return Ok(Recovered {
-            file,
-            records: 0,
-            bytes: MAGIC.len() as u64,
-        });
-    }
-
-    let mut magic = [0u8; 8];
-    file.read_exact(&mut magic)
-        .map_err(|e| fail(format!("cannot read: {e}")))?;
-    if &magic != MAGIC {
-        return Err(fail(
-            "not a line log (its first bytes are not the line log's)".into(),
-        ));
-    }
     let mut records = 0u64;
-    let offset = read_all(
-        path,
-        &mut file,
-        (MAGIC.len() as u64, length),
-        RECORD_PAYLOAD_BYTES_MAX,
-        WHAT,
-        true,
-        |payload, offset| {
-            let record = Record::decode(payload)
-                .map_err(|e| format!("unreadable record at byte offset {offset}: {e}"))?;
-            apply(record).map_err(|e| {
-                format!("the record at byte offset {offset} does not fit the lines before it: {e}")
-            })?;
-            records += 1;
-            Ok(())
-        },
-    )
+    // The one line log is always the last written.
+    let offset = replay(path, &mut file, &KIND, true, |payload, offset| {
+        let record = Record::decode(payload)
+            .map_err(|e| format!("unreadable record at byte offset {offset}: {e}"))?;
+        apply(record).map_err(|e| {
+            format!("the record at byte offset {offset} does not fit the lines before it: {e}")
+        })?;
+        records += 1;
+        Ok(())
+    })
     .map_err(fail)?;
     Ok(Recovered {
         file,

@@ -2,7 +2,6 @@
 //! the storage (one sync for many batches), then indexes and replies; and the `Storage` port
 //! the two storages implement.
 
-use super::index::Index;
 use super::{Shared, Slots, voided};
 use crate::panic_message;
 use flashsale_core::{BatchId, OrderId, Reservation};
@@ -61,8 +60,8 @@ pub trait Storage: Send + 'static {
     /// The backend's name in errors.
     const BACKEND: &'static str;
 
-    /// How a reservation of `batch` is stored.
-    fn encode(batch: BatchId, reservation: &Reservation) -> Result<Vec<u8>, String>;
+    /// Appends how a reservation of `batch` is stored to `out`.
+    fn encode(batch: BatchId, reservation: &Reservation, out: &mut Vec<u8>) -> Result<(), String>;
 
     /// Makes one group durable: the records `writes` (as `encode` made them, under their
     /// order ids) stored, the reservations `deletes` acked. Returns the segment the records
@@ -88,8 +87,12 @@ pub(crate) type CommitReply = oneshot::Sender<Result<(), CommitFailure>>;
 pub(crate) enum Command {
     Enqueue {
         batch: BatchId,
-        /// Each reservation with its encoded record.
-        reservations: Vec<(Reservation, Vec<u8>)>,
+        reservations: Vec<Reservation>,
+        /// Their records, encoded one after the other: one buffer per batch, not one per
+        /// reservation.
+        records: Vec<u8>,
+        /// Where each reservation's record ends in `records`.
+        ends: Vec<usize>,
         slots: Slots,
         reply: CommitReply,
     },
@@ -142,17 +145,21 @@ fn commit_batch<S: Storage>(storage: &mut S, batch: &mut Vec<Command>, shared: &
                 Command::Enqueue {
                     batch,
                     reservations,
+                    records,
+                    ends,
                     ..
                 } => {
                     if index.voided.contains(batch) {
                         continue;
                     }
                     seen_batches.insert(*batch);
-                    for (reservation, record) in reservations {
+                    let mut start = 0;
+                    for (reservation, &end) in reservations.iter().zip(ends) {
                         let id = reservation.order_id;
                         if !index.entries.contains_key(&id) && seen_orders.insert(id) {
-                            writes.push((id, record.as_slice()));
+                            writes.push((id, &records[start..end]));
                         }
+                        start = end;
                     }
                 }
                 Command::Void { batch, .. } => {
@@ -198,13 +205,14 @@ fn commit_batch<S: Storage>(storage: &mut S, batch: &mut Vec<Command>, shared: &
                 reservations,
                 slots,
                 reply,
+                ..
             } => {
                 let answer = if index.voided.contains(&batch) && !index.batches.contains_key(&batch)
                 {
                     Err(CommitFailure::unknown(voided(S::BACKEND, batch).message))
                 } else {
                     if let Ok(segment) = result {
-                        for (reservation, _) in reservations {
+                        for reservation in reservations {
                             index.insert(batch, reservation, segment);
                         }
                     }
@@ -236,6 +244,5 @@ fn commit_batch<S: Storage>(storage: &mut S, batch: &mut Vec<Command>, shared: &
 }
 
 fn held_in(shared: &Shared, segment: u64) -> bool {
-    let index: std::sync::MutexGuard<'_, Index> = shared.index();
-    index.per_segment.contains_key(&segment)
+    shared.index().per_segment.contains_key(&segment)
 }

@@ -22,14 +22,14 @@
 
 use super::committer::{CommitFailure, Storage};
 use super::log_record::{
-    LogRecord, RECORD_PAYLOAD_BYTES_MAX, decode_log_record, encode_acks, encode_log_record,
+    LogRecord, RECORD_PAYLOAD_BYTES_MAX, decode_log_record, encode_acks, encode_log_record_into,
 };
-use crate::frame::{read_all, start_new_file, sync_directory};
+use crate::frame::{FileKind, replay, start_new_file, sync_directory};
 use flashsale_core::{BatchId, OrderId, Reservation};
 use flashsale_service::Queued;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The first bytes of every segment: what it is and which format.
@@ -40,7 +40,11 @@ pub(crate) const MAGIC: &[u8; 8] = b"FSQLOG\x00\x01";
 /// about 89,000 reservations of 94 bytes.
 pub const SEGMENT_BYTES_MAX: u64 = 8 << 20;
 
-const WHAT: &str = "reservation log segment";
+const KIND: FileKind = FileKind {
+    magic: MAGIC,
+    what: "reservation log segment",
+    payload_bytes_max: RECORD_PAYLOAD_BYTES_MAX,
+};
 
 /// The append-only segment files of one queue. See the module docs.
 #[derive(Debug)]
@@ -189,8 +193,9 @@ impl LogStorage {
 impl Storage for LogStorage {
     const BACKEND: &'static str = "reservation log";
 
-    fn encode(batch: BatchId, reservation: &Reservation) -> Result<Vec<u8>, String> {
-        Ok(encode_log_record(batch, reservation))
+    fn encode(batch: BatchId, reservation: &Reservation, out: &mut Vec<u8>) -> Result<(), String> {
+        encode_log_record_into(out, batch, reservation);
+        Ok(())
     }
 
     fn commit(
@@ -289,14 +294,14 @@ fn new_segment(dir: &Path, number: u64) -> Result<File, String> {
         .truncate(false)
         .open(&path)
         .map_err(|e| format!("cannot create segment {}: {e}", path.display()))?;
-    start_new_file(&path, &mut file, 0, MAGIC, WHAT)
+    start_new_file(&path, &mut file, 0, MAGIC, KIND.what)
         .map_err(|e| format!("segment {}: {e}", path.display()))?;
     Ok(file)
 }
 
 /// Reads one segment's records into `apply`; returns the file positioned after its last valid
-/// record, and that offset. Only the last segment may end in a torn tail (segments are started
-/// only after the one before was synced); it is cut.
+/// record, and that offset. Only the last segment may end in a torn tail or a header cut short
+/// (segments are started only after the one before was synced); they are mended.
 fn replay_segment(
     path: &Path,
     is_last: bool,
@@ -307,40 +312,12 @@ fn replay_segment(
         .write(true)
         .open(path)
         .map_err(|e| format!("cannot open: {e}"))?;
-    let length = file
-        .metadata()
-        .map_err(|e| format!("cannot read its size: {e}"))?
-        .len();
-    if length < MAGIC.len() as u64 {
-        if !is_last {
-            return Err("shorter than its header, and not the last segment".into());
-        }
-        // A rotation a crash interrupted before the header was synced.
-        start_new_file(path, &mut file, length, MAGIC, WHAT)?;
-        return Ok((file, MAGIC.len() as u64));
-    }
-    let mut magic = [0u8; 8];
-    file.read_exact(&mut magic)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    if &magic != MAGIC {
-        return Err("not a reservation log segment (its first bytes are not a segment's)".into());
-    }
-    let end = read_all(
-        path,
-        &mut file,
-        (MAGIC.len() as u64, length),
-        RECORD_PAYLOAD_BYTES_MAX,
-        WHAT,
-        // Segments are started only after the one before was synced: only the last can
-        // have been cut by a crash.
-        is_last,
-        |payload, offset| {
-            let record = decode_log_record(payload)
-                .map_err(|e| format!("unreadable record at byte offset {offset}: {e}"))?;
-            apply(record);
-            Ok(())
-        },
-    )?;
+    let end = replay(path, &mut file, &KIND, is_last, |payload, offset| {
+        let record = decode_log_record(payload)
+            .map_err(|e| format!("unreadable record at byte offset {offset}: {e}"))?;
+        apply(record);
+        Ok(())
+    })?;
     Ok((file, end))
 }
 

@@ -48,7 +48,13 @@ pub fn encode_log_record(batch: BatchId, reservation: &Reservation) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         frame::FRAME_HEADER_BYTES + ENQUEUE_FIXED_BYTES + reservation.buyer.as_str().len(),
     );
-    frame::encode_framed(&mut out, RECORD_PAYLOAD_BYTES_MAX, |out| {
+    encode_log_record_into(&mut out, batch, reservation);
+    out
+}
+
+/// Appends the framed enqueue record of `reservation` to `out`.
+pub(crate) fn encode_log_record_into(out: &mut Vec<u8>, batch: BatchId, reservation: &Reservation) {
+    frame::encode_framed(out, RECORD_PAYLOAD_BYTES_MAX, |out| {
         out.push(ENQUEUE);
         out.extend_from_slice(batch.0.as_bytes());
         out.extend_from_slice(reservation.order_id.0.as_bytes());
@@ -60,7 +66,6 @@ pub fn encode_log_record(batch: BatchId, reservation: &Reservation) -> Vec<u8> {
         out.push(u8::try_from(buyer.len()).expect("a buyer id is at most 128 bytes"));
         out.extend_from_slice(buyer);
     });
-    out
 }
 
 /// Appends framed ack records of `orders` to `out`, `ACK_IDS_PER_RECORD_MAX` ids a record.

@@ -49,6 +49,10 @@ use committer::{Command, run_committer};
 pub use committer::{CommitFailure, Storage};
 use index::Index;
 
+/// About one encoded reservation (a log record with a short buyer id is 94 bytes): the first
+/// size of a batch's record buffer.
+const RECORD_BYTES_TYPICAL: usize = 128;
+
 /// The queue on the reservation log: the embedded default.
 pub type LogQueue = DurableQueue<LogStorage>;
 /// The queue on a redb file: the engine before the log.
@@ -277,17 +281,20 @@ impl<S: Storage> ReservationQueue for DurableQueue<S> {
             Slots(self.shared.clone(), wanted)
         };
         // Encoded here, on the caller's thread, to keep the single committer lean.
-        let mut encoded = Vec::with_capacity(wanted);
-        for reservation in reservations {
-            let record = S::encode(batch, &reservation)
+        let mut records = Vec::with_capacity(wanted * RECORD_BYTES_TYPICAL);
+        let mut ends = Vec::with_capacity(wanted);
+        for reservation in &reservations {
+            S::encode(batch, reservation, &mut records)
                 .map_err(|e| BackendError::determinate(S::BACKEND, e))?;
-            encoded.push((reservation, record));
+            ends.push(records.len());
         }
         faults::point("queue.enqueue.before_send", faults::Happened::No).await?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Enqueue {
             batch,
-            reservations: encoded,
+            reservations,
+            records,
+            ends,
             slots,
             reply,
         })

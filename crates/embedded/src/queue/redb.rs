@@ -27,8 +27,10 @@ impl RedbStorage {
 impl Storage for RedbStorage {
     const BACKEND: &'static str = "redb reservation queue";
 
-    fn encode(batch: BatchId, reservation: &Reservation) -> Result<Vec<u8>, String> {
-        encode_record(batch, reservation).map(|(_, json)| json)
+    fn encode(batch: BatchId, reservation: &Reservation, out: &mut Vec<u8>) -> Result<(), String> {
+        let (_, json) = encode_record(batch, reservation)?;
+        out.extend_from_slice(&json);
+        Ok(())
     }
 
     fn commit(
